@@ -1,0 +1,5 @@
+"""Allows `python -m hakeeper`."""
+
+from hakeeper.cli import main
+
+raise SystemExit(main())

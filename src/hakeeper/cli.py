@@ -1,0 +1,41 @@
+"""The `hakeeper` command line: one subcommand per job, keepalived's option spellings too.
+
+Subcommands register themselves in `build_parser`; each handler takes the parsed
+namespace and returns the process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from hakeeper import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hakeeper",
+        description="VRRP failover, L4 and L7 load balancing: keepalived + nginx, in Python.",
+    )
+    parser.add_argument("--version", "-v", action="version", version=f"hakeeper {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_subcommands(sub)
+    return parser
+
+
+def _add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Each feature module adds its subcommand here (kept in one place for --help order)."""
+    del sub
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return handler(args)
