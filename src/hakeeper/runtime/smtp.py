@@ -163,7 +163,9 @@ async def send_mail(
         for rcpt in settings.recipients:
             cmd = f"RCPT TO:<{rcpt}>\r\n".encode()
             code = await _command(reader, writer, cmd, expect=250, stage="RCPT", timeout=timeout)
-        code = await _command(reader, writer, b"DATA\r\n", 354, "DATA", timeout)
+        code = await _command(
+            reader, writer, b"DATA\r\n", expect=354, stage="DATA", timeout=timeout
+        )
         body = format_message(settings, msg, date)
         code = await _command(reader, writer, body, expect=250, stage="BODY", timeout=timeout)
         writer.write(b"QUIT\r\n")
