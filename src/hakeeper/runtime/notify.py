@@ -1,0 +1,175 @@
+"""Notify scripts on VRRP transitions, with keepalived's arguments and ordering.
+
+keepalived.conf(5), `notify*` of vrrp_instance and vrrp_sync_group:
+* `notify_master` / `notify_backup` / `notify_fault` / `notify_stop` run as configured (the
+  command line may carry its own arguments, split like a shell would), no extra arguments;
+* `notify` runs after the state-specific script with four arguments appended:
+  `INSTANCE|GROUP`, the instance/group name, the target state
+  (`MASTER|BACKUP|FAULT|STOP`), and the priority (0 for groups);
+* scripts of one instance or group run strictly in order (one queue each), each bounded by
+  a timeout after which its process group is killed; the VRRP loop never waits for them.
+
+`notify_commands` is the pure part; `NotifyRunner` owns the queues. The process runner is
+injected (`Exec`) so tests and the daemon can swap it; the default uses asyncio subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger("hakeeper.notify")
+
+DEFAULT_TIMEOUT = 30.0
+MAX_PENDING = 256
+
+Exec = Callable[[Sequence[str], float], Awaitable[int | None]]
+"""Run argv with a timeout; return the exit status, or None when it could not run/timed out."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyScripts:
+    """The notify command lines of one instance or sync group (None: not configured)."""
+
+    master: str | None = None
+    backup: str | None = None
+    fault: str | None = None
+    stop: str | None = None
+    notify: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.master or self.backup or self.fault or self.stop or self.notify)
+
+
+def split_command(command: str) -> list[str]:
+    """Split a configured script line into argv (shell quoting, no shell)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()
+
+
+def notify_commands(
+    scripts: NotifyScripts, kind: str, name: str, state: str, priority: int
+) -> list[list[str]]:
+    """The argv lists to run, in order, when `name` (`kind` INSTANCE|GROUP) enters `state`."""
+    out: list[list[str]] = []
+    specific = {
+        "MASTER": scripts.master,
+        "BACKUP": scripts.backup,
+        "FAULT": scripts.fault,
+        "STOP": scripts.stop,
+    }.get(state)
+    if specific:
+        argv = split_command(specific)
+        if argv:
+            out.append(argv)
+    if scripts.notify:
+        argv = split_command(scripts.notify)
+        if argv:
+            out.append([*argv, kind, name, state, str(priority)])
+    return out
+
+
+async def exec_with_timeout(argv: Sequence[str], timeout: float) -> int | None:
+    """Default `Exec`: run without a shell in a new session, kill the group on timeout."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.warning("cannot run %s: %s", argv[0], exc)
+        return None
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        log.warning("script %s timed out after %gs, killing it", argv[0], timeout)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            try:
+                await asyncio.wait_for(proc.wait(), 1.0)
+                break
+            except TimeoutError:
+                continue
+        return None
+
+
+class NotifyRunner:
+    """One ordered queue per instance/group; scripts of different queues run concurrently."""
+
+    def __init__(self, exec_fn: Exec = exec_with_timeout, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._exec = exec_fn
+        self.timeout = timeout
+        self.ran = 0
+        self.failed = 0
+        self.dropped = 0
+        self._queues: dict[str, deque[list[str]]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def transition(
+        self, scripts: NotifyScripts, kind: str, name: str, state: str, priority: int
+    ) -> None:
+        """Queue the scripts for one transition (no-op when none are configured)."""
+        if scripts.empty:
+            return
+        for argv in notify_commands(scripts, kind, name, state, priority):
+            self.submit(f"{kind}:{name}", argv)
+
+    def submit(self, key: str, argv: list[str]) -> None:
+        queue = self._queues.setdefault(key, deque())
+        if len(queue) >= MAX_PENDING:
+            self.dropped += 1
+            log.warning("notify queue for %s full, dropping %s", key, argv[0])
+            return
+        queue.append(argv)
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            loop = asyncio.get_running_loop()
+            self._tasks[key] = loop.create_task(self._drain(key), name=f"notify-{key}")
+
+    @property
+    def busy(self) -> bool:
+        return any(not t.done() for t in self._tasks.values())
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait for every queued script to finish; False if `timeout` passed first."""
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if not pending:
+            return True
+        _done, still = await asyncio.wait(pending, timeout=timeout)
+        return not still
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _drain(self, key: str) -> None:
+        queue = self._queues[key]
+        while queue:
+            argv = queue.popleft()
+            try:
+                status = await self._exec(argv, self.timeout)
+            except Exception:
+                log.exception("notify %s crashed", argv[0])
+                status = None
+            self.ran += 1
+            if status != 0:
+                self.failed += 1
+                log.info("notify %s for %s exited with %s", argv[0], key, status)

@@ -1,0 +1,110 @@
+"""Notify scripts: keepalived's argument conventions, per-instance ordering, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from hakeeper.runtime.notify import (
+    NotifyRunner,
+    NotifyScripts,
+    exec_with_timeout,
+    notify_commands,
+)
+
+
+def test_specific_then_generic_with_four_arguments() -> None:
+    scripts = NotifyScripts(master="/etc/ka/master.sh 'a b'", notify="/etc/ka/notify.sh x")
+    cmds = notify_commands(scripts, "INSTANCE", "VI_1", "MASTER", 150)
+    assert cmds == [
+        ["/etc/ka/master.sh", "a b"],
+        ["/etc/ka/notify.sh", "x", "INSTANCE", "VI_1", "MASTER", "150"],
+    ]
+
+
+def test_group_and_stop() -> None:
+    scripts = NotifyScripts(stop="/s", notify="/n")
+    assert notify_commands(scripts, "GROUP", "G1", "BACKUP", 0) == [
+        ["/n", "GROUP", "G1", "BACKUP", "0"]
+    ]
+    assert notify_commands(scripts, "INSTANCE", "VI_1", "STOP", 100)[0] == ["/s"]
+
+
+def test_nothing_configured() -> None:
+    assert notify_commands(NotifyScripts(), "INSTANCE", "VI", "FAULT", 1) == []
+    assert NotifyScripts().empty
+
+
+def test_runner_keeps_order_per_instance() -> None:
+    log: list[tuple[str, ...]] = []
+
+    async def fake_exec(argv: Sequence[str], timeout: float) -> int | None:
+        await asyncio.sleep(0.01 if argv[-2] == "MASTER" else 0)
+        log.append(tuple(argv))
+        return 0
+
+    async def go() -> NotifyRunner:
+        runner = NotifyRunner(fake_exec)
+        scripts = NotifyScripts(notify="/n")
+        for state in ("BACKUP", "MASTER", "FAULT", "BACKUP"):
+            runner.transition(scripts, "INSTANCE", "VI_1", state, 100)
+        assert await runner.wait_idle(5.0)
+        return runner
+
+    runner = asyncio.run(go())
+    assert [e[-2] for e in log] == ["BACKUP", "MASTER", "FAULT", "BACKUP"]
+    assert runner.ran == 4 and runner.failed == 0
+
+
+def _script(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_real_script_gets_arguments(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    script = _script(tmp_path, "n.sh", f'echo "$@" >> {out}\n')
+
+    async def go() -> None:
+        runner = NotifyRunner()
+        runner.transition(NotifyScripts(notify=script), "INSTANCE", "VI_1", "MASTER", 120)
+        assert await runner.wait_idle(10.0)
+
+    asyncio.run(go())
+    assert out.read_text() == "INSTANCE VI_1 MASTER 120\n"
+
+
+def test_timeout_kills_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = _script(tmp_path, "slow.sh", f"sleep 30 &\necho $! > {pidfile}\nwait\n")
+
+    async def go() -> int | None:
+        return await exec_with_timeout([script], 0.5)
+
+    assert asyncio.run(go()) is None
+    child = int(pidfile.read_text())
+    # the background sleep was in the killed group; it must be gone (or a zombie reaped by init)
+    try:
+        os.kill(child, 0)
+        alive = Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+    except ProcessLookupError:
+        alive = False
+    assert not alive
+
+
+def test_missing_script_counts_as_failure(tmp_path: Path) -> None:
+    async def go() -> NotifyRunner:
+        runner = NotifyRunner()
+        runner.transition(
+            NotifyScripts(master=str(tmp_path / "absent")), "INSTANCE", "V", "MASTER", 1
+        )
+        assert await runner.wait_idle(5.0)
+        return runner
+
+    runner = asyncio.run(go())
+    assert runner.failed == 1
