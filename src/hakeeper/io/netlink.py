@@ -1,0 +1,481 @@
+"""Addresses, routes, rules, interfaces and VMACs through rtnetlink (pyroute2 AsyncIPRoute).
+
+Owns the kernel side of keepalived's `virtual_ipaddress` / `virtual_ipaddress_excluded`
+(`IP[/len] [brd IP|+|-] [dev IF] [scope S] [label L]`, IPv4 default /32, IPv6 without DAD),
+simple `virtual_routes` / `virtual_rules`, interface facts (index, MAC, flags, primary
+IPv4, link-local IPv6) and `use_vmac` (a private-mode macvlan named `vrrp.VRID`, MAC
+00:00:5e:00:01:VRID, or `vrrp6.VRID` with 00:00:5e:00:02:VRID, per RFC 5798 §7.3).
+Everything is idempotent: adding what exists or removing what is absent is success.
+Works in the calling process's (thread's) network namespace; all calls are coroutines so
+they never block or nest the daemon's event loop. No VRRP policy here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+CLONE_NEWNET = 0x40000000
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
+IFF_LOWER_UP = 0x10000
+IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+
+SCOPES: dict[str, int] = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
+_EXISTS = {errno.EEXIST}
+_ABSENT = {errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH, errno.ENODEV}
+
+
+def scope_number(scope: str | int) -> int:
+    """`global`/`site`/`link`/`host`/`nowhere` or a number 0-255 (iproute2's rt_scopes)."""
+    if isinstance(scope, int):
+        return scope
+    if scope.isdigit():
+        return int(scope)
+    try:
+        return SCOPES[scope]
+    except KeyError:
+        raise ValueError(f"unknown scope {scope!r}") from None
+
+
+def vmac_address(vrid: int, family: int = socket.AF_INET) -> str:
+    """RFC 5798 §7.3 virtual router MAC: 00-00-5E-00-01-{VRID} (IPv4) / 00-00-5E-00-02-{VRID}."""
+    if not 1 <= vrid <= 255:
+        raise ValueError(f"VRID out of range: {vrid}")
+    kind = 2 if family == socket.AF_INET6 else 1
+    return f"00:00:5e:00:{kind:02x}:{vrid:02x}"
+
+
+def vmac_name(vrid: int, family: int = socket.AF_INET) -> str:
+    """keepalived's default VMAC interface name."""
+    return f"vrrp6.{vrid}" if family == socket.AF_INET6 else f"vrrp.{vrid}"
+
+
+@dataclass(frozen=True)
+class VirtualAddress:
+    """One `virtual_ipaddress` line, resolved to an interface name."""
+
+    address: str
+    prefixlen: int
+    ifname: str
+    broadcast: str | None = None  # an IP, "+" (all host bits set) or "-"/None (none)
+    scope: str | int = "global"
+    label: str | None = None
+    nodad: bool = True  # IPv6 only
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+    @classmethod
+    def parse(cls, spec: str, ifname: str, **kw: Any) -> VirtualAddress:
+        """From `IP[/len]` (IPv4 default /32, IPv6 /128)."""
+        addr, _, plen = spec.partition("/")
+        ip = ipaddress.ip_address(addr)
+        return cls(str(ip), int(plen) if plen else ip.max_prefixlen, ifname, **kw)
+
+    def broadcast_address(self) -> str | None:
+        if self.family == socket.AF_INET6 or self.broadcast in (None, "-"):
+            return None
+        if self.broadcast == "+":
+            net = ipaddress.IPv4Network(f"{self.address}/{self.prefixlen}", strict=False)
+            return str(net.broadcast_address)
+        return self.broadcast
+
+
+@dataclass(frozen=True)
+class AddressInfo:
+    address: str
+    prefixlen: int
+    ifindex: int
+    family: int
+    scope: int
+    label: str | None
+    secondary: bool
+
+
+@dataclass(frozen=True)
+class InterfaceInfo:
+    index: int
+    name: str
+    mac: str
+    up: bool  # administratively up (IFF_UP)
+    running: bool  # IFF_RUNNING (operationally up)
+    carrier: bool  # IFF_LOWER_UP
+    mtu: int
+    kind: str | None  # "veth", "macvlan", "bridge", ... or None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A simple `virtual_routes` entry: `dst [via GW] [dev IF] [src IP] [table N] [metric M]`."""
+
+    dst: str  # "198.18.5.0/24" or "default"
+    via: str | None = None
+    dev: str | None = None
+    src: str | None = None
+    table: int = 254  # main
+    metric: int | None = None
+    scope: str | int | None = None
+
+    @property
+    def family(self) -> int:
+        probe = self.via or self.src or self.dst
+        return socket.AF_INET6 if ":" in probe else socket.AF_INET
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A simple `virtual_rules` entry: `[from P] [to P] table N [priority N]`."""
+
+    table: int
+    src: str | None = None  # "198.18.0.0/24"
+    dst: str | None = None
+    priority: int | None = None
+    family: int = socket.AF_INET
+
+
+def _prefix(spec: str) -> tuple[str, int]:
+    net = ipaddress.ip_network(spec, strict=False)
+    return str(net.network_address), net.prefixlen
+
+
+class Netlink:
+    """An rtnetlink handle in the current network namespace. `async with Netlink() as nl:`."""
+
+    def __init__(self) -> None:
+        self._ipr: Any = None
+        self._saved_sysctls: dict[str, dict[str, str]] = {}  # vmac -> {path: old value}
+        self._netns_fd = -1  # the namespace the socket lives in (for /proc/sys writes)
+
+    async def open(self) -> Netlink:
+        if self._ipr is None:
+            self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            ipr = AsyncIPRoute()
+            await ipr.setup_endpoint()
+            self._ipr = ipr
+        return self
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        if self._netns_fd >= 0:
+            os.close(self._netns_fd)
+            self._netns_fd = -1
+
+    def write_ipv4_conf(self, path: str, value: str) -> str | None:
+        """Set net.ipv4.conf.<path> in *this handle's* namespace; returns the old value.
+
+        /proc/sys/net follows the calling thread's namespace, which need not be the one
+        the netlink socket was opened in, so hop into that namespace for the write.
+        """
+        here = os.stat("/proc/thread-self/ns/net").st_ino
+        if self._netns_fd < 0 or os.fstat(self._netns_fd).st_ino == here:
+            return _write_ipv4_conf(path, value)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(self._netns_fd)
+            try:
+                return _write_ipv4_conf(path, value)
+            finally:
+                _setns(home)
+        finally:
+            os.close(home)
+
+    async def __aenter__(self) -> Netlink:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ipr(self) -> Any:
+        if self._ipr is None:
+            raise RuntimeError("Netlink used before open()")
+        return self._ipr
+
+    # -- interfaces -----------------------------------------------------------------------
+    async def interfaces(self) -> list[InterfaceInfo]:
+        out = []
+        async for msg in await self.ipr.link("dump"):
+            out.append(_interface(msg))
+        return out
+
+    async def interface(self, name_or_index: str | int) -> InterfaceInfo | None:
+        for info in await self.interfaces():
+            if name_or_index in (info.name, info.index):
+                return info
+        return None
+
+    async def ifindex(self, ifname: str) -> int:
+        info = await self.interface(ifname)
+        if info is None:
+            raise LookupError(f"no interface {ifname!r}")
+        return info.index
+
+    async def primary_ipv4(self, ifname: str) -> str | None:
+        """The first non-secondary IPv4 address of `ifname`."""
+        for a in await self.addresses(ifname, socket.AF_INET):
+            if not a.secondary:
+                return a.address
+        return None
+
+    async def link_local_ipv6(self, ifname: str) -> str | None:
+        for a in await self.addresses(ifname, socket.AF_INET6):
+            if ipaddress.IPv6Address(a.address).is_link_local:
+                return a.address
+        return None
+
+    async def set_link(self, ifname: str, *, up: bool) -> None:
+        await self.ipr.link("set", index=await self.ifindex(ifname), state="up" if up else "down")
+
+    # -- addresses ------------------------------------------------------------------------
+    async def addresses(
+        self, ifname: str | None = None, family: int | None = None
+    ) -> list[AddressInfo]:
+        index = await self.ifindex(ifname) if ifname is not None else None
+        out = []
+        async for msg in await self.ipr.addr("dump"):
+            if index is not None and msg["index"] != index:
+                continue
+            if family is not None and msg["family"] != family:
+                continue
+            addr = msg.get("address") or msg.get("local")
+            if addr is None:
+                continue
+            flags = msg.get("flags") or msg["flags"]
+            out.append(
+                AddressInfo(
+                    address=str(addr),
+                    prefixlen=int(msg["prefixlen"]),
+                    ifindex=int(msg["index"]),
+                    family=int(msg["family"]),
+                    scope=int(msg["scope"]),
+                    label=msg.get("label"),
+                    secondary=bool(flags & IFA_F_SECONDARY),
+                )
+            )
+        return out
+
+    async def has_address(self, vip: VirtualAddress) -> bool:
+        return any(
+            a.address == vip.address and a.prefixlen == vip.prefixlen
+            for a in await self.addresses(vip.ifname, vip.family)
+        )
+
+    async def add_address(self, vip: VirtualAddress) -> bool:
+        """Add a VIP; True if added, False if it was already there."""
+        kw: dict[str, Any] = {
+            "index": await self.ifindex(vip.ifname),
+            "address": vip.address,
+            "prefixlen": vip.prefixlen,
+            "scope": scope_number(vip.scope),
+            "family": vip.family,
+        }
+        brd = vip.broadcast_address()
+        if brd:
+            kw["broadcast"] = brd
+        if vip.label and vip.family == socket.AF_INET:
+            kw["label"] = vip.label
+        if vip.family == socket.AF_INET6 and vip.nodad:
+            kw["flags"] = IFA_F_NODAD
+        try:
+            await self.ipr.addr("add", **kw)
+        except NetlinkError as exc:
+            if exc.code in _EXISTS:
+                return False
+            raise
+        return True
+
+    async def remove_address(self, vip: VirtualAddress) -> bool:
+        """Remove a VIP; True if removed, False if it was absent (or its interface is gone)."""
+        try:
+            index = await self.ifindex(vip.ifname)
+        except LookupError:
+            return False
+        try:
+            await self.ipr.addr(
+                "del", index=index, address=vip.address, prefixlen=vip.prefixlen,
+                family=vip.family,
+            )  # fmt: skip
+        except NetlinkError as exc:
+            if exc.code in _ABSENT:
+                return False
+            raise
+        return True
+
+    # -- routes and rules -----------------------------------------------------------------
+    async def _route_kw(self, route: Route) -> dict[str, Any]:
+        kw: dict[str, Any] = {"family": route.family, "table": route.table}
+        if route.dst != "default":
+            kw["dst"], kw["dst_len"] = _prefix(route.dst)
+        else:
+            kw["dst_len"] = 0
+        if route.via:
+            kw["gateway"] = route.via
+        if route.dev:
+            kw["oif"] = await self.ifindex(route.dev)
+        if route.src:
+            kw["prefsrc"] = route.src
+        if route.metric is not None:
+            kw["priority"] = route.metric
+        if route.scope is not None:
+            kw["scope"] = scope_number(route.scope)
+        return kw
+
+    async def add_route(self, route: Route) -> bool:
+        try:
+            await self.ipr.route("add", **await self._route_kw(route))
+        except NetlinkError as exc:
+            if exc.code in _EXISTS:
+                return False
+            raise
+        return True
+
+    async def remove_route(self, route: Route) -> bool:
+        try:
+            kw = await self._route_kw(route)
+        except LookupError:
+            return False
+        try:
+            await self.ipr.route("del", **kw)
+        except NetlinkError as exc:
+            if exc.code in _ABSENT:
+                return False
+            raise
+        return True
+
+    def _rule_kw(self, rule: Rule) -> dict[str, Any]:
+        kw: dict[str, Any] = {"family": rule.family, "table": rule.table}
+        if rule.src:
+            kw["src"], kw["src_len"] = _prefix(rule.src)
+        if rule.dst:
+            kw["dst"], kw["dst_len"] = _prefix(rule.dst)
+        if rule.priority is not None:
+            kw["priority"] = rule.priority
+        return kw
+
+    async def add_rule(self, rule: Rule) -> bool:
+        try:
+            await self.ipr.rule("add", **self._rule_kw(rule))
+        except NetlinkError as exc:
+            if exc.code in _EXISTS:
+                return False
+            raise
+        return True
+
+    async def remove_rule(self, rule: Rule) -> bool:
+        try:
+            await self.ipr.rule("del", **self._rule_kw(rule))
+        except NetlinkError as exc:
+            if exc.code in _ABSENT:
+                return False
+            raise
+        return True
+
+    # -- VMAC -----------------------------------------------------------------------------
+    async def create_vmac(
+        self,
+        parent: str,
+        vrid: int,
+        *,
+        family: int = socket.AF_INET,
+        name: str | None = None,
+        mac: str | None = None,
+        arp_sysctls: bool = True,
+    ) -> InterfaceInfo:
+        """Create (or reuse) the macvlan `vrrp.VRID` on `parent`, private mode, VRRP MAC, up.
+
+        With `arp_sysctls` (keepalived does the same) the parent gets arp_ignore=1 and
+        arp_filter=1 and the VMAC arp_ignore=1, so only the VMAC answers ARP for VIPs it
+        carries; the parent's old values come back when `delete_link(vmac)` removes it.
+        """
+        ifname = name or vmac_name(vrid, family)
+        address = mac or vmac_address(vrid, family)
+        existing = await self.interface(ifname)
+        if existing is None:
+            try:
+                await self.ipr.link(
+                    "add", ifname=ifname, kind="macvlan", link=await self.ifindex(parent),
+                    macvlan_mode="private", address=address,
+                )  # fmt: skip
+            except NetlinkError as exc:
+                if exc.code not in _EXISTS:
+                    raise
+        if arp_sysctls and family == socket.AF_INET:
+            saved = self._saved_sysctls.setdefault(ifname, {})
+            for path, value in (
+                (f"{parent}/arp_ignore", "1"),
+                (f"{parent}/arp_filter", "1"),
+                (f"{ifname}/arp_ignore", "1"),
+            ):
+                old = self.write_ipv4_conf(path, value)
+                if old is not None and path.startswith(f"{parent}/"):
+                    saved.setdefault(path, old)
+        await self.ipr.link("set", index=await self.ifindex(ifname), state="up")
+        info = await self.interface(ifname)
+        if info is None:  # pragma: no cover - deleted under our feet
+            raise LookupError(f"VMAC {ifname} vanished after creation")
+        return info
+
+    async def delete_link(self, ifname: str) -> bool:
+        """Delete an interface (e.g. a VMAC); False if it does not exist."""
+        info = await self.interface(ifname)
+        if info is None:
+            return False
+        try:
+            await self.ipr.link("del", index=info.index)
+        except NetlinkError as exc:
+            if exc.code in _ABSENT:
+                return False
+            raise
+        for path, old in self._saved_sysctls.pop(ifname, {}).items():
+            self.write_ipv4_conf(path, old)
+        return True
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _write_ipv4_conf(path: str, value: str) -> str | None:
+    """Set /proc/sys/net/ipv4/conf/<path> in this thread's namespace; returns the old value."""
+    full = f"/proc/sys/net/ipv4/conf/{path}"
+    try:
+        with open(full, encoding="ascii") as f:
+            old = f.read().strip()
+        with open(full, "w", encoding="ascii") as f:
+            f.write(value)
+    except OSError:
+        return None
+    return old
+
+
+def _interface(msg: Any) -> InterfaceInfo:
+    flags = int(msg["flags"])
+    linkinfo = msg.get("linkinfo") or msg.get("IFLA_LINKINFO")
+    kind = linkinfo.get("kind") if linkinfo is not None else None
+    return InterfaceInfo(
+        index=int(msg["index"]),
+        name=str(msg.get("ifname")),
+        mac=str(msg.get("address") or ""),
+        up=bool(flags & IFF_UP),
+        running=bool(flags & IFF_RUNNING),
+        carrier=bool(flags & IFF_LOWER_UP),
+        mtu=int(msg.get("mtu") or 0),
+        kind=kind,
+    )

@@ -1,0 +1,1 @@
+"""hakeeper.lab: network-namespace toolkit and (later) the `hakeeper lab` failover scenarios."""
