@@ -155,17 +155,22 @@ def test_vmac_macvlan_lifecycle(pair: Pair, family: int) -> None:
 
 
 def test_vmac_is_private_macvlan_and_carries_the_vip(pair: Pair) -> None:
+    lab = pair.lab
+
+    def arp_ignore() -> str:
+        return lab.run(pair.a, ["sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"]).stdout.strip()
+
     async def body(nl: Netlink) -> None:
         await nl.create_vmac("eth0", 7)
         await nl.add_address(VirtualAddress.parse("198.18.0.107/24", "vrrp.7"))
+        (link,) = lab.ip_json(pair.a, "-d", "link", "show", "vrrp.7")
+        assert link["linkinfo"]["info_kind"] == "macvlan"
+        assert link["linkinfo"]["info_data"]["mode"] == "private"
+        assert link["address"] == "00:00:5e:00:01:07"
+        lab.run(pair.b, ["ping", "-c1", "-W2", "198.18.0.107"])
+        # only the VMAC answers ARP for its VIPs; deleting it restores the parent's sysctls
+        assert arp_ignore() == "1"
+        assert await nl.delete_link("vrrp.7")
+        assert arp_ignore() == "0"
 
     run_in(pair.a, body)
-    (link,) = pair.lab.ip_json(pair.a, "-d", "link", "show", "vrrp.7")
-    assert link["linkinfo"]["info_kind"] == "macvlan"
-    assert link["linkinfo"]["info_data"]["mode"] == "private"
-    assert link["address"] == "00:00:5e:00:01:07"
-    pair.lab.run(pair.b, ["ping", "-c1", "-W2", "198.18.0.107"])
-    # the parent no longer answers for the VIP; deleting the VMAC restores its sysctls
-    assert pair.lab.run(pair.a, ["sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"]).stdout == "1\n"
-    assert run_in(pair.a, lambda nl: nl.delete_link("vrrp.7"))
-    assert pair.lab.run(pair.a, ["sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"]).stdout == "0\n"
