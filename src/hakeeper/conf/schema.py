@@ -1,0 +1,362 @@
+"""The declarative keyword-schema machinery: keyword specs, argument converters, the walker.
+
+A `BlockSpec` maps keyword names to `Kw` specs (argument converter, target field,
+status, alias, nested block or value-list block). `walk` applies a spec to the
+children of a syntax-tree block and returns a `Raw` bag of converted values, reporting
+every problem into `Diagnostics` and carrying on: unknown keywords get a did-you-mean
+among the keywords valid in that block, out-of-range numbers the allowed range, wrong
+argument counts what was expected. Keyword grammar follows keepalived.conf(5);
+`<BOOL>` is on|off|true|false|yes|no, `<TIMER>` is seconds with fractions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
+from hakeeper.conf.model import IPAddress, Script
+from hakeeper.conf.tree import Node, Word
+
+
+class Status(StrEnum):
+    SUPPORTED = "supported"
+    IGNORED = "accepted-and-ignored-with-warning"
+    REJECTED = "rejected"
+
+
+class _Invalid:
+    """Marker returned by a converter that already reported an error."""
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Any = _Invalid()
+
+Parse = Callable[[Node, Diagnostics], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Kw:
+    """One keyword of a block: how to read its arguments and where the value goes."""
+
+    name: str
+    parse: Parse | None = None
+    field: str | None = None
+    status: Status = Status.SUPPORTED
+    repeat: bool = False
+    block: BlockSpec | None = None
+    items: Parse | None = None
+    block_optional: bool = False
+    alias_of: str | None = None
+    warn: str | None = None
+    doc: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.field or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSpec:
+    name: str
+    keywords: dict[str, Kw]
+
+
+def block(name: str, *kws: Kw | Iterable[Kw]) -> BlockSpec:
+    table: dict[str, Kw] = {}
+    for item in kws:
+        for kw in [item] if isinstance(item, Kw) else item:
+            table[kw.name] = kw
+    return BlockSpec(name, table)
+
+
+def ignored(*names: str, doc: str = "") -> list[Kw]:
+    """Keywords keepalived knows that hakeeper reads and ignores with a warning."""
+    return [Kw(n, any_args, status=Status.IGNORED, doc=doc) for n in names]
+
+
+@dataclass(slots=True)
+class Raw:
+    """Converted values of one block: `values[field]`, plus the block's header value."""
+
+    node: Node | None
+    head: Any = None
+    kind: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+    locs: dict[str, Location] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def list(self, key: str) -> list[Any]:
+        got = self.values.get(key)
+        return got if isinstance(got, list) else []
+
+    @property
+    def loc(self) -> Location | None:
+        return self.node.loc if self.node is not None else None
+
+
+def walk(
+    spec: BlockSpec, children: tuple[Node, ...], diags: Diagnostics, node: Node | None = None
+) -> Raw:
+    raw = Raw(node)
+    keywords = spec.keywords
+    for child in children:
+        name = child.keyword.text
+        kw = keywords.get(name)
+        if kw is None and not name.strip():
+            diags.warning(child.loc, "a line holds only non-ASCII blanks (e.g. U+00A0); ignored")
+            continue
+        if kw is None:
+            hint = did_you_mean(name, keywords)
+            diags.error(child.loc, f"unknown keyword '{name}' in {spec.name}{hint}")
+            continue
+        if kw.warn is not None:
+            diags.warning(child.loc, kw.warn)
+        if kw.alias_of is not None:
+            kw = keywords[kw.alias_of]
+        if kw.status is not Status.SUPPORTED:
+            _unsupported(kw, child, spec, diags)
+            continue
+        value = _value(kw, child, diags)
+        if value is INVALID:
+            continue
+        key = kw.key
+        if kw.repeat:
+            raw.values.setdefault(key, []).append(value)
+        else:
+            if key in raw.values and kw.block is None:
+                diags.warning(
+                    child.loc, f"'{name}' given again in {spec.name}; the earlier value is replaced"
+                )
+            raw.values[key] = value
+        raw.locs[key] = child.loc
+    return raw
+
+
+def _unsupported(kw: Kw, child: Node, spec: BlockSpec, diags: Diagnostics) -> None:
+    why = f" ({kw.doc})" if kw.doc else ""
+    if kw.status is Status.IGNORED:
+        diags.warning(
+            child.loc, f"'{kw.name}' in {spec.name} is accepted but ignored by hakeeper{why}"
+        )
+    else:
+        diags.error(child.loc, f"'{kw.name}' in {spec.name} is not supported by hakeeper{why}")
+
+
+def _value(kw: Kw, child: Node, diags: Diagnostics) -> Any:
+    if kw.block is not None:
+        if child.children is None and not kw.block_optional:
+            diags.error(child.loc, f"'{kw.name}' needs a {{ ... }} block")
+            return INVALID
+        head = kw.parse(child, diags) if kw.parse is not None else None
+        if head is INVALID:
+            return INVALID
+        inner = walk(kw.block, child.children or (), diags, child)
+        inner.head = head
+        inner.kind = kw.block.name
+        return inner
+    if kw.items is not None:
+        if child.children is None:
+            diags.error(child.loc, f"'{kw.name}' needs a {{ ... }} block with one item per line")
+            return INVALID
+        head = None
+        if kw.parse is not None:
+            head = kw.parse(child, diags)
+            if head is INVALID:
+                return INVALID
+        elif child.args:
+            diags.error(child.args[0].loc, f"'{kw.name}' takes no arguments before its block")
+        items = kw.items
+        out = []
+        for line in child.children:
+            if line.children is not None:
+                diags.error(line.loc, f"unexpected block inside '{kw.name}'")
+                continue
+            item = items(line, diags)
+            if item is not INVALID:
+                out.append(item)
+        if kw.parse is not None:
+            return Raw(child, head, kind=kw.name, values={"items": tuple(out)})
+        return tuple(out)
+    if child.children is not None:
+        diags.error(child.open_loc or child.loc, f"'{kw.name}' does not take a {{ ... }} block")
+        return INVALID
+    assert kw.parse is not None, kw.name
+    return kw.parse(child, diags)
+
+
+# ---- argument converters -------------------------------------------------------------
+
+BOOL_WORDS = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
+
+
+def words_of(node: Node) -> tuple[Word, ...]:
+    """A value-block line as words: the keyword position is just the first word."""
+    return (node.keyword, *node.args)
+
+
+def arity(node: Node, diags: Diagnostics, lo: int, hi: int | None, what: str) -> bool:
+    n = len(node.args)
+    if n < lo or (hi is not None and n > hi):
+        where = node.args[hi].loc if hi is not None and n > hi else node.loc
+        diags.error(where, f"'{node.keyword.text}' expects {what}, got {n} argument(s)")
+        return False
+    return True
+
+
+def to_int(w: Word, diags: Diagnostics, lo: int, hi: int, what: str) -> Any:
+    try:
+        value = int(w.text, 10)
+    except ValueError:
+        diags.error(w.loc, f"{what} must be an integer in {lo}..{hi}, got '{w.text}'")
+        return INVALID
+    if not lo <= value <= hi:
+        diags.error(w.loc, f"{what} must be in {lo}..{hi}, got {value}")
+        return INVALID
+    return value
+
+
+def to_float(w: Word, diags: Diagnostics, lo: float, hi: float, what: str) -> Any:
+    try:
+        value = float(w.text)
+    except ValueError:
+        diags.error(w.loc, f"{what} must be a number of seconds in {lo:g}..{hi:g}, got '{w.text}'")
+        return INVALID
+    if math.isnan(value) or not lo <= value <= hi:
+        diags.error(w.loc, f"{what} must be in {lo:g}..{hi:g} seconds, got {w.text}")
+        return INVALID
+    return value
+
+
+def to_ip(w: Word, diags: Diagnostics, what: str = "address") -> Any:
+    try:
+        return ipaddress.ip_address(w.text)
+    except ValueError:
+        diags.error(w.loc, f"{what} must be an IPv4 or IPv6 address, got '{w.text}'")
+        return INVALID
+
+
+def int_arg(lo: int, hi: int) -> Parse:
+    def parse(node: Node, diags: Diagnostics) -> Any:
+        if not arity(node, diags, 1, 1, f"one integer in {lo}..{hi}"):
+            return INVALID
+        return to_int(node.args[0], diags, lo, hi, f"'{node.keyword.text}'")
+
+    return parse
+
+
+def timer(lo: float = 0.0, hi: float = 2147.0) -> Parse:
+    """`<TIMER>`: seconds, fractions allowed (keepalived keeps microseconds)."""
+
+    def parse(node: Node, diags: Diagnostics) -> Any:
+        if not arity(node, diags, 1, 1, "one duration in seconds"):
+            return INVALID
+        return to_float(node.args[0], diags, lo, hi, f"'{node.keyword.text}'")
+
+    return parse
+
+
+def flag(node: Node, diags: Diagnostics) -> Any:
+    if not arity(node, diags, 0, 0, "no arguments"):
+        return INVALID
+    return True
+
+
+def bool_opt(node: Node, diags: Diagnostics) -> Any:
+    """`keyword [<BOOL>]`: bare keyword means true."""
+    if not arity(node, diags, 0, 1, "at most one of on|off|true|false|yes|no"):
+        return INVALID
+    if not node.args:
+        return True
+    w = node.args[0]
+    value = BOOL_WORDS.get(w.text.lower())
+    if value is None:
+        diags.error(
+            w.loc, f"'{node.keyword.text}' expects on|off|true|false|yes|no, got '{w.text}'"
+        )
+        return INVALID
+    return value
+
+
+def word(node: Node, diags: Diagnostics) -> Any:
+    if not arity(node, diags, 1, 1, "one value"):
+        return INVALID
+    return node.args[0].text
+
+
+def choice(*choices: str, upper: bool = False) -> Parse:
+    allowed = "|".join(choices)
+
+    def parse(node: Node, diags: Diagnostics) -> Any:
+        if not arity(node, diags, 1, 1, f"one of {allowed}"):
+            return INVALID
+        w = node.args[0]
+        text = w.text.upper() if upper else w.text
+        if text not in choices:
+            hint = did_you_mean(w.text, choices)
+            diags.error(
+                w.loc, f"'{node.keyword.text}' must be one of {allowed}, got '{w.text}'{hint}"
+            )
+            return INVALID
+        return text
+
+    return parse
+
+
+def text(node: Node, diags: Diagnostics) -> Any:
+    """All arguments joined by single spaces (a command line or free text)."""
+    if not arity(node, diags, 1, None, "a value"):
+        return INVALID
+    return " ".join(w.text for w in node.args)
+
+
+def any_args(node: Node, diags: Diagnostics) -> Any:
+    del diags
+    return tuple(w.text for w in node.args)
+
+
+def ip_arg(node: Node, diags: Diagnostics) -> Any:
+    if not arity(node, diags, 1, 1, "one IP address"):
+        return INVALID
+    return to_ip(node.args[0], diags, f"'{node.keyword.text}'")
+
+
+def script(node: Node, diags: Diagnostics) -> Any:
+    """`keyword <STRING>|<QUOTED-STRING> [username [groupname]]`."""
+    if not arity(node, diags, 1, None, "a command [username [groupname]]"):
+        return INVALID
+    args = node.args
+    if args[0].quoted or len(args) <= 3:
+        if len(args) > 3:
+            diags.error(
+                args[3].loc, f"'{node.keyword.text}' expects a command [username [groupname]]"
+            )
+            return INVALID
+        user = args[1].text if len(args) > 1 else None
+        group = args[2].text if len(args) > 2 else None
+        return Script(args[0].text, user, group)
+    return Script(" ".join(w.text for w in args))
+
+
+def ip_port(node: Node, diags: Diagnostics, words: tuple[Word, ...], what: str) -> Any:
+    """`<IPADDR> [<PORT>]` -> (ip, port | None)."""
+    if not 1 <= len(words) <= 2:
+        diags.error(node.loc, f"'{node.keyword.text}' expects {what}, got {len(words)} argument(s)")
+        return INVALID
+    ip = to_ip(words[0], diags, f"'{node.keyword.text}' address")
+    port = to_int(words[1], diags, 0, 65535, "port") if len(words) > 1 else None
+    if ip is INVALID or port is INVALID:
+        return INVALID
+    result: tuple[IPAddress, int | None] = (ip, port)
+    return result
