@@ -1,0 +1,88 @@
+"""The upstream-selection contract the proxy engine calls, plus a plain round-robin.
+
+`Balancer` is the seam between the hot path and the nginx algorithms (smooth WRR,
+least_conn, ip_hash, hash, random in `hakeeper.balance.nginx`): the engine asks
+`pick(key, tried, now)` once per try and reports the outcome with `report(peer, ok, now)`,
+like nginx's `peer.get` / `peer.free` pair (`ngx_http_upstream_round_robin.c`).
+`RoundRobin` is the engine's own fallback: equal weights, passive health with
+`max_fails`/`fail_timeout` as in nginx 1.22 (a single peer is never marked down).
+Pure: `now` is injected (seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+from hakeeper.proxy.config import Peer
+
+
+class Balancer(Protocol):
+    """What the proxy needs from an upstream group."""
+
+    def pick(self, key: str, tried: Collection[Peer], now: float) -> Peer | None:
+        """A live peer not in `tried`, or None (then the proxy answers 502)."""
+        ...
+
+    def report(self, peer: Peer, ok: bool, now: float) -> None:
+        """The try on `peer` ended; `ok=False` counts a failure (connect error, timeout...)."""
+        ...
+
+    def count(self) -> int:
+        """How many peers a request may try at most (nginx `peers.tries`)."""
+        ...
+
+
+class RoundRobin:
+    """Unweighted round-robin with nginx's max_fails/fail_timeout passive health."""
+
+    __slots__ = ("_checked", "_fails", "_next", "fail_timeout", "max_fails", "peers")
+
+    def __init__(
+        self, peers: Collection[Peer], max_fails: int = 1, fail_timeout: float = 10.0
+    ) -> None:
+        self.peers: tuple[Peer, ...] = tuple(peers)
+        self.max_fails = max_fails
+        self.fail_timeout = fail_timeout
+        self._next = 0
+        self._fails = [0] * len(self.peers)
+        self._checked = [0.0] * len(self.peers)
+
+    def count(self) -> int:
+        return len(self.peers)
+
+    def _usable(self, i: int, now: float) -> bool:
+        if len(self.peers) == 1 or self.max_fails == 0:
+            return True
+        return not (
+            self._fails[i] >= self.max_fails and now - self._checked[i] <= self.fail_timeout
+        )
+
+    def pick(self, key: str, tried: Collection[Peer], now: float) -> Peer | None:
+        n = len(self.peers)
+        for step in range(n):
+            i = (self._next + step) % n
+            peer = self.peers[i]
+            if tried and peer in tried:
+                continue
+            if not self._usable(i, now):
+                continue
+            self._next = (i + 1) % n
+            if now - self._checked[i] > self.fail_timeout:
+                self._checked[i] = now
+            return peer
+        return None
+
+    def report(self, peer: Peer, ok: bool, now: float) -> None:
+        try:
+            i = self.peers.index(peer)
+        except ValueError:
+            return
+        if ok:
+            self._fails[i] = 0
+        else:
+            self._fails[i] += 1
+            self._checked[i] = now
+
+    def fails(self, peer: Peer) -> int:
+        return self._fails[self.peers.index(peer)]

@@ -1,0 +1,165 @@
+"""One worker's proxy engine: shared state of all its connections and the deadline sweep.
+
+Owns what every connection of a worker shares: the immutable `ProxyConfig` and its
+compiled header rules, the balancer (anything implementing `balancer.Balancer`), the
+upstream keep-alive `Pool`, the live connection sets, counters, and one periodic sweep
+that enforces all timeouts (client header/body/send/keep-alive, upstream connect/read/
+send, pool idle). A sweep every `timer_resolution` seconds replaces per-request timer
+handles, like nginx's timer tree with `timer_resolution`: the hot path only stores a
+float deadline. `start_listening` attaches the engine to listening sockets (inherited,
+passed over SCM_RIGHTS, or freshly bound) and `drain` stops accepting and waits for
+in-flight requests, the hook hitless reloads use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+from hakeeper.proxy.balancer import Balancer, RoundRobin
+from hakeeper.proxy.config import Peer, ProxyConfig
+from hakeeper.proxy.framing import CompiledRules
+from hakeeper.proxy.upstream import K_IDLE, Pool, UpstreamProtocol
+
+if TYPE_CHECKING:
+    from hakeeper.proxy.http1 import ClientProtocol
+
+
+@dataclass(slots=True)
+class Stats:
+    """Worker counters (mutable on purpose: incremented on the hot path)."""
+
+    accepted: int = 0
+    requests: int = 0
+    responses: int = 0
+    bad_requests: int = 0
+    client_timeouts: int = 0
+    upstream_connects: int = 0
+    upstream_reused: int = 0
+    upstream_errors: int = 0
+    upstream_timeouts: int = 0
+    upstream_invalid: int = 0
+    retries: int = 0
+    no_live_upstream: int = 0
+    tunnels: int = 0
+    peak_buffered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Engine:
+    """Shared state for the client and upstream protocols of one worker process."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        balancer: Balancer | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.config = config
+        self.rules = CompiledRules(config)
+        self.balancer: Balancer = balancer if balancer is not None else RoundRobin(config.peers)
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.pool = Pool(config.upstream_keepalive)
+        self.clients: set[ClientProtocol] = set()
+        self.upstreams: set[UpstreamProtocol] = set()
+        self.stats = Stats()
+        self.servers: list[asyncio.Server] = []
+        self.up_version = b" HTTP/" + config.http_version.encode("ascii") + b"\r\n"
+        self.up_keepalive = config.http_version == "1.1" and config.upstream_keepalive > 0
+        self.retry_statuses = config.retry.statuses()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._schedule_sweep()
+
+    # -- connections --------------------------------------------------------------------
+    def protocol_factory(self) -> ClientProtocol:
+        from hakeeper.proxy.http1 import ClientProtocol  # noqa: PLC0415 (import cycle)
+
+        return ClientProtocol(self)
+
+    async def connect(self, peer: Peer) -> UpstreamProtocol:
+        """Open a new upstream connection (the caller bounds it with a deadline)."""
+        self.stats.upstream_connects += 1
+        _, proto = await self.loop.create_connection(
+            lambda: UpstreamProtocol(self, peer), peer.host, peer.port
+        )
+        return proto
+
+    async def start_listening(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        reuse_port: bool = False,
+        backlog: int = 511,
+    ) -> asyncio.Server:
+        """Serve on `sock` (inherited/passed) or on a new socket bound to host:port."""
+        if sock is not None:
+            server = await self.loop.create_server(
+                self.protocol_factory, sock=sock, backlog=backlog
+            )
+        else:
+            server = await self.loop.create_server(
+                self.protocol_factory, host, port, reuse_port=reuse_port, backlog=backlog
+            )
+        self.servers.append(server)
+        return server
+
+    def ports(self) -> list[int]:
+        out: list[int] = []
+        for server in self.servers:
+            for s in server.sockets:
+                out.append(s.getsockname()[1])
+        return out
+
+    # -- deadlines ----------------------------------------------------------------------
+    def _schedule_sweep(self) -> None:
+        if not self._closed:
+            self._sweeper = self.loop.call_later(self.config.timer_resolution, self._sweep)
+
+    def _sweep(self) -> None:
+        try:
+            now = self.loop.time()
+            for client in [c for c in self.clients if c.deadline and c.deadline <= now]:
+                client.on_timeout()
+            for up in [u for u in self.upstreams if u.deadline and u.deadline <= now]:
+                if up.kind == K_IDLE:
+                    self.pool.remove(up)
+                    up.close()
+                else:
+                    up.on_timeout()
+        finally:
+            self._schedule_sweep()
+
+    # -- shutdown -----------------------------------------------------------------------
+    async def drain(self, timeout: float = 30.0) -> bool:
+        """Stop accepting, let in-flight requests finish; True if all ended in time.
+
+        Listening sockets owned by someone else (the master, for a hitless reload) stay
+        open there, so connections queued in the kernel are accepted by the new workers.
+        """
+        for server in self.servers:
+            server.close()
+        for client in list(self.clients):
+            client.drain()
+        deadline = self.loop.time() + timeout
+        while self.clients and self.loop.time() < deadline:
+            await asyncio.sleep(min(0.05, self.config.timer_resolution))
+        return not self.clients
+
+    def close(self) -> None:
+        """Hard stop: close every connection and the sweep."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self.servers:
+            server.close()
+        for client in list(self.clients):
+            client.abort()
+        self.pool.close_all()
+        for up in list(self.upstreams):
+            up.close()

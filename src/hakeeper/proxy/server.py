@@ -1,0 +1,243 @@
+"""Listeners and worker processes for the L7 proxy: `worker_processes N|auto`, hitless reload.
+
+Follows nginx's process model (master + N workers, `listen ... reuseport` giving each
+worker its own SO_REUSEPORT socket so the kernel spreads connections) and HAProxy's
+seamless reload (`expose-fd listeners`, management.txt section 4.4): the listening
+sockets belong to the master and outlive workers. A reload forks new workers on the
+*same* sockets, waits until they are serving, then asks the old ones to drain (SIGTERM:
+stop accepting, finish in-flight requests, exit); connections waiting in a socket's
+accept queue are picked up by the new worker on that socket, so none is refused.
+`send_listeners`/`recv_listeners` pass the sockets over a UNIX socket (SCM_RIGHTS) for an
+upgrade that re-executes the binary. Workers run `Engine` on uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from hakeeper.proxy.balancer import Balancer
+from hakeeper.proxy.config import ProxyConfig
+from hakeeper.proxy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+BalancerFactory = Callable[[ProxyConfig], Balancer]
+
+
+def worker_count(spec: str | int) -> int:
+    """`worker_processes N|auto`: auto = the CPUs this process may run on."""
+    if isinstance(spec, int) or spec.isdigit():
+        n = int(spec)
+        if n < 1:
+            raise ValueError("worker_processes must be at least 1")
+        return n
+    if spec == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - non-Linux
+            return max(1, os.cpu_count() or 1)
+    raise ValueError(f"invalid worker_processes {spec!r}")
+
+
+def bind_listeners(
+    host: str, port: int, count: int, reuse_port: bool = True, backlog: int = 511
+) -> list[socket.socket]:
+    """`count` listening sockets on host:port (SO_REUSEPORT each), or one shared socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count if reuse_port else 1):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, port))
+            port = s.getsockname()[1]  # port 0: the others join the first's port
+            s.listen(backlog)
+            s.setblocking(False)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def send_listeners(chan: socket.socket, socks: Sequence[socket.socket]) -> None:
+    """Hand listening sockets to another process (SCM_RIGHTS), with their addresses."""
+    meta = json.dumps([list(s.getsockname()[:2]) for s in socks]).encode()
+    socket.send_fds(chan, [meta], [s.fileno() for s in socks])
+
+
+def recv_listeners(chan: socket.socket, max_fds: int = 64) -> list[socket.socket]:
+    """The receiving side of `send_listeners`."""
+    _meta, fds, _flags, _addr = socket.recv_fds(chan, 65536, max_fds)
+    out = []
+    for fd in fds:
+        s = socket.socket(fileno=fd)
+        s.setblocking(False)
+        out.append(s)
+    return out
+
+
+async def serve(
+    config: ProxyConfig,
+    socks: Sequence[socket.socket],
+    balancer: Balancer | None = None,
+    on_ready: Callable[[Engine], None] | None = None,
+    drain_timeout: float = 30.0,
+) -> Engine:
+    """Run one worker until SIGTERM (drain) or SIGINT/SIGQUIT (hard stop)."""
+    loop = asyncio.get_running_loop()
+    engine = Engine(config, balancer, loop)
+    for s in socks:
+        # a dup, so closing our listener on drain leaves the master's socket open
+        await engine.start_listening(sock=s.dup())
+    stop = asyncio.Event()
+    mode = {"graceful": True}
+
+    def graceful() -> None:
+        stop.set()
+
+    def hard() -> None:
+        mode["graceful"] = False
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, graceful)
+    loop.add_signal_handler(signal.SIGINT, hard)
+    loop.add_signal_handler(signal.SIGQUIT, hard)
+    if on_ready is not None:
+        on_ready(engine)
+    await stop.wait()
+    if mode["graceful"]:
+        await engine.drain(drain_timeout)
+    engine.close()
+    await asyncio.sleep(0)
+    return engine
+
+
+def _worker_main(
+    config: ProxyConfig,
+    socks: Sequence[socket.socket],
+    factory: BalancerFactory | None,
+    ready_fd: int,
+) -> int:
+    import uvloop  # noqa: PLC0415 (only in the worker)
+
+    def ready(_engine: Engine) -> None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+
+    balancer = factory(config) if factory is not None else None
+    try:
+        uvloop.run(serve(config, socks, balancer, ready))
+    except Exception:  # pragma: no cover - logged, the master restarts workers
+        log.exception("proxy worker failed")
+        return 1
+    return 0
+
+
+@dataclass
+class Master:
+    """Forks and supervises proxy workers over listening sockets it keeps open."""
+
+    config: ProxyConfig
+    host: str = "127.0.0.1"
+    port: int = 0
+    workers: int = 1
+    balancer_factory: BalancerFactory | None = None
+    socks: list[socket.socket] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        if not self.socks:
+            self.socks = bind_listeners(self.host, self.port, self.workers)
+            self.port = self.socks[0].getsockname()[1]
+        self.pids = self._spawn(self.config)
+
+    def _spawn(self, config: ProxyConfig, ready_timeout: float = 10.0) -> list[int]:
+        pids: list[int] = []
+        pipes: list[int] = []
+        per_worker = [[s] for s in self.socks] if len(self.socks) > 1 else None
+        for i in range(self.workers):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child
+                code = 1
+                try:
+                    os.close(r)
+                    mine = per_worker[i] if per_worker is not None else self.socks
+                    code = _worker_main(config, mine, self.balancer_factory, w)
+                finally:
+                    os._exit(code)
+            os.close(w)
+            pids.append(pid)
+            pipes.append(r)
+        deadline = time.monotonic() + ready_timeout
+        for r in pipes:
+            try:
+                os.set_blocking(r, True)
+                remaining = max(0.0, deadline - time.monotonic())
+                import select  # noqa: PLC0415
+
+                ok, _, _ = select.select([r], [], [], remaining)
+                if not ok or os.read(r, 1) != b"1":
+                    raise RuntimeError("a proxy worker did not become ready")
+            finally:
+                os.close(r)
+        return pids
+
+    def reload(self, config: ProxyConfig | None = None) -> None:
+        """Hitless: new workers on the same sockets first, then the old ones drain."""
+        if config is not None:
+            self.config = config
+        old = self.pids
+        self.pids = self._spawn(self.config)
+        for pid in old:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self._reap(old, 30.0)
+
+    def stop(self, graceful: bool = True, timeout: float = 10.0) -> None:
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        self._reap(self.pids, timeout)
+        self.pids = []
+        for s in self.socks:
+            s.close()
+        self.socks = []
+
+    @staticmethod
+    def _reap(pids: Sequence[int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(pids)
+        while pending:
+            for pid in list(pending):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    pending.discard(pid)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                for pid in pending:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                for pid in pending:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)

@@ -1,0 +1,308 @@
+"""Upstream side of the proxy: one asyncio Protocol per backend connection, and the pool.
+
+`UpstreamProtocol` parses responses with httptools (llhttp), relays head and body pieces
+to the client connection it is lent to without buffering them, swallows interim 1xx
+answers (nginx strips `Expect` and answers `100 Continue` itself), and switches to a
+raw byte tunnel after `101 Switching Protocols` (nginx `u->upgrade`).
+`Pool` is nginx's `keepalive N` cache (`ngx_http_upstream_keepalive_module.c`): idle
+connections per peer, LIFO, bounded in total (the oldest is closed when full), closed
+after `keepalive_timeout` idle or `keepalive_requests` uses, never reused after an
+error, an unfinished request, a HEAD answer or a response that was not keep-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from hakeeper.proxy.config import Peer
+from hakeeper.proxy.framing import RESPONSE_HOP_BY_HOP, response_framing
+
+if TYPE_CHECKING:
+    from hakeeper.proxy.engine import Engine
+    from hakeeper.proxy.http1 import ClientProtocol
+
+# deadline kinds
+K_NONE = 0
+K_READ = 1
+K_SEND = 2
+K_IDLE = 3
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """A connection to one backend; lent to one client request at a time."""
+
+    __slots__ = (
+        "chunked",
+        "client",
+        "deadline",
+        "engine",
+        "failed",
+        "framing",
+        "got_head",
+        "has_length",
+        "head_request",
+        "idle_since",
+        "kind",
+        "lines",
+        "parser",
+        "peer",
+        "reason",
+        "requests",
+        "status",
+        "transport",
+        "tunnel",
+        "upgrade_ok",
+    )
+
+    def __init__(self, engine: Engine, peer: Peer) -> None:
+        self.engine = engine
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.client: ClientProtocol | None = None
+        self.lines: list[bytes] = []
+        self.status = 0
+        self.reason = b""
+        self.framing = "none"
+        self.has_length = False
+        self.chunked = False
+        self.got_head = False
+        self.head_request = False
+        self.upgrade_ok = False
+        self.tunnel = False
+        self.failed = False
+        self.requests = 0
+        self.deadline = 0.0
+        self.kind = K_NONE
+        self.idle_since = 0.0
+
+    # -- asyncio callbacks --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.engine.upstreams.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        engine = self.engine
+        engine.upstreams.discard(self)
+        engine.pool.remove(self)
+        client = self.client
+        self.client = None
+        self.failed = True
+        if client is None:
+            return
+        if self.tunnel:
+            client.close()
+        elif self.got_head and self.framing == "close":
+            client.resp_done(self, False)
+        else:
+            client.upstream_failed(self, "error")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        client = self.client
+        if client is not None:
+            client.block(2)
+            self.kind = K_SEND
+            self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_send
+
+    def resume_writing(self) -> None:
+        client = self.client
+        if client is not None:
+            client.unblock(2)
+            self.kind = K_READ
+            self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            # an idle pooled connection must stay silent; anything else is garbage
+            self.close()
+            return
+        if self.tunnel:
+            client.tunnel_out(data)
+            return
+        self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+        try:
+            self.parser.feed_data(data)
+            if client.held:
+                client.flush_head()
+        except HttpParserUpgrade as exc:
+            offset = int(exc.args[0])
+            if self.upgrade_ok and self.client is client:
+                self.tunnel = True
+                client.start_tunnel(self, data[offset:])
+            else:
+                self._garbage(client)
+        except HttpParserError:
+            self._garbage(client)
+
+    def _garbage(self, client: ClientProtocol) -> None:
+        self.engine.stats.upstream_invalid += 1
+        if self.client is client:
+            self.client = None
+            self.failed = True
+            if self.got_head:
+                client.abort()
+            else:
+                client.upstream_failed(self, "invalid_header")
+        self.close()
+
+    # -- httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.lines = []
+        self.has_length = False
+        self.chunked = False
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.got_head:
+            return  # trailers are dropped (nginx 1.22 does not pass them)
+        low = name.lower()
+        if low in RESPONSE_HOP_BY_HOP:
+            if low == b"transfer-encoding":
+                self.chunked = True
+            elif self.upgrade_ok and low in (b"upgrade", b"connection"):
+                status = self.parser.get_status_code()
+                if status == 101:
+                    self.lines.append(name + b": " + value + b"\r\n")
+            return
+        if low == b"content-length":
+            self.has_length = True
+        self.lines.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            self.lines = []
+            return  # interim 1xx: swallowed
+        client = self.client
+        if client is None:
+            return
+        self.status = status
+        self.got_head = True
+        if status == 101:
+            self.framing = "none"
+        else:
+            self.framing = response_framing(
+                status, self.head_request, self.has_length, self.chunked
+            )
+        if not client.resp_head(self, status, self.reason, self.lines, self.framing):
+            return  # the client retries elsewhere (proxy_next_upstream http_5xx)
+        if self.framing == "none" and self.head_request:
+            # llhttp does not know this answered a HEAD; finish now, never reuse
+            self.failed = True
+            self.client = None
+            client.resp_done(self, False)
+
+    def on_body(self, body: bytes) -> None:
+        client = self.client
+        if client is not None:
+            client.resp_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.got_head or self.tunnel or self.status == 101:
+            return
+        client = self.client
+        if client is None:
+            return
+        self.client = None
+        reusable = self.parser.should_keep_alive() and self.framing != "close"
+        client.resp_done(self, reusable)
+
+    # -- engine API ---------------------------------------------------------------------
+    def lend(self, client: ClientProtocol, head_request: bool, upgrade: bool) -> None:
+        """Bind to one request: the client's head and body follow via `transport`."""
+        self.client = client
+        self.head_request = head_request
+        self.upgrade_ok = upgrade
+        self.got_head = False
+        self.status = 0
+        self.framing = "none"
+        self.requests += 1
+        self.kind = K_READ
+        self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+
+    def detach(self) -> None:
+        """The client gave up on this request; the connection cannot be reused."""
+        self.client = None
+        self.failed = True
+        self.close()
+
+    def close(self) -> None:
+        self.client = None
+        self.deadline = 0.0
+        if self.transport is not None:
+            self.transport.close()
+
+    def on_timeout(self) -> None:
+        client = self.client
+        self.client = None
+        self.failed = True
+        if self.transport is not None:
+            self.transport.abort()
+        if client is not None:
+            self.engine.stats.upstream_timeouts += 1
+            if self.got_head:
+                client.abort()
+            else:
+                client.upstream_failed(self, "timeout")
+
+
+class Pool:
+    """Idle keep-alive upstream connections per peer; LIFO; at most `size` in total."""
+
+    __slots__ = ("_idle", "_order", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: dict[Peer, list[UpstreamProtocol]] = {}
+        self._order: dict[UpstreamProtocol, None] = {}  # insertion order = age
+
+    def get(self, peer: Peer) -> UpstreamProtocol | None:
+        stack = self._idle.get(peer)
+        while stack:
+            conn = stack.pop()
+            self._order.pop(conn, None)
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
+                return conn
+        return None
+
+    def put(self, conn: UpstreamProtocol, now: float) -> bool:
+        """Keep `conn` idle; False (and the caller closes it) when pooling is off."""
+        if self.size <= 0:
+            return False
+        if len(self._order) >= self.size:
+            oldest = next(iter(self._order))
+            self.remove(oldest)
+            oldest.close()
+        conn.idle_since = now
+        conn.kind = K_IDLE
+        conn.deadline = now + conn.engine.config.timeouts.upstream_keepalive
+        self._idle.setdefault(conn.peer, []).append(conn)
+        self._order[conn] = None
+        return True
+
+    def remove(self, conn: UpstreamProtocol) -> None:
+        if self._order.pop(conn, 0) is None:
+            stack = self._idle.get(conn.peer)
+            if stack:
+                stack.remove(conn)
+
+    def idle(self) -> int:
+        return len(self._order)
+
+    def close_all(self) -> None:
+        conns = list(self._order)
+        self._order.clear()
+        self._idle.clear()
+        for conn in conns:
+            conn.close()
