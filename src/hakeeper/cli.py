@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="VRRP failover, L4 and L7 load balancing: keepalived + nginx, in Python.",
     )
     parser.add_argument("--version", "-v", action="version", version=f"hakeeper {__version__}")
+    from hakeeper.conf.commands import add_config_test_option  # noqa: PLC0415
+
+    add_config_test_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_subcommands(sub)
     return parser
@@ -28,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Each feature module adds its subcommand here (kept in one place for --help order)."""
+    from hakeeper.runtime.commands import register as register_runtime  # noqa: PLC0415
+
+    register_runtime(sub)
+    from hakeeper.conf.commands import register as register_conf  # noqa: PLC0415
+
+    register_conf(sub)
     del sub
 
 

@@ -1,0 +1,134 @@
+"""`hakeeper run` and `hakeeper status`: the daemon's command line (keepalived(8) spellings).
+
+`hakeeper run -f FILE [-n|--dont-fork|--foreground] [-l|--log-console] [-D|--debug]
+[-p|--pid FILE] [--control PATH] [--status-file PATH] [-i|--config-id ID] [--no-uvloop]`
+loads FILE (refusing to start on config errors, exit 1), forks to the background unless
+told not to, writes the pid file, and runs until SIGTERM/SIGINT (exit 0).
+`hakeeper status [--control PATH] [--json]` asks a running daemon over its control socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from hakeeper.runtime.control import DEFAULT_CONTROL_PATH, ControlError, query
+
+log = logging.getLogger("hakeeper.daemon")
+
+DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run the VRRP daemon (keepalived-compatible config)")
+    run.add_argument("-f", "--use-file", dest="config", default=DEFAULT_CONFIG, metavar="FILE")
+    run.add_argument(
+        "-n",
+        "--dont-fork",
+        "--foreground",
+        dest="foreground",
+        action="store_true",
+        help="stay in the foreground",
+    )
+    run.add_argument("-l", "--log-console", action="store_true", help="log to stderr, not syslog")
+    run.add_argument("-D", "--debug", action="store_true", help="debug logging")
+    run.add_argument("-p", "--pid", dest="pid_file", default=None, metavar="FILE")
+    run.add_argument(
+        "--control",
+        default=DEFAULT_CONTROL_PATH,
+        metavar="PATH",
+        help=f"control socket (default {DEFAULT_CONTROL_PATH}; 'none' disables)",
+    )
+    run.add_argument(
+        "--status-file",
+        default="/tmp/hakeeper.json",
+        metavar="PATH",
+        help="where SIGUSR1 writes the status JSON",
+    )
+    run.add_argument("-i", "--config-id", default=None, metavar="ID")
+    run.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+    run.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser("status", help="show the state of a running daemon's instances")
+    status.add_argument("--control", default=DEFAULT_CONTROL_PATH, metavar="PATH")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(handler=cmd_status)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hakeeper.runtime.daemon import Daemon, DaemonOptions  # noqa: PLC0415
+    from hakeeper.runtime.process import (  # noqa: PLC0415
+        PidFileError,
+        daemonize,
+        loop_factory,
+        remove_pid_file,
+        setup_logging,
+        write_pid_file,
+    )
+
+    control = None if args.control in ("", "none") else args.control
+    options = DaemonOptions(
+        config_file=args.config,
+        config_id=args.config_id,
+        control_path=control,
+        status_file=args.status_file,
+    )
+    if not args.foreground:
+        daemonize()
+    setup_logging(console=args.log_console or False, debug=args.debug)
+    if args.pid_file:
+        try:
+            write_pid_file(args.pid_file)
+        except (PidFileError, OSError) as exc:
+            log.error("%s", exc)
+            return 1
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(not args.no_uvloop)) as runner:
+            return runner.run(Daemon(options).run())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if args.pid_file:
+            remove_pid_file(args.pid_file)
+
+
+def _format_status(data: dict[str, Any]) -> str:
+    lines = [
+        f"hakeeper pid {data.get('pid')}  config {data.get('config_file')}"
+        f"  uptime {data.get('uptime')}s"
+    ]
+    header = f"{'INSTANCE':<16} {'STATE':<8} {'PRIO':>9} {'VRID':>4}  {'MASTER':<16} VIPS"
+    lines.append(header)
+    for inst in data.get("instances", []):
+        prio = f"{inst.get('effective_priority', '-')}/{inst.get('priority', '-')}"
+        lines.append(
+            f"{inst.get('name', '?'):<16} {inst.get('state', '?'):<8} {prio:>9}"
+            f" {inst.get('vrid', '-')!s:>4}  {inst.get('master') or '-':<16}"
+            f" {', '.join(inst.get('vips', []))}"
+        )
+        if inst.get("faults"):
+            lines.append(f"{'':<16} faults: {', '.join(inst['faults'])}")
+        if inst.get("error"):
+            lines.append(f"{'':<16} error: {inst['error']}")
+    for group in data.get("sync_groups", []):
+        lines.append(
+            f"sync group {group['name']}: {group.get('state')} ({', '.join(group['members'])})"
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        data = query(args.control, "status")
+    except ControlError as exc:
+        print(f"hakeeper status: {exc}", file=sys.stderr)
+        return 1
+    if args.json or not isinstance(data, dict):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(_format_status(data))
+    return 0

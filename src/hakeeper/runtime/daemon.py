@@ -1,0 +1,487 @@
+"""The hakeeper VRRP daemon: builds drivers from the config, signals, reload, status.
+
+keepalived(8) behaviours, exabgp-style structure (shared/STYLE.md):
+* signal handlers only queue an event; the main task handles them one at a time;
+* SIGTERM/SIGINT: every instance shuts down (a master sends priority 0 and removes its
+  VIPs, notify_stop / `notify ... STOP` run), then the process exits 0;
+* SIGHUP: the file is loaded aside; on any error the diagnostics are logged and the
+  running config stays; otherwise instances are sorted into removed / added / changed /
+  unchanged and only the first three are touched: an unchanged instance keeps its state,
+  its VIPs and its timers; tracked scripts keep their rise/fall state unless they changed;
+* SIGUSR1: the status JSON (the same as the control socket's `status`) is written to the
+  status file (keepalived writes /tmp/keepalived.data);
+* state changes run the notify scripts with keepalived's arguments, send `smtp_alert`
+  mail, and drive `vrrp_sync_group` members all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hakeeper.conf.model import KeepalivedConfig, Script, SyncGroup, VrrpInstance
+from hakeeper.runtime.control import DEFAULT_CONTROL_PATH, ControlError, ControlServer
+from hakeeper.runtime.driver import InstanceDriver
+from hakeeper.runtime.host import Announcers, NetlinkHost, NetlinkThread
+from hakeeper.runtime.notify import Exec, NotifyRunner, NotifyScripts, exec_with_timeout
+from hakeeper.runtime.params import ParamsError, instance_params, socket_key
+from hakeeper.runtime.process import LoopWatchdog, write_json_atomic
+from hakeeper.runtime.smtp import SmtpAlerter, SmtpSettings
+from hakeeper.runtime.sockets import SocketFactory, SocketGroup, SocketPool
+from hakeeper.runtime.tracking import Tracker
+from hakeeper.vrrp import machine as m
+from hakeeper.vrrp import track
+
+log = logging.getLogger("hakeeper.daemon")
+
+SHUTDOWN_DRAIN = 3.0
+NOTIFY_STOP_WAIT = 5.0
+
+Loader = Callable[[str, str | None], tuple[KeepalivedConfig | None, Any]]
+
+
+def default_loader(path: str, config_id: str | None) -> tuple[KeepalivedConfig | None, Any]:
+    from hakeeper.conf.keepalived import load_keepalived  # noqa: PLC0415
+
+    return load_keepalived(path, config_id=config_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    config_file: str
+    config_id: str | None = None
+    control_path: str | None = DEFAULT_CONTROL_PATH
+    status_file: str = "/tmp/hakeeper.json"
+    use_netlink: bool = True
+
+
+@dataclass(slots=True)
+class Running:
+    """One configured instance: its model, and its driver when it could be started."""
+
+    inst: VrrpInstance
+    driver: InstanceDriver | None
+    group: SocketGroup | None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class ReloadStats:
+    ok: int = 0
+    failed: int = 0
+    last_error: str = ""
+    last_summary: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _scripts(obj: VrrpInstance | SyncGroup) -> NotifyScripts:
+    def cmd(s: Script | None) -> str | None:
+        return s.command if s is not None else None
+
+    return NotifyScripts(
+        master=cmd(obj.notify_master),
+        backup=cmd(obj.notify_backup),
+        fault=cmd(obj.notify_fault),
+        stop=cmd(obj.notify_stop),
+        notify=cmd(obj.notify),
+    )
+
+
+def _smtp_settings(cfg: KeepalivedConfig) -> SmtpSettings | None:
+    g = cfg.global_defs
+    if not g.smtp_server or not g.notification_email:
+        return None
+    return SmtpSettings(
+        server=g.smtp_server,
+        port=g.smtp_port,
+        sender=g.notification_email_from or f"keepalived@{os.uname().nodename}",
+        recipients=g.notification_email,
+        helo_name=g.smtp_helo_name or "localhost",
+        connect_timeout=g.smtp_connect_timeout,
+        router_id=g.router_id or os.uname().nodename,
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        options: DaemonOptions,
+        *,
+        loader: Loader = default_loader,
+        socket_factory: SocketFactory | None = None,
+        exec_fn: Exec = exec_with_timeout,
+    ) -> None:
+        self.options = options
+        self.loader = loader
+        self.socket_factory = socket_factory
+        self.exec_fn = exec_fn
+        self.config = KeepalivedConfig()
+        self.instances: dict[str, Running] = {}
+        self.reloads = ReloadStats()
+        self.started_wall = time.time()
+        self._events: asyncio.Queue[str] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._group_state: dict[str, str] = {}
+        self.sync_groups: dict[str, track.SyncGroup] = {}
+        self._by_machine: dict[int, InstanceDriver] = {}
+        self.smtp: SmtpAlerter | None = None
+        self.control: ControlServer | None = None
+        self.watchdog: LoopWatchdog | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request(self, event: str) -> None:
+        """Queue `term`, `hup` or `usr1` (signal handlers call only this)."""
+        self._events.put_nowait(event)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        cfg = self._load()
+        if cfg is None:
+            return 1
+        self.netlink: Any = None
+        if self.options.use_netlink:
+            self.netlink = await NetlinkThread().open()
+        self.announcers = Announcers() if self.options.use_netlink else None
+        self.host = NetlinkHost(self.netlink, self.announcers)
+        self.host.start()
+        self.pool = (
+            SocketPool(loop, self.socket_factory) if self.socket_factory else SocketPool(loop)
+        )
+        self.notify = NotifyRunner(self.exec_fn)
+        self.tracker = Tracker(
+            loop,
+            self.exec_fn,
+            self._on_track_change,
+            self.netlink,
+            watch_links=self.options.use_netlink,
+        )
+        self.watchdog = LoopWatchdog(loop)
+        if self.options.control_path:
+            self.control = ControlServer(
+                self.options.control_path,
+                {
+                    "status": self.status,
+                    "ping": lambda: {"pong": os.getpid()},
+                    "reload": self._ctl_reload,
+                },
+            )
+            try:
+                await self.control.start()
+            except (ControlError, OSError) as exc:
+                log.error("control socket: %s", exc)
+                await self._close_resources()
+                return 1
+        for sig, event in (
+            (signal.SIGTERM, "term"),
+            (signal.SIGINT, "term"),
+            (signal.SIGHUP, "hup"),
+            (signal.SIGUSR1, "usr1"),
+        ):
+            loop.add_signal_handler(sig, self.request, event)
+        try:
+            await self.tracker.start_links()
+            self._apply(cfg, initial=True)
+            self.watchdog.start()
+            log.info("hakeeper started: %d VRRP instance(s)", len(self.instances))
+            while True:
+                event = await self._events.get()
+                if event == "term":
+                    break
+                if event == "hup":
+                    self._reload()
+                elif event == "usr1":
+                    self._dump_status()
+            await self._shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                loop.remove_signal_handler(sig)
+            await self._close_resources()
+        log.info("hakeeper stopped")
+        return 0
+
+    def _load(self) -> KeepalivedConfig | None:
+        cfg, diags = self.loader(self.options.config_file, self.options.config_id)
+        for d in diags.sorted() if diags is not None else ():
+            (log.error if d.severity == "error" else log.warning)("%s", d.format())
+        if cfg is None or (diags is not None and diags.has_errors):
+            log.error("configuration %s has errors; not starting", self.options.config_file)
+            return None
+        return cfg
+
+    async def _shutdown(self) -> None:
+        log.info("stopping: %d instance(s)", len(self.instances))
+        for run in self.instances.values():
+            if run.driver is not None:
+                run.driver.stop()
+        await self.host.drain(SHUTDOWN_DRAIN)
+        await self.notify.wait_idle(NOTIFY_STOP_WAIT)
+        if self.smtp is not None:
+            await self.smtp.drain(self.config.global_defs.smtp_connect_timeout)
+
+    async def _close_resources(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        with contextlib.suppress(AttributeError):
+            await self.tracker.close()
+        with contextlib.suppress(AttributeError):
+            self.pool.close()
+        with contextlib.suppress(AttributeError):
+            await self.notify.close()
+        with contextlib.suppress(AttributeError):
+            await self.host.close()
+        if self.smtp is not None:
+            await self.smtp.close()
+        if self.control is not None:
+            await self.control.close()
+        if getattr(self, "netlink", None) is not None:
+            self.netlink.close()
+        announcers: Announcers | None = getattr(self, "announcers", None)
+        if announcers is not None:
+            announcers.close()
+
+    # ------------------------------------------------------------------ config -> runtime
+
+    def _apply(self, cfg: KeepalivedConfig, *, initial: bool = False) -> dict[str, list[str]]:
+        old = self.config
+        self.config = cfg
+        settings = _smtp_settings(cfg)
+        if settings != (self.smtp.settings if self.smtp else None):
+            if self.smtp is not None:
+                self.smtp.settings = settings or self.smtp.settings
+            elif settings is not None:
+                self.smtp = SmtpAlerter(settings)
+                self.smtp.start()
+        self.tracker.configure(cfg)
+        old_by_name = {i.name: i for i in old.vrrp_instances} if not initial else {}
+        new_by_name = {i.name: i for i in cfg.vrrp_instances}
+        summary: dict[str, list[str]] = {"removed": [], "added": [], "changed": [], "unchanged": []}
+        for name in list(self.instances):
+            if name not in new_by_name:
+                self._stop_instance(name)
+                summary["removed"].append(name)
+        for name, inst in new_by_name.items():
+            run = self.instances.get(name)
+            if run is None:
+                self._start_instance(inst)
+                summary["added"].append(name)
+            elif run.inst != inst or self._group_of(old, name) != self._group_of(cfg, name):
+                self._stop_instance(name)
+                self._start_instance(inst)
+                summary["changed"].append(name)
+            else:
+                summary["unchanged"].append(name)
+        del old_by_name
+        for name in list(self._group_state):
+            if all(g.name != name for g in cfg.sync_groups):
+                del self._group_state[name]
+        self._rebuild_sync_groups()
+        self._retrack_all()
+        return summary
+
+    @staticmethod
+    def _group_of(cfg: KeepalivedConfig, name: str) -> SyncGroup | None:
+        return next((g for g in cfg.sync_groups if name in g.group), None)
+
+    def _start_instance(self, inst: VrrpInstance) -> None:
+        assert self._loop is not None
+        group: SocketGroup | None = None
+        try:
+            key = socket_key(inst, self.config.global_defs)
+            group = self.pool.acquire(key, inst.unicast_ttl)
+            source = group.sock.source
+            primary = ipaddress.ip_address(source) if source else None
+            params = instance_params(inst, self.config.global_defs, primary)
+            driver = InstanceDriver(
+                self._loop, inst, params, group.sock, self.host, on_state=self._on_state
+            )
+            self.pool.register(group, driver)
+        except (ParamsError, OSError, ValueError) as exc:
+            log.error("VRRP_Instance(%s) cannot start: %s", inst.name, exc)
+            if group is not None and not group.drivers:
+                group.close()
+                self.pool.groups.pop(group.key, None)
+            self.instances[inst.name] = Running(inst, None, None, str(exc))
+            return
+        self.instances[inst.name] = Running(inst, driver, group)
+
+    def _stop_instance(self, name: str) -> None:
+        run = self.instances.pop(name, None)
+        if run is None or run.driver is None:
+            return
+        run.driver.stop()
+        if run.group is not None:
+            self.pool.release(run.group, run.driver)
+
+    # ------------------------------------------------------------------ tracking / sync
+
+    def _on_track_change(self) -> None:
+        self._retrack_all()
+
+    def _retrack_all(self) -> None:
+        """Push tracker results into every driver; start instances no longer pending."""
+        cfg = self.config
+        for run in self.instances.values():
+            drv = run.driver
+            if drv is None:
+                continue
+            ev = self.tracker.evaluate(run.inst, self._group_of(cfg, run.inst.name))
+            drv.set_priority(ev.priority)
+            wanted = set(ev.faults)
+            current = {f for f in drv.machine.faults if f != track.SYNC_FAULT_SOURCE}
+            for source in sorted(wanted - current):
+                drv.set_fault(True, source)
+            for source in sorted(current - wanted):
+                drv.set_fault(False, source)
+            if not drv.running:
+                if ev.pending:
+                    run.error = f"waiting for first result of {', '.join(ev.pending)}"
+                else:
+                    run.error = ""
+                    drv.start()
+        for group in self.sync_groups.values():
+            self._reconcile(group, None, [])
+
+    def _rebuild_sync_groups(self) -> None:
+        self.sync_groups = {}
+        self._by_machine = {}
+        for run in self.instances.values():
+            if run.driver is not None:
+                self._by_machine[id(run.driver.machine)] = run.driver
+        for sg in self.config.sync_groups:
+            members = [
+                self.instances[n].driver
+                for n in sg.group
+                if n in self.instances and self.instances[n].driver is not None
+            ]
+            drivers = [d for d in members if d is not None]
+            if len(drivers) < 2:
+                continue
+            self.sync_groups[sg.name] = track.SyncGroup(sg.name, [d.machine for d in drivers])
+
+    def _reconcile(
+        self, group: track.SyncGroup, trigger: InstanceDriver | None, actions: list[m.Action]
+    ) -> None:
+        assert self._loop is not None
+        results = group.reconcile(
+            self._loop.time(), trigger.machine if trigger is not None else None, actions
+        )
+        for machine, acts in results:
+            driver = self._by_machine.get(id(machine))
+            if driver is not None:
+                driver.apply(acts)
+        state = group.state
+        if state is not m.State.INIT and self._group_state.get(group.name) != state.value:
+            self._group_state[group.name] = state.value
+            sg = next((g for g in self.config.sync_groups if g.name == group.name), None)
+            log.info("VRRP_Group(%s) Syncing instances to %s state", group.name, state.value)
+            if sg is not None:
+                self.notify.transition(_scripts(sg), "GROUP", sg.name, state.value, 0)
+                if self.smtp is not None and self._smtp_enabled(sg.smtp_alert):
+                    self.smtp.vrrp_transition(sg.name, state.value, group=True)
+
+    def _on_state(self, driver: InstanceDriver, change: m.StateChanged) -> None:
+        name = driver.name
+        inst = driver.instance
+        state = "STOP" if change.new is m.State.INIT else change.new.value
+        self.notify.transition(_scripts(inst), "INSTANCE", name, state, change.priority)
+        if self.smtp is not None and self._smtp_enabled(inst.smtp_alert):
+            self.smtp.vrrp_transition(name, state)
+        if change.new is m.State.INIT:
+            return
+        sg = self._group_of(self.config, name)
+        group = self.sync_groups.get(sg.name) if sg is not None else None
+        if group is not None and self._by_machine.get(id(driver.machine)) is driver:
+            self._reconcile(group, driver, [change])
+
+    def _smtp_enabled(self, own: bool | None) -> bool:
+        g = self.config.global_defs
+        if own is not None:
+            return own
+        if g.smtp_alert_vrrp is not None:
+            return g.smtp_alert_vrrp
+        return bool(g.smtp_alert)
+
+    # ------------------------------------------------------------------ reload / status
+
+    def _ctl_reload(self) -> dict[str, Any]:
+        self.request("hup")
+        return {"reload": "queued"}
+
+    def _reload(self) -> None:
+        log.info("reloading %s", self.options.config_file)
+        cfg, diags = self.loader(self.options.config_file, self.options.config_id)
+        problems = diags.sorted() if diags is not None else []
+        if cfg is None or (diags is not None and diags.has_errors):
+            self.reloads.failed += 1
+            errors = [d.format() for d in problems if d.severity == "error"]
+            self.reloads.last_error = "; ".join(errors[:5]) or "unreadable"
+            for d in problems:
+                log.error("reload: %s", d.format())
+            log.error("reload failed: keeping the running configuration")
+            return
+        for d in problems:
+            log.warning("reload: %s", d.format())
+        summary = self._apply(cfg)
+        self.reloads.ok += 1
+        self.reloads.last_error = ""
+        self.reloads.last_summary = summary
+        log.info(
+            "reload done: %s",
+            ", ".join(f"{k} {len(v)}" for k, v in summary.items()),
+        )
+
+    def status(self) -> dict[str, Any]:
+        instances = []
+        for name, run in sorted(self.instances.items()):
+            if run.driver is not None:
+                instances.append(run.driver.status())
+            else:
+                instances.append({"name": name, "state": "NOT_RUNNING", "error": run.error})
+        groups = []
+        for sg in self.config.sync_groups:
+            groups.append(
+                {
+                    "name": sg.name,
+                    "members": list(sg.group),
+                    "state": self._group_state.get(sg.name),
+                }
+            )
+        return {
+            "pid": os.getpid(),
+            "config_file": self.options.config_file,
+            "router_id": self.config.global_defs.router_id,
+            "uptime": round(time.time() - self.started_wall, 3),
+            "instances": instances,
+            "sync_groups": groups,
+            "scripts": self.tracker.status(),
+            "sockets": self.pool.status(),
+            "reloads": {
+                "ok": self.reloads.ok,
+                "failed": self.reloads.failed,
+                "last_error": self.reloads.last_error,
+                "last_summary": self.reloads.last_summary,
+            },
+            "loop": self.watchdog.status() if self.watchdog else {},
+            "notify": {"ran": self.notify.ran, "failed": self.notify.failed},
+            "smtp": ({"sent": self.smtp.sent, "failed": self.smtp.failed} if self.smtp else None),
+            "host_ops": self.host.status(),
+        }
+
+    def _dump_status(self) -> None:
+        path = self.options.status_file
+        try:
+            write_json_atomic(path, json.dumps(self.status(), indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            log.error("cannot write status to %s: %s", path, exc)
+            return
+        log.info("status written to %s", path)

@@ -1,0 +1,338 @@
+"""One VRRP instance on the event loop: the pure machine + a socket + one timer + host ops.
+
+The aioquic pattern (shared/STYLE.md): every input goes to `hakeeper.vrrp.machine` with
+`now = loop.time()` (monotonic seconds), the returned actions are performed in order, then
+the single `loop.call_at` timer is re-armed from `machine.next_deadline()`. To keep the
+per-advert path lean (20 instances at advert_int 0.1 must idle under 3 % of a core) the
+timer is re-armed lazily: a later deadline keeps the armed handle (it fires early and
+re-arms), only an earlier one cancels it; and encoded advert bytes are cached per
+(priority, destination) since nothing else in them changes while the instance runs.
+
+Host side effects go through `HostOps` (VIPs via netlink, GARP/NA) and adverts through an
+`AdvertSender` (a shared `hakeeper.io.vrrp_socket.VrrpSocket`); both are injected so unit
+tests run the driver against fakes. Failures of host operations are logged and counted,
+never raised into the loop. State changes are reported to the daemon through `on_state`
+(notify scripts, SMTP, sync groups, status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hakeeper.conf.model import VirtualAddress, VrrpInstance
+from hakeeper.vrrp import machine as m
+from hakeeper.vrrp.packet import Advert, ChecksumForm, DecodeError, IPAddress, encode
+
+log = logging.getLogger("hakeeper.vrrp")
+
+EARLY_FIRE_TOLERANCE = 0.002  # loop timers may fire this much before their deadline
+
+
+class AdvertSender(Protocol):
+    """What the driver needs of a VRRP socket (hakeeper.io.vrrp_socket.VrrpSocket)."""
+
+    @property
+    def source(self) -> str | None: ...
+
+    @property
+    def destinations(self) -> tuple[str, ...]: ...
+
+    def send_to(self, payload: bytes, dst: str) -> bool: ...
+
+
+class HostOps(Protocol):
+    """Address and neighbour side effects of one instance (netlink + ARP/NA adapters)."""
+
+    def add_addresses(self, ifname: str, vips: Sequence[VirtualAddress]) -> None: ...
+
+    def remove_addresses(self, ifname: str, vips: Sequence[VirtualAddress]) -> None: ...
+
+    def gratuitous(self, ifname: str, vips: Sequence[VirtualAddress], count: int) -> None: ...
+
+
+@dataclass(slots=True)
+class DriverCounters:
+    """Counters kept by the driver on top of the machine's own."""
+
+    decode_errors: dict[str, int] = field(default_factory=dict)
+    tx_errors: int = 0
+    host_errors: int = 0
+    transitions: int = 0
+    timer_wakeups: int = 0
+    garp_bursts: int = 0
+
+
+StateCallback = Callable[["InstanceDriver", m.StateChanged], None]
+
+
+class InstanceDriver:
+    """Binds one `VrrpMachine` to `loop`; see the module docstring."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        instance: VrrpInstance,
+        params: m.VrrpParams,
+        sender: AdvertSender,
+        host: HostOps,
+        *,
+        on_state: StateCallback | None = None,
+        checksum: ChecksumForm = ChecksumForm.PSEUDO,
+    ) -> None:
+        self.loop = loop
+        self.instance = instance
+        self.params = params
+        self.machine = m.VrrpMachine(params)
+        self.sender = sender
+        self.host = host
+        self.on_state = on_state
+        self.checksum = checksum
+        self.ifname = instance.interface or ""
+        self.vips: tuple[VirtualAddress, ...] = (
+            instance.virtual_ipaddresses + instance.virtual_ipaddress_excluded
+        )
+        self.counters = DriverCounters()
+        self.last_transition_wall: float | None = None
+        self.last_transition_mono: float | None = None
+        self.last_reason = ""
+        self.vips_installed = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at: float | None = None
+        self._payloads: dict[tuple[int, str], bytes] = {}
+        self._src: IPAddress | None = ipaddress.ip_address(sender.source) if sender.source else None
+        self._running = False
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def name(self) -> str:
+        return self.params.name
+
+    @property
+    def state(self) -> m.State:
+        return self.machine.state
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        self._running = True
+        self._apply(self.machine.start(self.loop.time()))
+
+    def stop(self) -> None:
+        """Shutdown (SIGTERM / removed on reload): master sends priority 0, VIPs removed."""
+        if not self._running:
+            return
+        self._apply(self.machine.shutdown(self.loop.time()))
+        self._running = False
+        self._cancel_timer()
+
+    def on_advert(self, advert: Advert) -> None:
+        if self._running:
+            self._apply(self.machine.on_advert(self.loop.time(), advert))
+
+    def on_decode_error(self, error: DecodeError) -> None:
+        key = error.reason.name
+        self.counters.decode_errors[key] = self.counters.decode_errors.get(key, 0) + 1
+
+    def set_priority(self, priority: int) -> None:
+        if self._running:
+            self._apply(self.machine.set_effective_priority(self.loop.time(), priority))
+        else:
+            self.machine.priority = priority if not self.params.owner else 255
+
+    def set_fault(self, faulted: bool, source: str) -> None:
+        self._apply(self.machine.set_fault(self.loop.time(), faulted, source))
+
+    def force_master(self, reason: str) -> None:
+        if self._running:
+            self._apply(self.machine.force_master(self.loop.time(), reason))
+
+    def force_backup(self, reason: str) -> None:
+        if self._running:
+            self._apply(self.machine.force_backup(self.loop.time(), reason))
+
+    # ------------------------------------------------------------------ actions
+
+    def apply(self, actions: list[m.Action]) -> None:
+        """Perform actions the machine returned to someone else (sync group reconcile)."""
+        self._apply(actions)
+
+    def _apply(self, actions: list[m.Action]) -> None:
+        for action in actions:
+            if type(action) is m.SendAdvert:
+                self._send(action.advert)
+            else:
+                self._perform(action)
+        if self._running:
+            self._arm()
+
+    def _perform(self, action: m.Action) -> None:
+        if isinstance(action, m.AddVips):
+            self._host_call(self.host.add_addresses, self.vips)
+            self.vips_installed = True
+        elif isinstance(action, m.RemoveVips):
+            self._host_call(self.host.remove_addresses, self.vips)
+            self.vips_installed = False
+        elif isinstance(action, m.SendGratuitous):
+            self.counters.garp_bursts += 1
+            ips = set(action.vips)
+            vips = [v for v in self.vips if v.address.ip in ips] or list(self.vips)
+            try:
+                self.host.gratuitous(self.ifname, vips, action.count)
+            except Exception:
+                self.counters.host_errors += 1
+                log.exception("%s: gratuitous ARP/NA failed", self.name)
+        elif isinstance(action, m.StateChanged):
+            self._state_changed(action)
+        elif isinstance(action, m.LogEvent):
+            log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
+
+    def _host_call(
+        self, fn: Callable[[str, Sequence[VirtualAddress]], None], vips: Sequence[VirtualAddress]
+    ) -> None:
+        if not vips:
+            return
+        try:
+            fn(self.ifname, vips)
+        except Exception:
+            self.counters.host_errors += 1
+            log.exception("%s: address change on %s failed", self.name, self.ifname)
+
+    def _state_changed(self, change: m.StateChanged) -> None:
+        self.counters.transitions += 1
+        self.last_transition_wall = time.time()
+        self.last_transition_mono = self.loop.time()
+        self.last_reason = change.reason
+        log.info(
+            "VRRP_Instance(%s) Entering %s STATE (%s)", self.name, change.new.value, change.reason
+        )
+        if self.on_state is not None:
+            try:
+                self.on_state(self, change)
+            except Exception:
+                log.exception("%s: state callback failed", self.name)
+
+    def _send(self, advert: Advert) -> None:
+        sender = self.sender
+        payloads = self._payloads
+        for dst in sender.destinations:
+            key = (advert.priority, dst)
+            payload = payloads.get(key)
+            if payload is None:
+                payload = self._encode(advert, dst)
+                if payload is None:
+                    continue
+                payloads[key] = payload
+            if not sender.send_to(payload, dst):
+                self.counters.tx_errors += 1
+
+    def _encode(self, advert: Advert, dst: str) -> bytes | None:
+        try:
+            return encode(
+                advert, src=self._src, dst=ipaddress.ip_address(dst), checksum=self.checksum
+            )
+        except ValueError as exc:
+            self.counters.tx_errors += 1
+            log.error("%s: cannot encode advert: %s", self.name, exc)
+            return None
+
+    # ------------------------------------------------------------------ the timer
+
+    def _arm(self) -> None:
+        deadline = self.machine.next_deadline()
+        if deadline is None:
+            self._cancel_timer()
+            return
+        armed = self._armed_at
+        if armed is not None and armed <= deadline:
+            return  # fires early, re-arms then
+        self._cancel_timer()
+        self._armed_at = deadline
+        self._handle = self.loop.call_at(deadline, self._fire)
+
+    def _cancel_timer(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed_at = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._armed_at = None
+        if not self._running:
+            return
+        self.counters.timer_wakeups += 1
+        now = self.loop.time()
+        deadline = self.machine.next_deadline()
+        if deadline is not None and deadline - now <= EARLY_FIRE_TOLERANCE:
+            self._apply(self.machine.on_timer(max(now, deadline)))
+        else:
+            self._arm()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        mach = self.machine
+        c = mach.counters
+        inst = self.instance
+        now = self.loop.time()
+        since = (
+            round(now - self.last_transition_mono, 3)
+            if self.last_transition_mono is not None
+            else None
+        )
+        return {
+            "name": self.name,
+            "state": mach.state.value,
+            "vrid": self.params.vrid,
+            "version": self.params.version,
+            "interface": self.ifname,
+            "priority": self.params.priority,
+            "effective_priority": mach.priority,
+            "advert_int": self.params.advert_int,
+            "preempt": self.params.preempt,
+            "source": str(self._src) if self._src is not None else None,
+            "vips": [_vip_text(v) for v in inst.virtual_ipaddresses],
+            "vips_excluded": [_vip_text(v) for v in inst.virtual_ipaddress_excluded],
+            "vips_installed": self.vips_installed,
+            "master": str(mach.master_ip) if mach.master_ip is not None else None,
+            "master_priority": mach.master_priority,
+            "faults": sorted(mach.faults),
+            "last_transition": (
+                _iso(self.last_transition_wall) if self.last_transition_wall else None
+            ),
+            "seconds_in_state": since,
+            "last_reason": self.last_reason,
+            "counters": {
+                "adverts_sent": c.adverts_sent,
+                "adverts_received": c.adverts_received,
+                "dropped": {**dict(c.dropped), **self.counters.decode_errors},
+                "became_master": c.became_master,
+                "released_master": c.released_master,
+                "priority_zero_sent": c.priority_zero_sent,
+                "priority_zero_received": c.priority_zero_received,
+                "transitions": self.counters.transitions,
+                "tx_errors": self.counters.tx_errors,
+                "host_errors": self.counters.host_errors,
+                "garp_bursts": self.counters.garp_bursts,
+            },
+        }
+
+
+def _vip_text(v: VirtualAddress) -> str:
+    text = str(v.address)
+    if v.dev:
+        text += f" dev {v.dev}"
+    return text
+
+
+def _iso(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"

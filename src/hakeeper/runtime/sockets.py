@@ -1,0 +1,155 @@
+"""Shared VRRP sockets: one raw socket per `SocketKey`, received adverts demultiplexed by VRID.
+
+RFC 5798 §7.1: a received packet is decoded (`hakeeper.vrrp.packet.decode`, which checks
+TTL 255 for multicast, length, version, type and the checksum in either v3 form) and
+handed to the instance configured for its VRID; anything else is counted by reason and
+dropped, never raised (a garbage packet costs one counter bump). Source/destination strings
+are parsed once and cached, since a segment carries few distinct VRRP speakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from hakeeper.io.vrrp_socket import ReceivedPacket, VrrpSocket, VrrpSocketConfig
+from hakeeper.runtime.driver import InstanceDriver
+from hakeeper.runtime.params import SocketKey
+from hakeeper.vrrp.packet import DecodeError, IPAddress, decode
+
+log = logging.getLogger("hakeeper.vrrp")
+
+MAX_ADDR_CACHE = 1024
+
+SocketFactory = Callable[[VrrpSocketConfig], VrrpSocket]
+
+
+class SocketGroup:
+    """One socket and the drivers sharing it (by VRID)."""
+
+    def __init__(self, key: SocketKey, sock: VrrpSocket, unicast_ttl: int = 255) -> None:
+        self.key = key
+        self.sock = sock
+        self.drivers: dict[int, InstanceDriver] = {}
+        self.dropped: dict[str, int] = {}
+        self._addr_cache: dict[str, IPAddress] = {}
+        self._peers = frozenset(key.unicast_peers)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock.attach(loop, self.on_packet)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _addr(self, text: str) -> IPAddress | None:
+        cache = self._addr_cache
+        addr = cache.get(text)
+        if addr is None:
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                return None
+            if len(cache) >= MAX_ADDR_CACHE:
+                cache.clear()
+            cache[text] = addr
+        return addr
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def on_packet(self, pkt: ReceivedPacket) -> None:
+        src = self._addr(pkt.src)
+        dst = self._addr(pkt.dst)
+        if src is None or dst is None:
+            self._drop("BAD_ADDRESS")
+            return
+        if self._peers and pkt.src not in self._peers:
+            self._drop("NOT_A_PEER")
+            return
+        result = decode(pkt.payload, src=src, dst=dst, ttl=pkt.ttl)
+        if type(result) is DecodeError:
+            payload = pkt.payload
+            driver = self.drivers.get(payload[1]) if len(payload) > 1 else None
+            if driver is not None:
+                driver.on_decode_error(result)
+            else:
+                self._drop(result.reason.name)
+            return
+        assert not isinstance(result, DecodeError)
+        driver = self.drivers.get(result.vrid)
+        if driver is None:
+            self._drop("UNKNOWN_VRID")
+            return
+        driver.on_advert(result)
+
+    def status(self) -> dict[str, Any]:
+        st = self.sock.stats
+        return {
+            "interface": self.key.ifname,
+            "family": 6 if self.key.family != 2 else 4,
+            "source": self.sock.source,
+            "destinations": list(self.sock.destinations),
+            "vrids": sorted(self.drivers),
+            "rx": st.rx,
+            "tx": st.tx,
+            "rx_malformed": st.rx_malformed,
+            "rx_errors": st.rx_errors,
+            "tx_errors": st.tx_errors,
+            "dropped": dict(self.dropped),
+        }
+
+
+class SocketPool:
+    """Opens, shares and closes `SocketGroup`s as instances come and go (reload)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, factory: SocketFactory = VrrpSocket
+    ) -> None:
+        self.loop = loop
+        self.factory = factory
+        self.groups: dict[SocketKey, SocketGroup] = {}
+
+    def acquire(self, key: SocketKey, unicast_ttl: int = 255) -> SocketGroup:
+        group = self.groups.get(key)
+        if group is None:
+            config = VrrpSocketConfig(
+                ifname=key.ifname,
+                family=key.family,
+                src_ip=key.src_ip,
+                unicast_peers=key.unicast_peers,
+                mcast_group=key.group,
+                unicast_ttl=unicast_ttl,
+            )
+            group = SocketGroup(key, self.factory(config), unicast_ttl)
+            group.attach(self.loop)
+            self.groups[key] = group
+        return group
+
+    def register(self, group: SocketGroup, driver: InstanceDriver) -> None:
+        other = group.drivers.get(driver.params.vrid)
+        if other is not None and other is not driver:
+            raise ValueError(
+                f"{driver.name}: VRID {driver.params.vrid} already used by {other.name}"
+                f" on {group.key.ifname}"
+            )
+        group.drivers[driver.params.vrid] = driver
+
+    def release(self, group: SocketGroup, driver: InstanceDriver) -> None:
+        if group.drivers.get(driver.params.vrid) is driver:
+            del group.drivers[driver.params.vrid]
+        if not group.drivers:
+            group.close()
+            self.groups.pop(group.key, None)
+
+    def close(self) -> None:
+        for group in self.groups.values():
+            group.close()
+        self.groups.clear()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [g.status() for g in self.groups.values()]

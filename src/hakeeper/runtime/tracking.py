@@ -1,0 +1,212 @@
+"""Runtime side of tracking: vrrp_script runners and interface link state, fed to the policy.
+
+keepalived.conf(5) `vrrp_script` / `track_script` / `track_interface`: each script runs every
+`interval` seconds (bounded by `timeout`, its process group killed on expiry; never blocking
+the loop) and its exit status goes through keepalived's rise/fall counter; interfaces are
+followed through netlink link events (`hakeeper.io.linkwatch`, primed by one dump). After any
+flip `on_change()` tells the daemon to re-evaluate the instances. The arithmetic itself
+(weights, reverse, FAULT for weight 0, clamping, sync-group stripping) is the pure policy in
+`hakeeper.vrrp.track`; this module only gathers the current tracker states for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from hakeeper.conf.model import KeepalivedConfig, SyncGroup, TrackRef, VrrpInstance, VrrpScript
+from hakeeper.runtime.notify import Exec, split_command
+from hakeeper.vrrp import track
+
+log = logging.getLogger("hakeeper.track")
+
+
+class ScriptRunner:
+    """One vrrp_script: its definition, rise/fall counter and last exit status."""
+
+    def __init__(self, script: VrrpScript) -> None:
+        self.script = script
+        self.counter = track.ScriptCounter(script.rise, script.fall, init_fail=script.init_fail)
+        self.runs = 0
+        self.last_status: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def status(self) -> track.ScriptStatus:
+        return self.counter.status
+
+
+class Tracker:
+    """Runs the referenced vrrp_scripts and follows links; calls `on_change()` after a flip."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        exec_fn: Exec,
+        on_change: Callable[[], None],
+        netlink: Any = None,
+        *,
+        watch_links: bool = True,
+    ) -> None:
+        self.loop = loop
+        self.exec_fn = exec_fn
+        self.on_change = on_change
+        self.netlink = netlink
+        self.scripts: dict[str, ScriptRunner] = {}
+        self.links: dict[str, bool] = {}
+        self.warnings_logged: set[str] = set()
+        self._watcher: Any = None
+        self._watch_links = watch_links
+
+    # ------------------------------------------------------------------ config
+
+    def configure(self, cfg: KeepalivedConfig) -> None:
+        """Start/stop/restart script runners to match `cfg`; unchanged scripts keep state."""
+        wanted = {s.name: s for s in cfg.vrrp_scripts if self._referenced(cfg, s.name)}
+        for name in list(self.scripts):
+            if name not in wanted or wanted[name] != self.scripts[name].script:
+                self._stop_script(name)
+        for name, script in wanted.items():
+            if name not in self.scripts:
+                runner = ScriptRunner(script)
+                self.scripts[name] = runner
+                runner.task = self.loop.create_task(self._run_script(runner), name=f"script-{name}")
+
+    @staticmethod
+    def _referenced(cfg: KeepalivedConfig, name: str) -> bool:
+        refs = [r for i in cfg.vrrp_instances for r in i.track_scripts]
+        refs += [r for g in cfg.sync_groups for r in g.track_scripts]
+        return any(r.name == name for r in refs)
+
+    def _stop_script(self, name: str) -> None:
+        runner = self.scripts.pop(name, None)
+        if runner is not None and runner.task is not None:
+            runner.task.cancel()
+
+    async def close(self) -> None:
+        tasks = [r.task for r in self.scripts.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.scripts.clear()
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
+    # ------------------------------------------------------------------ scripts
+
+    async def _run_script(self, runner: ScriptRunner) -> None:
+        script = runner.script
+        argv = split_command(script.script)
+        if not argv:
+            log.error("VRRP_Script(%s) is empty", script.name)
+            return
+        timeout = script.timeout or script.interval
+        while True:
+            started = self.loop.time()
+            status = await self.exec_fn(argv, timeout)
+            runner.runs += 1
+            runner.last_status = status
+            if runner.counter.record(status == 0):
+                good = runner.status is track.ScriptStatus.GOOD
+                log.info("VRRP_Script(%s) %s", script.name, "succeeded" if good else "failed")
+                self.on_change()
+            delay = script.interval - (self.loop.time() - started)
+            await asyncio.sleep(max(0.0, delay))
+
+    # ------------------------------------------------------------------ links
+
+    async def start_links(self) -> None:
+        """Read every interface's state once, then follow netlink link events."""
+        if self.netlink is not None:
+            try:
+                for info in await self.netlink.interfaces():
+                    self.links[info.name] = bool(info.up and info.running)
+            except Exception as exc:
+                log.warning("cannot read interfaces: %s", exc)
+        if not self._watch_links:
+            return
+        try:
+            from hakeeper.io.linkwatch import LinkWatcher  # noqa: PLC0415
+
+            self._watcher = LinkWatcher()
+            self._watcher.attach(self.loop, self._on_link_event)
+        except OSError as exc:
+            log.error("cannot watch links: %s", exc)
+
+    def _on_link_event(self, event: Any) -> None:
+        self.set_link(event.ifname, bool(event.usable))
+
+    def set_link(self, ifname: str, up: bool) -> None:
+        previous = self.links.get(ifname)
+        if previous == up:
+            return
+        self.links[ifname] = up
+        if previous is not None or not up:
+            log.info("Netlink reports %s %s", ifname, "UP" if up else "DOWN")
+            self.on_change()
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _script_state(self, ref: TrackRef) -> tuple[track.TrackedScript, track.ScriptStatus] | None:
+        runner = self.scripts.get(ref.name)
+        if runner is None:
+            return None
+        s = runner.script
+        weight = ref.weight if ref.weight is not None else s.weight
+        reverse = ref.reverse if ref.reverse is not None else s.reverse
+        return track.TrackedScript(ref.name, weight, reverse), runner.status
+
+    def evaluate(self, inst: VrrpInstance, group: SyncGroup | None) -> track.Evaluation:
+        """Effective priority and faults of `inst` from the current tracker states."""
+        script_refs = list(inst.track_scripts)
+        iface_refs = list(inst.track_interfaces)
+        if group is not None:
+            script_refs += list(group.track_scripts)
+            iface_refs += list(group.track_interfaces)
+        scripts = [st for st in map(self._script_state, script_refs) if st is not None]
+        ifaces = [
+            track.TrackedInterface(r.name, r.weight or 0, bool(r.reverse)) for r in iface_refs
+        ]
+        if group is not None:
+            stripped = track.strip_for_sync_group(
+                inst.name,
+                [s for s, _ in scripts],
+                ifaces,
+                [],
+                tracking_weight=group.sync_group_tracking_weight,
+            )
+            for warning in stripped.warnings:
+                if warning not in self.warnings_logged:
+                    self.warnings_logged.add(warning)
+                    log.warning("%s", warning)
+            kept = {s.name for s in stripped.scripts}
+            scripts = [(s, st) for s, st in scripts if s.name in kept]
+            ifaces = list(stripped.interfaces)
+        if inst.interface and not inst.dont_track_primary:
+            ifaces.append(track.TrackedInterface(inst.interface, 0))
+        return track.evaluate(
+            inst.priority,
+            scripts=scripts,
+            interfaces=[(i, self.links.get(i.name, True)) for i in ifaces],
+        )
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "state": r.status.value,
+                "runs": r.runs,
+                "last_status": r.last_status,
+                "weight": r.script.weight,
+                "interval": r.script.interval,
+                "rise": r.script.rise,
+                "fall": r.script.fall,
+            }
+            for name, r in sorted(self.scripts.items())
+        ]
