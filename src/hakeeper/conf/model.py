@@ -71,7 +71,6 @@ class GlobalDefs:
     checker_log_all_failures: bool = False
     lvs_flush: bool = False
     lvs_sync_daemon: tuple[str, ...] = ()
-    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
