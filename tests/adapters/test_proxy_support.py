@@ -235,6 +235,12 @@ class _RespCollector:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.done = False
+        self.parser: httptools.HttpResponseParser | None = None
+        self.keep_alive = False
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -250,6 +256,7 @@ async def read_response(reader: asyncio.StreamReader, head_request: bool = False
     """Read exactly one response (1xx interim answers are returned too)."""
     col = _RespCollector()
     parser = httptools.HttpResponseParser(col)
+    col.parser = parser
     buf = b""
     while not col.done:
         if head_request and b"\r\n\r\n" in buf:
@@ -267,9 +274,7 @@ async def read_response(reader: asyncio.StreamReader, head_request: bool = False
             parser.feed_data(chunk)
         if col.done:
             break
-    return Response(
-        parser.get_status_code(), col.headers, b"".join(col.body), parser.should_keep_alive()
-    )
+    return Response(parser.get_status_code(), col.headers, b"".join(col.body), col.keep_alive)
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
