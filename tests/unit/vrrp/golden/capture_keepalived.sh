@@ -35,6 +35,20 @@ vrrp_instance V2PASS {
         198.18.201.11
     }
 }
+vrrp_instance V2AH {
+    state BACKUP
+    interface hka
+    virtual_router_id 55
+    priority 100
+    advert_int 1
+    authentication {
+        auth_type AH
+        auth_pass ahsecret9
+    }
+    virtual_ipaddress {
+        198.18.201.55
+    }
+}
 vrrp_instance V3MC {
     version 3
     state BACKUP
@@ -57,7 +71,7 @@ vrrp_instance V3SIX {
 }
 CONF
 sleep 2  # IPv6 link-local DAD
-ip netns exec "$ns" tcpdump -i any -w "$tmp/cap.pcap" -U 'ip proto 112 or ip6 proto 112' 2>/dev/null &
+ip netns exec "$ns" tcpdump -i any -w "$tmp/cap.pcap" -U 'ip proto 112 or ip proto 51 or ip6 proto 112' 2>/dev/null &
 tpid=$!
 sleep 1
 ip netns exec "$ns" keepalived -n -l -P -f "$tmp/k.conf" -p "$tmp/k.pid" -r "$tmp/v.pid" \
@@ -67,7 +81,7 @@ sleep 6
 kill "$kpid"; wait "$kpid" 2>/dev/null || true; kpid=""
 sleep 0.5
 kill "$tpid"; wait "$tpid" 2>/dev/null || true
-python3 - "$tmp/cap.pcap" >"$here/keepalived_adverts.txt" <<'PY'
+python3 - "$tmp/cap.pcap" "$here/keepalived_ah.txt" >"$here/keepalived_adverts.txt" <<'PY'
 import struct, sys, ipaddress
 data = open(sys.argv[1], "rb").read()
 magic = data[:4]
@@ -75,6 +89,7 @@ endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
 linktype = struct.unpack(endian + "I", data[20:24])[0]
 off = 24
 seen = set()
+ah_rows = []
 print("# src dst ttl payload-hex  (captured from keepalived 2.2.7 by capture_keepalived.sh)")
 while off + 16 <= len(data):
     _, _, incl, _ = struct.unpack(endian + "IIII", data[off:off + 16])
@@ -104,6 +119,11 @@ while off + 16 <= len(data):
         payload = pkt[40:40 + plen]
     else:
         continue
+    if proto == 51 and eth == 0x0800:
+        row = f"{src} {dst} {pkt[:total].hex()}"
+        if row not in ah_rows:
+            ah_rows.append(row)
+        continue
     if proto != 112:
         continue
     key = (str(dst), payload[1], payload[2])
@@ -111,5 +131,9 @@ while off + 16 <= len(data):
         continue
     seen.add(key)
     print(src, dst, ttl, payload.hex())
+with open(sys.argv[2], "w") as ah_out:
+    ah_out.write("# src dst full-IPv4-packet-hex: keepalived 2.2.7 AH (auth_pass ahsecret9)\n")
+    for row in ah_rows[:6]:
+        ah_out.write(row + "\n")
 PY
 echo "wrote $here/keepalived_adverts.txt" >&2
