@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -166,6 +166,10 @@ def ketama_points(peers: Sequence[Peer]) -> list[ChashPoint]:
     return out
 
 
+def _serves(server: str) -> Callable[[Peer], bool]:
+    return lambda peer: peer.server == server
+
+
 class ChashRequest(UpstreamRequest):
     balancer: ChashBalancer
 
@@ -182,7 +186,7 @@ class ChashRequest(UpstreamRequest):
         points = self.balancer.points
         while True:
             server = points[self.hash % len(points)].server
-            best = self._swrr(t, lambda p, s=server: p.server == s)  # type: ignore[misc]
+            best = self._swrr(t, _serves(server))
             if best is not None:
                 return self._found(best, t)
             self.hash += 1

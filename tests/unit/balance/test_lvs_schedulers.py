@@ -81,15 +81,9 @@ def test_wrr_exact_ipvs_sequence():
 def test_wrr_matches_textbook_gcd_max_weight_walk(weights):
     servers = [RS(str(i), w) for i, w in enumerate(weights)]
     total = sum(weights) // math.gcd(*weights)
-    got = [int(WeightedRoundRobinSingleton.pick_n(servers, 2 * total)[k]) for k in range(2 * total)]
+    wrr = WeightedRoundRobin()
+    got = [int(wrr.pick(servers).key) for _ in range(2 * total)]
     assert got == reference_wrr(weights, 2 * total)
-
-
-class WeightedRoundRobinSingleton:
-    @staticmethod
-    def pick_n(servers, n):
-        w = WeightedRoundRobin()
-        return [w.pick(servers).key for _ in range(n)]
 
 
 @settings(max_examples=60, deadline=None)
