@@ -20,6 +20,7 @@ is not available here (no IPVS in this kernel) to cross-check whole tables.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
@@ -79,6 +80,7 @@ def siphash(k0: int, k1: int, data: bytes, c_rounds: int = 2, d_rounds: int = 4)
     return v0 ^ v1 ^ v2 ^ v3
 
 
+@functools.lru_cache(maxsize=65536)
 def hsiphash_u32(key: tuple[int, int], value: int) -> int:
     """The kernel's 64-bit hsiphash (SipHash-1-3) of one native (little-endian) u32."""
     data = (value & _MASK32).to_bytes(4, "little")

@@ -201,7 +201,7 @@ class UpstreamRequest:
                 peer.conns += 1
                 return peer
         else:
-            best = self._swrr(now, lambda p: True)
+            best = self._swrr(now)
             if best is not None:
                 return self._found(best, now)
         return self._failed(now, self._get_rr)
@@ -220,18 +220,33 @@ class UpstreamRequest:
             p.fails = 0
         return None
 
-    def _swrr(self, now: int, accept: _Filter) -> Peer | None:
+    def _swrr(self, now: int, accept: _Filter | None = None) -> Peer | None:
+        """One smooth-weighted round over the eligible peers (the hot path: kept inline)."""
         best: Peer | None = None
+        best_cw = 0
         total = 0
+        tried = self.tried
         for peer in self.peers.peers:
-            if peer.index in self.tried or not peer.eligible(now) or not accept(peer):
+            if peer.down or (tried and peer.index in tried):
                 continue
-            peer.current_weight += peer.effective_weight
-            total += peer.effective_weight
-            if peer.effective_weight < peer.weight:
-                peer.effective_weight += 1
-            if best is None or peer.current_weight > best.current_weight:
-                best = peer
+            if (
+                peer.max_fails
+                and peer.fails >= peer.max_fails
+                and now - peer.checked <= peer.fail_timeout
+            ):
+                continue
+            if peer.max_conns and peer.conns >= peer.max_conns:
+                continue
+            if accept is not None and not accept(peer):
+                continue
+            ew = peer.effective_weight
+            cw = peer.current_weight + ew
+            peer.current_weight = cw
+            total += ew
+            if ew < peer.weight:
+                peer.effective_weight = ew + 1
+            if best is None or cw > best_cw:
+                best, best_cw = peer, cw
         if best is not None:
             best.current_weight -= total
         return best
@@ -270,12 +285,25 @@ class LeastConnRequest(UpstreamRequest):
             return self._get_rr(now)
         best: Peer | None = None
         many = False
+        tried = self.tried
         for peer in self.peers.peers:
-            if peer.index in self.tried or not peer.eligible(now):
+            if peer.down or (tried and peer.index in tried):
                 continue
-            if best is None or peer.conns * best.weight < best.conns * peer.weight:
+            if (
+                peer.max_fails
+                and peer.fails >= peer.max_fails
+                and now - peer.checked <= peer.fail_timeout
+            ):
+                continue
+            if peer.max_conns and peer.conns >= peer.max_conns:
+                continue
+            if best is None:
                 best, many = peer, False
-            elif peer.conns * best.weight == best.conns * peer.weight:
+                continue
+            lhs, rhs = peer.conns * best.weight, best.conns * peer.weight
+            if lhs < rhs:
+                best, many = peer, False
+            elif lhs == rhs:
                 many = True
         if best is None:
             return self._failed(now, self._get_lc)
