@@ -219,3 +219,23 @@ def test_tshark_decodes_our_v3_advert_with_pseudo_header_checksum(pair: Pair, fa
     assert ("Hop Limit: 255" if family == socket.AF_INET6 else "Time to Live: 255") in text
     assert "Version: 3" in text or "Version 3" in text, text
     assert "[Checksum Status: Good]" in text, text
+
+
+def test_send_datagram_keeps_our_ip_header_for_ah(pair: Pair) -> None:
+    """IP_HDRINCL path: protocol 51 (AH), our IP ID and TTL survive to the receiver."""
+    from hakeeper.io.vrrp_socket import IPPROTO_AH, build_ipv4_header
+
+    cfg = VrrpSocketConfig("eth0", protocol=IPPROTO_AH)
+    a, b = open_in(pair.a, cfg), open_in(pair.b, cfg)
+    try:
+        body = bytes(range(40))
+        header = build_ipv4_header(pair.a_ip, "224.0.0.18", len(body), ident=0x1234,
+                                   protocol=IPPROTO_AH)  # fmt: skip
+        assert a.send_datagram(header + body, "224.0.0.18")
+        pkt = recv(b)
+        assert pkt.payload == body
+        assert pkt.ip_header[4:6] == b"\x12\x34" and pkt.ip_header[9] == IPPROTO_AH
+        assert (pkt.src, pkt.dst, pkt.ttl) == (pair.a_ip, "224.0.0.18", 255)
+    finally:
+        a.close()
+        b.close()

@@ -136,6 +136,40 @@ def _drop_all_filter(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(prog))
 
 
+def build_ipv4_header(
+    src: str,
+    dst: str,
+    payload_len: int,
+    *,
+    ident: int,
+    protocol: int = IPPROTO_VRRP,
+    ttl: int = VRRP_TTL,
+    tos: int = VRRP_TOS,
+) -> bytes:
+    """A 20-byte IPv4 header (DF clear, checksum filled) for `send_datagram` / AH's ICV."""
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        tos,
+        20 + payload_len,
+        ident & 0xFFFF,
+        0,
+        ttl,
+        protocol,
+        0,
+        socket.inet_aton(src),
+        socket.inet_aton(dst),
+    )
+    return header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+
+
+def _checksum(data: bytes) -> int:
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def parse_ipv4(datagram: bytes, ifindex: int) -> ReceivedPacket | None:
     """Split a raw IPv4 datagram into header facts + payload; None if it is not sane IPv4."""
     if len(datagram) < 20:
@@ -179,10 +213,16 @@ class VrrpSocket:
                 src = interface_ipv4(config.ifname)
         self.source: str | None = src
         self._tx = self._open_sender()
+        self._raw_tx: socket.socket | None = None  # IPv4 IP_HDRINCL sender (send_datagram)
         try:
             self._rx = self._open_receiver()
+            if self.family == socket.AF_INET:
+                # opened now, not lazily: sockets belong to the namespace they are created in
+                self._raw_tx = self._open_hdrincl_sender()
         except BaseException:
             self._tx.close()
+            with contextlib.suppress(AttributeError):
+                self._rx.close()
             raise
 
     # -- properties -----------------------------------------------------------------------
@@ -240,6 +280,19 @@ class VrrpSocket:
             raise
         return sock
 
+    def _open_hdrincl_sender(self) -> socket.socket:
+        sock = self._base()
+        try:
+            _drop_all_filter(sock)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+            mreqn = struct.pack("4s4si", bytes(4), bytes(4), self.ifindex)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def _open_receiver(self) -> socket.socket:
         cfg = self.config
         sock = self._base()
@@ -283,6 +336,25 @@ class VrrpSocket:
         except OSError as exc:
             self.stats.tx_errors += 1
             log.debug("vrrp send on %s to %s failed: %s", self.config.ifname, dst, exc)
+            return False
+        self.stats.tx += 1
+        return True
+
+    def send_datagram(self, datagram: bytes, dst: str) -> bool:
+        """IPv4 only: send a complete IP datagram we built (IP_HDRINCL), e.g. for AH auth.
+
+        The kernel keeps our ID, TTL, TOS and source; it always rewrites the header checksum
+        and total length. Goes out of this interface like `send_to`.
+        """
+        if self.family != socket.AF_INET:
+            raise ValueError("send_datagram is IPv4 only")
+        if self._raw_tx is None:
+            raise RuntimeError("socket closed")
+        try:
+            self._raw_tx.sendto(datagram, (dst, 0))
+        except OSError as exc:
+            self.stats.tx_errors += 1
+            log.debug("vrrp raw send on %s to %s failed: %s", self.config.ifname, dst, exc)
             return False
         self.stats.tx += 1
         return True
@@ -372,6 +444,9 @@ class VrrpSocket:
         self.detach()
         self._tx.close()
         self._rx.close()
+        if self._raw_tx is not None:
+            self._raw_tx.close()
+            self._raw_tx = None
 
     def __enter__(self) -> VrrpSocket:
         return self
