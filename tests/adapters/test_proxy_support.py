@@ -230,51 +230,38 @@ class Response:
         return None
 
 
-class _RespCollector:
-    def __init__(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.done = False
-        self.parser: httptools.HttpResponseParser | None = None
-        self.keep_alive = False
-
-    def on_headers_complete(self) -> None:
-        assert self.parser is not None
-        self.keep_alive = self.parser.should_keep_alive()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
 async def read_response(reader: asyncio.StreamReader, head_request: bool = False) -> Response:
-    """Read exactly one response (1xx interim answers are returned too)."""
-    col = _RespCollector()
-    parser = httptools.HttpResponseParser(col)
-    col.parser = parser
-    buf = b""
-    while not col.done:
-        if head_request and b"\r\n\r\n" in buf:
-            break
-        chunk = await reader.read(1) if head_request else await reader.read(65536)
-        if not chunk:
-            raise ConnectionError(f"EOF before a complete response (got {buf[:200]!r})")
-        buf += chunk
-        if not head_request:
-            try:
-                parser.feed_data(chunk)
-            except httptools.HttpParserUpgrade:
+    """Read exactly one response, byte-exact so pipelined answers stay in the reader."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionError(f"EOF before a complete response (got {exc.partial[:200]!r})")
+    lines = head[:-4].split(b"\r\n")
+    version, status_text = lines[0].split(b" ", 2)[:2]
+    status = int(status_text)
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(b":") for line in lines[1:])]
+    hmap = {k.lower(): v for k, v in headers}
+    conn = hmap.get(b"connection", b"").lower()
+    keep_alive = conn != b"close" if version == b"HTTP/1.1" else conn == b"keep-alive"
+    body = b""
+    if head_request or status < 200 or status in (204, 304):
+        pass
+    elif hmap.get(b"transfer-encoding", b"").lower() == b"chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass
                 break
-        else:
-            parser.feed_data(chunk)
-        if col.done:
-            break
-    return Response(parser.get_status_code(), col.headers, b"".join(col.body), col.keep_alive)
+            parts.append((await reader.readexactly(size + 2))[:-2])
+        body = b"".join(parts)
+    elif b"content-length" in hmap:
+        body = await reader.readexactly(int(hmap[b"content-length"]))
+    else:
+        body = await reader.read()
+        keep_alive = False
+    return Response(status, headers, body, keep_alive)
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -562,7 +562,7 @@ class ClientProtocol(asyncio.Protocol):
             self._try(req)
             return False
         req.responded = True
-        keep = req.keep_alive and req.complete and not self.draining and not self.error
+        keep = req.keep_alive and req.complete and not self.draining
         http11 = req.version == "1.1"
         chunk_out = False
         if status == 101:
@@ -710,24 +710,24 @@ class ClientProtocol(asyncio.Protocol):
         req = self.active
         assert req is not None
         req.responded = True
-        keep = req.keep_alive and req.complete and not self.draining and not self.error
+        keep = req.keep_alive and req.complete and not self.draining
         req.keep_alive = keep
         self._write(error_response(status, keep))
         self._finish(req)
 
     def _finish(self, req: Request) -> None:
         self.active = None
-        if not req.keep_alive or self.draining or self.closed:
-            self.close()
-            return
-        if self.queue:
+        self.unblock(B_ATTACH | B_UPSTREAM_FULL)
+        keep = req.keep_alive and not self.draining and not self.closed
+        if keep and self.queue:
             nxt = self.queue.popleft()
             if not self.queue:
                 self.unblock(B_QUEUE)
             self._start(nxt)
             return
-        if self.error:
+        if keep and self.error:
             self._write(error_response(self.error))
+        if not keep or self.error:
             self.close()
             return
         engine = self.engine
@@ -761,8 +761,6 @@ class ClientProtocol(asyncio.Protocol):
         if active is not None:
             self.error = status  # answer after the earlier pipelined requests
             self.block(B_ERROR)
-            for req in self.queue:
-                req.keep_alive = True
             return
         self._write(error_response(status))
         self.close()
