@@ -6,7 +6,9 @@ Follows RFC 5798 §6 (v3) with the v2 semantics of RFC 3768 §6 and keepalived's
 * Skew_Time = (256 - prio)/256 s (v2) or (256 - prio) x Master_Adver_Interval / 256 (v3);
   Master_Down_Interval = down_timer_adverts (3) x Master_Adver_Interval + Skew_Time. v3
   backups learn Master_Adver_Interval from the master's adverts; v2 drops mismatches.
-* Owner (base priority 255) goes MASTER at start; other instances start in BACKUP.
+* Owner (base priority 255) goes MASTER at start; other instances start in BACKUP. As in
+  keepalived, ``state MASTER`` below 255 starts in BACKUP with a short first down timer
+  (one interval + 1/256 of it), and a BACKUP's down timer moves when its skew changes.
 * A backup hearing priority 0 waits only Skew_Time; a master hearing priority 0 re-adverts.
 * A master yields to a higher priority, or to an equal one from a higher primary address.
 * A master hearing a lower priority advertises at once (RFC 9568 / keepalived default;
@@ -241,6 +243,17 @@ class VrrpMachine:
         return self.params.down_timer_adverts * self.master_adver_interval + self.skew_time
 
     @property
+    def _wants_master(self) -> bool:
+        p = self.params
+        return p.initial_state is State.MASTER or (p.owner and p.initial_state is None)
+
+    @property
+    def _short_down_interval(self) -> float:
+        """keepalived's first down timer for a MASTER wish: one interval + minimal skew."""
+        skew_min = 1 / 256 if self.params.version == 2 else self.master_adver_interval / 256
+        return self.master_adver_interval + skew_min
+
+    @property
     def faults(self) -> frozenset[str]:
         return frozenset(self._faults)
 
@@ -287,6 +300,9 @@ class VrrpMachine:
         if self.params.owner and self.params.initial_state is not State.BACKUP:
             return self._to_master(now, "priority 255 (address owner)")
         out = self._to_backup(now, "startup")
+        if self._wants_master:
+            # keepalived: `state MASTER` (or an owner) waits one interval + minimal skew.
+            self._down_at = now + self._short_down_interval
         if self.params.preempt and self.params.preempt_delay > 0:
             self._preempt_from = self._preempt_timer = now + self.params.preempt_delay
         return out
@@ -370,7 +386,10 @@ class VrrpMachine:
         if priority == self.priority:
             return []
         old = self.priority
+        old_mdi = self.master_down_interval
         self.priority = priority
+        if self.state is State.BACKUP and self._down_at is not None:
+            self._down_at += self.master_down_interval - old_mdi  # keepalived: skew changed
         out: list[Action] = [
             LogEvent("info", f"{self.params.name}: effective priority {old} -> {priority}")
         ]
@@ -399,7 +418,10 @@ class VrrpMachine:
         if self._faults and not had:
             return self._to_fault(now, f"fault: {', '.join(sorted(self._faults))}")
         if had and not self._faults and self.state is State.FAULT:
-            return self._to_backup(now, "fault cleared")
+            out = self._to_backup(now, "fault cleared")
+            if self._wants_master and self.params.owner:
+                self._down_at = now + self._short_down_interval
+            return out
         return []
 
     def force_backup(self, now: float, reason: str) -> list[Action]:

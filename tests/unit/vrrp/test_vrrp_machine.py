@@ -103,10 +103,36 @@ def test_startup_non_owner_goes_backup_and_arms_down_timer() -> None:
     assert sent(out) == []
 
 
-def test_startup_state_master_wish_below_255_still_starts_backup() -> None:
+def test_startup_state_master_wish_below_255_starts_backup_with_short_timer() -> None:
     m = VrrpMachine(params(initial_state=State.MASTER))
     m.start(0.0)
     assert m.state is State.BACKUP
+    assert m.next_deadline() == pytest.approx(1 + 1 / 256)  # keepalived: 1 interval + skew_min
+    m3 = VrrpMachine(params(initial_state=State.MASTER, version=3, advert_int=0.1))
+    m3.start(0.0)
+    assert m3.next_deadline() == pytest.approx(0.1 + 0.1 / 256)
+    # hearing a master resets it to the normal Master_Down_Interval
+    m.on_advert(0.5, adv(150))
+    assert m.next_deadline() == pytest.approx(0.5 + m.master_down_interval)
+
+
+def test_backup_priority_change_moves_the_down_timer_by_the_skew_change() -> None:
+    m = VrrpMachine(params(priority=100, preempt=False))
+    m.start(0.0)
+    m.on_advert(1.0, adv(150))
+    before = m.next_deadline()
+    assert before is not None
+    m.set_effective_priority(1.5, 80)
+    assert m.next_deadline() == pytest.approx(before + 20 / 256)
+
+
+def test_owner_fault_cleared_returns_after_one_interval() -> None:
+    m = VrrpMachine(params(priority=255))
+    m.start(0.0)
+    m.set_fault(2.0, True)
+    m.set_fault(3.0, False)
+    assert m.state is State.BACKUP
+    assert m.next_deadline() == pytest.approx(3.0 + 1 + 1 / 256)
 
 
 def test_owner_goes_master_at_once_with_advert_vips_and_garp() -> None:
