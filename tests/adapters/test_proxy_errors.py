@@ -8,6 +8,7 @@ connect errors always move on; once a request was sent, only idempotent ones do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import pytest
@@ -35,13 +36,15 @@ SMUGGLING = {
     b"Content-Length: 4\r\n\r\n5c\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n",
     "dup_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 36\r\n\r\n"
     b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
-    "same_dup_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    "same_dup_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+    b"Content-Length: 3\r\n\r\nabc",
     "obs_fold": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n Transfer-Encoding: chunked\r\n\r\n",
     "space_before_colon": b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
     "ctl_in_value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
     "bare_cr": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
     "bad_name": b"GET / HTTP/1.1\r\nHost: x\r\nX(A): b\r\n\r\n",
-    "te_not_chunked_last": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+    "te_not_chunked_last": b"POST / HTTP/1.1\r\nHost: x\r\n"
+    b"Transfer-Encoding: chunked, gzip\r\n\r\n",
     "te_gzip_only": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
     "cl_plus_sign": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
     "cl_list": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc",
@@ -184,10 +187,8 @@ def test_504_on_connect_timeout() -> None:
         for _ in range(8):
             f = socket.socket()
             f.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 f.connect(lsock.getsockname())
-            except BlockingIOError:
-                pass
             fillers.append(f)
         try:
             peer = Peer("127.0.0.1", lsock.getsockname()[1])

@@ -235,7 +235,9 @@ async def read_response(reader: asyncio.StreamReader, head_request: bool = False
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
-        raise ConnectionError(f"EOF before a complete response (got {exc.partial[:200]!r})")
+        raise ConnectionError(
+            f"EOF before a complete response (got {exc.partial[:200]!r})"
+        ) from exc
     lines = head[:-4].split(b"\r\n")
     version, status_text = lines[0].split(b" ", 2)[:2]
     status = int(status_text)
