@@ -18,9 +18,13 @@ facts, not copied):
   (only when the status changed), 1 or anything else is a failure;
 * quorum: the sum of the alive servers' weights. Gained when it reaches quorum + hysteresis
   (sorry server removed first, then `quorum_up` runs); lost when it drops below
-  quorum - hysteresis or to 0 (`quorum_down` runs, then the sorry server replaces the pool);
-* `omega`: at shutdown the down notifiers (real servers, then quorum) run, unless a sorry
-  server is configured (keepalived then only deletes the sorry server).
+  quorum - hysteresis or to 0 (the sorry server replaces the pool, then `quorum_down` runs).
+  Starting with quorum down and a sorry server installs it and runs `quorum_down`; a
+  `sorry_server_inhibit` sorry server otherwise sits in the pool with weight 0;
+* a checker's first result that confirms the assumed state is silent, except that a first
+  "down" (or any first result under `alpha`) runs the server's current notifier;
+* `omega`: at shutdown every alive server's notify_down, then quorum_down, run (keepalived
+  2.2.x `clear_services`); `rs_init_notifies` runs notify_up for servers alive at start.
 
 Inputs are probe results with `now` in seconds; outputs are frozen action dataclasses. The
 desired data-plane contents are `pool()`; adapters re-apply it after any Mark*/Sorry*/SetWeight.
@@ -202,8 +206,16 @@ class _Real:
 class VirtualServerHealth:
     """The checker policy of one virtual server and its real servers."""
 
-    def __init__(self, spec: VirtualServerSpec, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        spec: VirtualServerSpec,
+        *,
+        rng: random.Random | None = None,
+        init_notifies: bool = False,
+    ) -> None:
         self.spec = spec
+        self.init_notifies = init_notifies  # keepalived's global rs_init_notifies
+        self.stopped = False
         self.rng = rng if rng is not None else random.Random()
         self.reals: dict[str, _Real] = {}
         for rs in spec.real_servers:
@@ -248,24 +260,36 @@ class VirtualServerHealth:
     def pool(self) -> tuple[tuple[str, int], ...]:
         """Desired data-plane destinations as (key, weight); weight 0 = quiesced."""
         out: list[tuple[str, int]] = []
+        if self.stopped:
+            return ()
         for r in self.reals.values():
             if r.alive and not self.sorry_active:
                 out.append((r.spec.key, r.weight))
             elif not r.alive and r.spec.inhibit_on_failure:
                 out.append((r.spec.key, 0))
-        if self.sorry_active and self.spec.sorry_server is not None:
-            out.append((self.spec.sorry_server, self.spec.sorry_weight))
+        if self.spec.sorry_server is not None:
+            if self.sorry_active:
+                out.append((self.spec.sorry_server, self.spec.sorry_weight))
+            elif self.spec.sorry_server_inhibit:
+                out.append((self.spec.sorry_server, 0))
         return tuple(out)
 
     # -- inputs ------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
         """Schedule every checker's first probe; install the sorry server if need be."""
+        spec = self.spec
         actions: list[Action] = []
-        if not self.quorum_up and self.spec.sorry_server is not None:
+        if self.init_notifies:
+            for real in self.reals.values():
+                if real.alive and real.spec.notify_up:
+                    actions.append(RunNotify(real.spec.notify_up, spec.key, real.spec.key, "up"))
+        if not self.quorum_up and spec.sorry_server is not None:
+            # keepalived: "Starting with quorum down" adds the sorry server and notifies
             self.sorry_active = True
-            actions.append(
-                SorryServerOn(self.spec.key, self.spec.sorry_server, self.spec.sorry_server_inhibit)
-            )
+            actions.append(SorryServerOn(spec.key, spec.sorry_server, spec.sorry_server_inhibit))
+            actions.append(QuorumDown(spec.key, self.weight_sum, self.up_threshold))
+            if spec.quorum_down:
+                actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
         for real in self.reals.values():
             for i, c in enumerate(real.checkers):
                 warmup = c.spec.delay_loop if c.spec.warmup is None else c.spec.warmup
@@ -313,29 +337,26 @@ class VirtualServerHealth:
         return self._update_weight(self.reals[rs], weight)
 
     def shutdown(self) -> list[Action]:
-        """Daemon exit: remove servers; with `omega`, run the down notifiers."""
+        """Daemon exit: everything leaves the pool; with `omega` the down notifiers run
+        (each alive real server's notify_down, then the virtual server's quorum_down)."""
         actions: list[Action] = []
         spec = self.spec
-        if spec.sorry_server is not None:
-            if self.sorry_active:
-                self.sorry_active = False
-                actions.append(SorryServerOff(spec.key, spec.sorry_server, False))
-            return actions
+        if spec.sorry_server is not None and self.sorry_active:
+            self.sorry_active = False
+            actions.append(SorryServerOff(spec.key, spec.sorry_server, False))
         for real in self.reals.values():
+            if real.alive or real.spec.inhibit_on_failure:
+                actions.append(MarkDown(spec.key, real.spec.key, False, True))
             if not real.alive:
                 continue
             real.alive = False
-            actions.append(MarkDown(spec.key, real.spec.key, False, True))
-            if not spec.omega:
-                continue
-            if real.spec.notify_down:
+            if spec.omega and real.spec.notify_down:
                 actions.append(RunNotify(real.spec.notify_down, spec.key, real.spec.key, "down"))
-            ws = self.weight_sum
-            if self.quorum_up and (ws == 0 or ws < self.down_threshold):
-                self.quorum_up = False
-                actions.append(QuorumDown(spec.key, ws, self.down_threshold))
-                if spec.quorum_down:
-                    actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
+        self.quorum_up = False
+        self.stopped = True
+        actions.append(QuorumDown(spec.key, 0, self.down_threshold))
+        if spec.omega and spec.quorum_down:
+            actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
         return actions
 
     def next_deadline(self) -> float | None:
@@ -351,6 +372,15 @@ class VirtualServerHealth:
     def _checker_state(self, real: _Real, i: int, up: bool, now: float) -> list[Action]:
         c = real.checkers[i]
         actions: list[Action] = []
+        if c.is_up == up:
+            # first result confirms the assumed state: keepalived still runs the notifier
+            # when that is "down" or the checker started in alpha mode
+            if not c.has_run and (self.spec.alpha or not up):
+                script = real.spec.notify_up if real.alive else real.spec.notify_down
+                if script:
+                    event = "up" if real.alive else "down"
+                    actions.append(RunNotify(script, self.spec.key, real.spec.key, event))
+            return actions
         if up:
             c.is_up = True
             if not real.failed or real.failed == {i}:
@@ -406,12 +436,12 @@ class VirtualServerHealth:
                 actions.append(RunNotify(spec.quorum_up, spec.key, None, "quorum_up"))
         elif self.quorum_up and (ws == 0 or ws < self.down_threshold):
             self.quorum_up = False
-            actions.append(QuorumDown(spec.key, ws, self.down_threshold))
-            if spec.quorum_down:
-                actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
             if spec.sorry_server is not None:
                 self.sorry_active = True
                 actions.append(
                     SorryServerOn(spec.key, spec.sorry_server, spec.sorry_server_inhibit)
                 )
+            actions.append(QuorumDown(spec.key, ws, self.down_threshold))
+            if spec.quorum_down:
+                actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
         return actions

@@ -170,7 +170,7 @@ def test_quorum_hysteresis_and_sorry_server():
     acts = h.on_result("b", 0, False, 1)  # 2 left: still not < 2
     assert h.quorum_up and not only(acts, QuorumDown)
     acts = h.on_result("c", 0, False, 1)  # 1 left: lost
-    assert [type(a) for a in acts[1:-1]] == [QuorumDown, RunNotify, SorryServerOn]
+    assert [type(a) for a in acts[1:-1]] == [SorryServerOn, QuorumDown, RunNotify]
     assert h.pool() == (("sorry:80", 1),)
     acts = h.on_result("a", 0, True, 2)  # 2: not >= quorum + hysteresis (4)
     assert not h.quorum_up and only(acts, MarkUp)[0].in_pool is False
@@ -196,7 +196,35 @@ def test_omega_runs_down_notifiers_at_shutdown():
     silent = vs(rs("a", notify_down="d.sh"))
     assert not only(silent.shutdown(), RunNotify)
     sorry = vs(rs("a", notify_down="d.sh"), omega=True, sorry_server="s:80")
-    assert not only(sorry.shutdown(), RunNotify)
+    assert only(sorry.shutdown(), RunNotify) == [RunNotify("d.sh", "vip:80", "a", "down")]
+    assert sorry.pool() == ()
+
+
+def test_alpha_first_failure_runs_notify_down_without_transition():
+    h = vs(rs("a", notify_down="d.sh", checkers=(CheckerSpec(retry=0),)), alpha=True)
+    h.start(0)
+    acts = h.on_result("a", 0, False, 1)
+    assert acts[0] == RunNotify("d.sh", "vip:80", "a", "down") and not only(acts, MarkDown)
+    assert not only(h.on_result("a", 0, False, 2), RunNotify)
+
+
+def test_init_notifies_and_quorum_down_at_start():
+    h = VirtualServerHealth(
+        VirtualServerSpec("v", (rs("a", notify_up="u.sh"),)), init_notifies=True
+    )
+    assert RunNotify("u.sh", "v", "a", "up") in h.start(0)
+    down = vs(rs("a"), alpha=True, sorry_server="s:80", quorum_down="q.sh")
+    acts = down.start(0)
+    assert [type(a) for a in acts[:3]] == [SorryServerOn, QuorumDown, RunNotify]
+
+
+def test_sorry_server_inhibit_sits_at_weight_zero():
+    one = (CheckerSpec(retry=0),)
+    h = vs(rs("a", checkers=one), sorry_server="s:80", sorry_server_inhibit=True)
+    h.start(0)
+    assert h.pool() == (("a", 1), ("s:80", 0))
+    h.on_result("a", 0, False, 1)
+    assert h.pool() == (("s:80", 1),)
 
 
 def test_external_set_weight_and_next_deadline():
