@@ -174,3 +174,13 @@ def test_vmac_is_private_macvlan_and_carries_the_vip(pair: Pair) -> None:
         assert arp_ignore() == "0"
 
     run_in(pair.a, body)
+
+
+def test_missing_interface(pair: Pair) -> None:
+    async def body(nl: Netlink) -> tuple[bool, bool]:
+        with pytest.raises(LookupError):
+            await nl.ifindex("nosuch0")
+        gone = VirtualAddress.parse("198.18.0.5", "nosuch0")
+        return await nl.remove_address(gone), await nl.delete_link("nosuch0")
+
+    assert run_in(pair.a, body) == (False, False)

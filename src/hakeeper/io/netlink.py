@@ -219,10 +219,17 @@ class Netlink:
         return None
 
     async def ifindex(self, ifname: str) -> int:
-        info = await self.interface(ifname)
-        if info is None:
+        """Index of `ifname` (a targeted RTM_GETLINK, not a dump); LookupError if absent."""
+        try:
+            found = await self.ipr.link_lookup(ifname=ifname)
+        except NetlinkError as exc:
+            if exc.code in _ABSENT:
+                found = []
+            else:
+                raise
+        if not found:
             raise LookupError(f"no interface {ifname!r}")
-        return info.index
+        return int(found[0])
 
     async def primary_ipv4(self, ifname: str) -> str | None:
         """The first non-secondary IPv4 address of `ifname`."""
