@@ -19,11 +19,12 @@ from typing import Any
 from hakeeper.io.vrrp_socket import ReceivedPacket, VrrpSocket, VrrpSocketConfig
 from hakeeper.runtime.driver import InstanceDriver
 from hakeeper.runtime.params import SocketKey
-from hakeeper.vrrp.packet import DecodeError, IPAddress, decode
+from hakeeper.vrrp.packet import Advert, DecodeError, IPAddress, decode
 
 log = logging.getLogger("hakeeper.vrrp")
 
 MAX_ADDR_CACHE = 1024
+MAX_DECODED_CACHE = 256
 
 SocketFactory = Callable[[VrrpSocketConfig], VrrpSocket]
 
@@ -37,6 +38,9 @@ class SocketGroup:
         self.drivers: dict[int, InstanceDriver] = {}
         self.dropped: dict[str, int] = {}
         self._addr_cache: dict[str, IPAddress] = {}
+        # decode() is a pure function of (payload, src, dst, ttl) and a steady master sends
+        # byte-identical adverts, so the last good decodes are remembered (checksum and all).
+        self._decoded: dict[tuple[bytes, str, str, int], Advert] = {}
         self._peers = frozenset(key.unicast_peers)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -63,6 +67,13 @@ class SocketGroup:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def on_packet(self, pkt: ReceivedPacket) -> None:
+        key = (pkt.payload, pkt.src, pkt.dst, pkt.ttl)
+        advert = self._decoded.get(key)
+        if advert is not None:
+            driver = self.drivers.get(advert.vrid)
+            if driver is not None:
+                driver.on_advert(advert)
+                return
         src = self._addr(pkt.src)
         dst = self._addr(pkt.dst)
         if src is None or dst is None:
@@ -85,6 +96,9 @@ class SocketGroup:
         if driver is None:
             self._drop("UNKNOWN_VRID")
             return
+        if len(self._decoded) >= MAX_DECODED_CACHE:
+            self._decoded.clear()
+        self._decoded[key] = result
         driver.on_advert(result)
 
     def status(self) -> dict[str, Any]:
