@@ -232,3 +232,49 @@ def test_pure_cores_import_no_io(module):
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module.split(".")[0])
     assert not names & FORBIDDEN
+
+
+servers_st = st.lists(
+    st.builds(
+        lambda w, a, i, o: (w, a, i, o),
+        st.integers(0, 5),
+        st.integers(0, 20),
+        st.integers(0, 300),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=7,
+)
+
+
+def _mk(spec):
+    return [RS(str(k), w, a, i, o) for k, (w, a, i, o) in enumerate(spec)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(servers_st)
+def test_connection_schedulers_match_brute_force_minimum(spec):
+    from fractions import Fraction
+
+    servers = _mk(spec)
+    usable = [s for s in servers if s.usable]
+
+    def first_min(key):
+        return min(usable, key=key) if usable else None  # min() keeps the first on ties
+
+    cases = {
+        "lc": (LeastConnection(), lambda s: s.overhead),
+        "wlc": (WeightedLeastConnection(), lambda s: Fraction(s.overhead, s.weight)),
+        "sed": (ShortestExpectedDelay(), lambda s: Fraction(s.active + 1, s.weight)),
+    }
+    for name, (sched, key) in cases.items():
+        got = sched.pick(servers)
+        want = first_min(key)
+        assert (got.key if got else None) == (want.key if want else None), name
+    idle = [s for s in usable if s.active == 0]
+    nq = NeverQueue().pick(servers)
+    if idle:
+        assert nq == idle[0]
+    else:
+        want = first_min(lambda s: Fraction(s.active + 1, s.weight))
+        assert nq == want

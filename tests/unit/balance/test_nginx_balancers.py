@@ -226,3 +226,48 @@ def test_registry_and_validation():
         S("a", weight=0)
     with pytest.raises(ValueError):
         make_balancer("round_robin", [S("a", backup=True)])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 4), st.integers(0, 3), st.integers(0, 2), st.booleans()),
+        min_size=1,
+        max_size=5,
+    ),
+    st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.booleans()), max_size=60),
+    st.sampled_from(["round_robin", "least_conn", "random", "random_two"]),
+)
+def test_invariants_under_random_failures(spec, steps, method):
+    servers = [
+        S(f"p{i}", w, max_fails=mf, max_conns=mc, down=d, fail_timeout=5)
+        for i, (w, mf, mc, d) in enumerate(spec)
+    ]
+    b = make_balancer(method, servers, rng=random.Random(0))
+    single = len(servers) == 1
+    now = 0
+    open_reqs = []
+    for dt, fail, hold in steps:
+        now += dt
+        disabled = {
+            p.name
+            for p in b.peers
+            if p.max_fails and p.fails >= p.max_fails and now - p.checked <= p.fail_timeout
+        }
+        req = b.begin()
+        peer = req.get(now)
+        if peer is not None:
+            assert not peer.down
+            assert peer.max_conns == 0 or peer.conns <= peer.max_conns
+            if not single:
+                # never a peer that max_fails had disabled at the time of the pick
+                assert peer.name not in disabled
+            if hold:
+                open_reqs.append((req, peer, fail))
+            else:
+                req.free(peer, now, failed=fail)
+        assert sum(p.conns for p in b.peers) == len(open_reqs)
+        assert all(p.effective_weight >= 0 for p in b.peers)
+    for req, peer, fail in open_reqs:
+        req.free(peer, now, failed=fail)
+    assert all(p.conns == 0 for p in b.peers)
