@@ -24,12 +24,16 @@ T_LIMIT = 20.0
 
 
 def run(coro: Coroutine[Any, Any, Any], limit: float = T_LIMIT) -> Any:
-    """Run one test coroutine on uvloop, bounded in time."""
+    """Run one test coroutine on uvloop, bounded in time; loop-level errors fail the test."""
+    errors: list[dict[str, Any]] = []
 
     async def bounded() -> Any:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
         return await asyncio.wait_for(coro, limit)
 
-    return uvloop.run(bounded())
+    result = uvloop.run(bounded())
+    assert not errors, f"errors raised inside the event loop: {errors}"
+    return result
 
 
 async def wait_for(cond: Callable[[], bool], limit: float = 5.0, step: float = 0.01) -> None:
@@ -209,6 +213,7 @@ async def proxy_with(
     await engine.start_listening("127.0.0.1", 0)
     try:
         yield Proxy(engine, engine.ports()[0], backends)
+        assert engine.stats.internal_errors == 0
     finally:
         engine.close()
         for b in backends:

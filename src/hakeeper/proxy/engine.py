@@ -45,6 +45,7 @@ class Stats:
     no_live_upstream: int = 0
     tunnels: int = 0
     peak_buffered: int = 0
+    internal_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

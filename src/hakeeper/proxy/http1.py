@@ -231,12 +231,13 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.tunnel:
             return False
-        if self.active is not None:
-            self.active.keep_alive = False
+        active = self.active
+        if active is not None and active.complete and self.cur is None:
+            active.keep_alive = False
             for req in self.queue:
                 req.keep_alive = False
             return True  # keep the write side to deliver the response
-        return False
+        return False  # nothing to answer, or a body that can never complete
 
     def pause_writing(self) -> None:
         up = self.up
@@ -288,6 +289,7 @@ class ClientProtocol(asyncio.Protocol):
                 status = ctx.status
             else:
                 log.error("proxy: internal error while parsing a request", exc_info=ctx)
+                self.engine.stats.internal_errors += 1
                 status = 400
         except HttpParserError:
             status = 400

@@ -13,6 +13,7 @@ error, an unfinished request, a HEAD answer or a response that was not keep-aliv
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -23,6 +24,8 @@ from hakeeper.proxy.framing import RESPONSE_HOP_BY_HOP, response_framing
 if TYPE_CHECKING:
     from hakeeper.proxy.engine import Engine
     from hakeeper.proxy.http1 import ClientProtocol
+
+log = logging.getLogger(__name__)
 
 # deadline kinds
 K_NONE = 0
@@ -138,7 +141,10 @@ class UpstreamProtocol(asyncio.Protocol):
                 client.start_tunnel(self, data[offset:])
             else:
                 self._garbage(client)
-        except HttpParserError:
+        except HttpParserError as exc:
+            if exc.__context__ is not None:
+                log.error("proxy: internal error while relaying", exc_info=exc.__context__)
+                self.engine.stats.internal_errors += 1
             self._garbage(client)
 
     def _garbage(self, client: ClientProtocol) -> None:
