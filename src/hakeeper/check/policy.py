@@ -219,13 +219,7 @@ class VirtualServerHealth:
         self.rng = rng if rng is not None else random.Random()
         self.reals: dict[str, _Real] = {}
         for rs in spec.real_servers:
-            start_up = not spec.alpha or not rs.checkers
-            real = _Real(rs, alive=start_up, weight=rs.weight)
-            for i, c in enumerate(rs.checkers):
-                real.checkers.append(_Checker(c, is_up=not spec.alpha))
-                if spec.alpha:
-                    real.failed.add(i)
-            self.reals[rs.key] = real
+            self.reals[rs.key] = self._fresh(rs)
         self.quorum_up = self.weight_sum >= self.up_threshold
         self.sorry_active = False
 
@@ -291,10 +285,7 @@ class VirtualServerHealth:
             if spec.quorum_down:
                 actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
         for real in self.reals.values():
-            for i, c in enumerate(real.checkers):
-                warmup = c.spec.delay_loop if c.spec.warmup is None else c.spec.warmup
-                delay = BOOTSTRAP_DELAY + (self.rng.uniform(0.0, warmup) if warmup > 0 else 0.0)
-                actions.append(self._schedule(real, i, now + delay))
+            actions += self._first_probes(real, now)
         return actions
 
     def on_result(
@@ -359,6 +350,80 @@ class VirtualServerHealth:
             actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
         return actions
 
+    def reload(self, spec: VirtualServerSpec, now: float) -> list[Action]:
+        """Swap in a new config for the same virtual server, keeping live state.
+
+        Like keepalived's clear_diff_services: a real server that stays keeps its alive
+        state, weight (unless its configured weight changed) and the state of checkers of
+        the same kind at the same position; a new checker on a failing server starts with
+        its retries used up; new servers start as at daemon start; removed alive servers
+        leave the pool with their notify_down; quorum is then re-evaluated.
+        """
+        if spec.key != self.spec.key:
+            raise ValueError("reload() is for the same virtual server")
+        old = self.reals
+        self.spec = spec
+        self.reals = {}
+        actions: list[Action] = []
+        for key, prev in old.items():
+            if key not in {rs.key for rs in spec.real_servers}:
+                if prev.alive or prev.spec.inhibit_on_failure:
+                    actions.append(MarkDown(spec.key, key, False, self._in_pool()))
+                if prev.alive and prev.spec.notify_down:
+                    actions.append(RunNotify(prev.spec.notify_down, spec.key, key, "down"))
+        for rs in spec.real_servers:
+            before = old.get(rs.key)
+            if before is None:
+                real = self._fresh(rs)
+                self.reals[rs.key] = real
+                if real.alive:
+                    actions.append(MarkUp(spec.key, rs.key, real.weight, self._in_pool()))
+                actions += self._first_probes(real, now)
+                continue
+            weight = rs.weight if rs.weight != before.spec.weight else before.weight
+            real = _Real(rs, alive=before.alive, weight=weight)
+            real.last_result, real.changed_at = before.last_result, before.changed_at
+            failing = bool(before.failed)
+            fresh: list[int] = []
+            for i, c in enumerate(rs.checkers):
+                old_c = before.checkers[i] if i < len(before.checkers) else None
+                if old_c is not None and old_c.spec.kind == c.kind:
+                    nc = _Checker(c, old_c.is_up, old_c.has_run, min(old_c.retry_it, c.retry))
+                    nc.last_status, nc.next_at = old_c.last_status, old_c.next_at
+                else:
+                    nc = _Checker(c, is_up=not (spec.alpha and (failing or not before.alive)))
+                    if failing:
+                        nc.retry_it = c.retry  # one failure is enough
+                    fresh.append(i)
+                real.checkers.append(nc)
+                if not nc.is_up:
+                    real.failed.add(i)
+            self.reals[rs.key] = real
+            if weight != before.weight and real.alive:
+                actions.append(SetWeight(spec.key, rs.key, weight, self._in_pool()))
+            if not real.failed and not real.alive:
+                actions += self._server_state(real, True, now)
+            for i in fresh:
+                actions.append(self._first_probe(real, i, now))
+        return actions + self._update_quorum(init=True)
+
+    def _fresh(self, rs: RealServerSpec) -> _Real:
+        real = _Real(rs, alive=not self.spec.alpha or not rs.checkers, weight=rs.weight)
+        for i, c in enumerate(rs.checkers):
+            real.checkers.append(_Checker(c, is_up=not self.spec.alpha))
+            if self.spec.alpha:
+                real.failed.add(i)
+        return real
+
+    def _first_probe(self, real: _Real, i: int, now: float) -> StartProbe:
+        c = real.checkers[i].spec
+        warmup = c.delay_loop if c.warmup is None else c.warmup
+        delay = BOOTSTRAP_DELAY + (self.rng.uniform(0.0, warmup) if warmup > 0 else 0.0)
+        return self._schedule(real, i, now + delay)
+
+    def _first_probes(self, real: _Real, now: float) -> list[Action]:
+        return [self._first_probe(real, i, now) for i in range(len(real.checkers))]
+
     def next_deadline(self) -> float | None:
         times = [c.next_at for r in self.reals.values() for c in r.checkers]
         return min(times) if times else None
@@ -420,10 +485,19 @@ class VirtualServerHealth:
             actions.append(SetWeight(self.spec.key, real.spec.key, weight, self._in_pool()))
         return actions + self._update_quorum()
 
-    def _update_quorum(self) -> list[Action]:
+    def _update_quorum(self, init: bool = False) -> list[Action]:
         spec = self.spec
         ws = self.weight_sum
         actions: list[Action] = []
+        if init and not self.quorum_up and ws < self.up_threshold:
+            if spec.sorry_server is not None and not self.sorry_active:
+                self.sorry_active = True
+                actions.append(
+                    SorryServerOn(spec.key, spec.sorry_server, spec.sorry_server_inhibit)
+                )
+            elif spec.sorry_server is None and self.sorry_active:
+                self.sorry_active = False
+            return actions
         if not self.quorum_up and ws >= self.up_threshold:
             self.quorum_up = True
             if self.sorry_active and spec.sorry_server is not None:

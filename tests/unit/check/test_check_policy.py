@@ -234,3 +234,47 @@ def test_external_set_weight_and_next_deadline():
     assert h.next_deadline() == pytest.approx(11)
     assert h.set_weight("a", 5) == [SetWeight("vip:80", "a", 5, True)]
     assert h.weight_sum == 6 and h.weight("a") == 5
+
+
+def test_reload_keeps_live_state_and_diffs_servers():
+    one = (CheckerSpec(retry=0),)
+    h = vs(rs("a", checkers=one), rs("b", checkers=one, notify_down="bd.sh"), rs("c", checkers=one))
+    h.start(0)
+    h.on_result("a", 0, False, 1)
+    assert not h.alive("a")
+    new = VirtualServerSpec(
+        "vip:80",
+        (rs("a", checkers=one), rs("c", weight=5, checkers=one), rs("d", checkers=one)),
+    )
+    acts = h.reload(new, 10)
+    assert not h.alive("a")  # still down: no fresh start for a failing server
+    assert MarkDown("vip:80", "b", False, True) in acts
+    assert RunNotify("bd.sh", "vip:80", "b", "down") in acts
+    assert SetWeight("vip:80", "c", 5, True) in acts  # configured weight changed
+    assert MarkUp("vip:80", "d", 1, True) in acts
+    assert [p.rs for p in only(acts, StartProbe)] == ["d"]  # existing checkers keep timers
+    assert h.pool() == (("c", 5), ("d", 1))
+    assert only(h.on_result("a", 0, True, 11), MarkUp)
+
+
+def test_reload_new_checker_on_failing_server_needs_one_failure():
+    one = (CheckerSpec(retry=0),)
+    h = vs(rs("a", checkers=one), rs("b"))
+    h.start(0)
+    h.on_result("a", 0, False, 1)
+    two = (CheckerSpec(retry=0), CheckerSpec(kind="HTTP_GET", retry=3))
+    h.reload(VirtualServerSpec("vip:80", (rs("a", checkers=two), rs("b"))), 5)
+    h.on_result("a", 0, True, 6)
+    assert h.alive("a")
+    acts = h.on_result("a", 1, False, 7)  # retries already used up
+    assert only(acts, MarkDown)
+
+
+def test_reload_losing_quorum_config_brings_sorry_server():
+    h = vs(rs("a"), quorum=1)
+    h.start(0)
+    acts = h.reload(VirtualServerSpec("vip:80", (rs("a"),), quorum=5, sorry_server="s:80"), 1)
+    assert SorryServerOn("vip:80", "s:80", False) in acts
+    assert h.pool() == (("s:80", 1),)
+    with pytest.raises(ValueError):
+        h.reload(VirtualServerSpec("other:80"), 2)
