@@ -1,0 +1,158 @@
+"""Worker processes on SO_REUSEPORT sockets, fd passing, and a reload that loses nothing.
+
+The master (this test process) forks the workers; the backend runs in a thread on a
+socket bound before the fork; a load thread makes requests on fresh connections while
+the master reloads twice. Every request must succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+
+import uvloop
+from test_proxy_support import Backend, make_config
+
+from hakeeper.proxy.config import Peer
+from hakeeper.proxy.server import (
+    Master,
+    bind_listeners,
+    recv_listeners,
+    send_listeners,
+    worker_count,
+)
+
+
+class BackendThread:
+    """A loopback backend on its own uvloop in a thread (started after the fork)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.loop = uvloop.new_event_loop()
+        self.backend = Backend(keep_bodies=False)
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.backend.server = await self.loop.create_server(
+                lambda: __import__("test_proxy_support").BackendConn(self.backend), sock=self.sock
+            )
+            self.started.set()
+
+        self.loop.run_until_complete(main())
+        self.loop.run_forever()
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self.started.wait(10)
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            await self.backend.stop()
+
+        fut = asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
+        fut.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _get(port: int, path: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def test_worker_count() -> None:
+    assert worker_count("3") == 3
+    assert worker_count(2) == 2
+    assert worker_count("auto") == len(os.sched_getaffinity(0))
+
+
+def test_listeners_share_a_port_and_pass_over_scm_rights() -> None:
+    socks = bind_listeners("127.0.0.1", 0, 3)
+    try:
+        ports = {s.getsockname()[1] for s in socks}
+        assert len(ports) == 1
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in socks)
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with a, b:
+            send_listeners(a, socks)
+            got = recv_listeners(b)
+        try:
+            assert [g.getsockname() for g in got] == [s.getsockname() for s in socks]
+            assert all(g.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for g in got)
+        finally:
+            for g in got:
+                g.close()
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_two_workers_serve_and_reload_loses_no_request() -> None:
+    backend = BackendThread()
+    config = make_config([Peer("127.0.0.1", backend.port)])
+    master = Master(config, workers=2)
+    master.start()
+    backend.start()  # threads only after the fork
+    try:
+        assert len(master.pids) == 2
+        assert b" 200 " in _get(master.port, b"/first")
+        results: list[bytes] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            deadline = time.monotonic() + 20
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    reply = _get(master.port, b"/load")
+                except OSError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if b" 200 " not in reply.split(b"\r\n", 1)[0]:
+                    failures.append(reply[:80].decode("latin-1"))
+                results.append(reply)
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        old = list(master.pids)
+        master.reload()
+        mid = list(master.pids)
+        master.reload()
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert set(old).isdisjoint(mid) and set(mid).isdisjoint(master.pids)
+        for pid in old + mid:  # the drained workers have exited
+            assert not os.path.exists(f"/proc/{pid}") or _is_zombie_free(pid)
+        assert failures == []
+        assert len(results) > 20
+        assert b" 200 " in _get(master.port, b"/last")
+    finally:
+        master.stop()
+        backend.stop()
+
+
+def _is_zombie_free(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return True
