@@ -274,7 +274,11 @@ class Daemon:
             if run is None:
                 self._start_instance(inst)
                 summary["added"].append(name)
-            elif run.inst != inst or self._group_of(old, name) != self._group_of(cfg, name):
+            elif (
+                run.inst != inst
+                or self._group_of(old, name) != self._group_of(cfg, name)
+                or self._runtime_key(old, run.inst) != self._runtime_key(cfg, inst)
+            ):
                 self._stop_instance(name)
                 self._start_instance(inst)
                 summary["changed"].append(name)
@@ -287,6 +291,21 @@ class Daemon:
         self._rebuild_sync_groups()
         self._retrack_all()
         return summary
+
+    @staticmethod
+    def _runtime_key(cfg: KeepalivedConfig, inst: VrrpInstance) -> tuple[Any, ...]:
+        """What an instance's runtime derives from global_defs (socket, machine defaults)."""
+        g = cfg.global_defs
+        try:
+            key: Any = socket_key(inst, g)
+        except ParamsError:
+            key = None
+        return (
+            key,
+            g.vrrp_down_timer_adverts,
+            g.vrrp_lower_prio_no_advert,
+            g.vrrp_skip_check_adv_addr,
+        )
 
     @staticmethod
     def _group_of(cfg: KeepalivedConfig, name: str) -> SyncGroup | None:
