@@ -64,8 +64,8 @@ class LexOptions:
     max_include_depth: int = 32
     max_line_length: int = 65536
     max_expansion_depth: int = 32
-    max_generated_lines: int = 200_000
-    max_expansions: int = 1_000_000
+    max_generated_lines: int = 100_000
+    max_expansions: int = 250_000
     max_included_files: int = 10_000
     max_total_chars: int = 32 * 1024 * 1024
 
@@ -75,8 +75,16 @@ class LexOptions:
 _WS = " \t\f\v\r\n"
 _WORD_BREAK = _WS + "{}"
 _COMMENT_SPECIAL = re.compile(r"[#!\"'\\]")
-_TOKEN_SPECIAL = re.compile(r"[\"'\\]")
+_TOKEN_SPECIAL = re.compile(r"[\"'\\]|\$\{")
 _FAST_TOKEN = re.compile(r"[{}]|[^\s{}]+")
+# A line needs the full pipeline when it may hold a comment, quote, escape, macro,
+# conditional, generator, include, a brace glued to a word, or a character that
+# str.split() and keepalived disagree on as whitespace (anything but printable ASCII,
+# tab and a CR from CRLF files).
+_SLOW_LINE = re.compile(
+    r"[#!\"'\\$@~\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\U0010ffff]"
+    r"|[^ \t\r][{}]|[{}][^ \t\r]|^[ \t]*include"
+)
 _DEFINITION = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)\Z", re.S)
 _REFERENCE = re.compile(
     r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+([^{}$]*?))?[ \t]*\}|([A-Za-z_][A-Za-z0-9_]*))"
@@ -153,6 +161,12 @@ def _col(cols: int | list[int], i: int) -> int:
     return cols[-1] if cols else 1
 
 
+def _cols(cols: int | list[int], start: int, end: int) -> Iterable[int]:
+    if isinstance(cols, int):
+        return range(cols + start, cols + end)
+    return cols[start:end]
+
+
 def tokenize_line(
     text: str, cols: int | list[int], file: str, line: int, diags: Diagnostics
 ) -> list[Word]:
@@ -202,6 +216,13 @@ def tokenize_line(
                     i = n
                     break
                 continue
+            if c == "$" and i + 1 < n and text[i + 1] == "{":
+                # An unexpanded ${NAME} stays one word (keepalived would split it at '{').
+                close = text.find("}", i + 2)
+                if close > 0:
+                    buf.append(text[i : close + 1])
+                    i = close + 1
+                    continue
             if c == "\\" and i + 1 < n and text[i + 1] in _UNQUOTED_ESCAPABLE:
                 buf.append(text[i + 1])
                 i += 2
@@ -406,8 +427,32 @@ class Preprocessor:
     def _physical_lines(self, text: str, name: str) -> None:
         pending: _Macro | None = None
         lineno = 0
+        new = object.__new__
+        loc_file, loc_line, loc_col = _LOC_SET
+        w_text, w_loc, w_quoted = _WORD_SET
+        out = self.lines
+        slow_line = _SLOW_LINE.search
         for raw in text.split("\n"):
             lineno += 1
+            if pending is None and slow_line(raw) is None:
+                # Hot path (most lines): nothing to decomment, expand or include.
+                words: list[Word] = []
+                pos = 0
+                for token in raw.split():
+                    pos = raw.find(token, pos)
+                    loc = new(Location)
+                    loc_file(loc, name)
+                    loc_line(loc, lineno)
+                    loc_col(loc, pos + 1)
+                    word = new(Word)
+                    w_text(word, token)
+                    w_loc(word, loc)
+                    w_quoted(word, False)
+                    words.append(word)
+                    pos += len(token)
+                if words:
+                    out.append(words)
+                continue
             if self._stopped:
                 return
             start, end, cont = decomment(raw)
@@ -428,6 +473,17 @@ class Preprocessor:
                 continue
             ln = _Line(raw[start:end], start + 1, name, lineno)
             pending = self._process(ln, 0, cont)
+        self._count_chars(len(text), Location(name, lineno, 1))
+
+    def _count_chars(self, n: int, loc: Location) -> None:
+        self._total_chars += n
+        if self._total_chars > self.opt.max_total_chars:
+            raise _OverflowError(
+                f"configuration expands to more than {self.opt.max_total_chars} characters; "
+                "stopped reading",
+                loc,
+                True,
+            )
 
     @staticmethod
     def _finish_macro(macro: _Macro) -> None:
@@ -486,14 +542,8 @@ class Preprocessor:
         words = tokenize_line(text, ln.cols, ln.file, ln.line, self.diags)
         if words:
             self.lines.append(words)
-        self._total_chars += len(text)
-        if self._total_chars > self.opt.max_total_chars:
-            raise _OverflowError(
-                f"configuration expands to more than {self.opt.max_total_chars} characters; "
-                "stopped reading",
-                ln.loc(),
-                True,
-            )
+        if depth or not isinstance(ln.cols, int):  # generated or expanded: count growth
+            self._count_chars(len(text), ln.loc())
         for more in extra:
             if more:
                 self._process(_Line(more, _col(ln.cols, 0), ln.file, ln.line), depth + 1)
@@ -637,7 +687,7 @@ class Preprocessor:
             if not stop:
                 value = self._expand_value(value, loc, 1, length + start - pos)
             pieces.append(text[pos:start])
-            cols.extend(_col(ln.cols, i) for i in range(pos, start))
+            cols.extend(_cols(ln.cols, pos, start))
             pieces.append(value)
             cols.extend([loc.col] * len(value))
             length += start - pos + len(value)
@@ -652,7 +702,7 @@ class Preprocessor:
         if not changed:
             return None
         pieces.append(text[pos:])
-        cols.extend(_col(ln.cols, i) for i in range(pos, len(text)))
+        cols.extend(_cols(ln.cols, pos, len(text)))
         new_text = "".join(pieces)
         # Keep the pipeline's invariant: no leading/trailing blanks.
         stripped = new_text.lstrip(_WS)
@@ -735,8 +785,15 @@ class Preprocessor:
                     True,
                 )
             for name, value in binding:
-                self._macros[name] = _Macro([value], False)
+                self._bind(name, value)
             self._process(body, depth + 1)
+
+    def _bind(self, name: str, value: str) -> None:
+        macro = self._macros.get(name)
+        if macro is None or macro.multiline:
+            self._macros[name] = _Macro([value], False)
+        else:
+            macro.lines[0] = value
 
     def _parse_seq(self, ln: _Line) -> tuple[_Bindings, int] | str:
         """`~SEQ(var, end)`, `~SEQ(var, start, end)`, `~SEQ(var, start, step, end)`, `~SEQx`."""
@@ -797,7 +854,7 @@ class Preprocessor:
             )
             return
         for alternative in expand_braces(pattern):
-            path = posixpath.join(self._display_dir, alternative)
+            path = posixpath.normpath(posixpath.join(self._display_dir, alternative))
             if _GLOB_MAGIC.search(alternative):
                 try:
                     matches = self.reader.glob(path)
