@@ -10,6 +10,7 @@ keepalived's silent normalisations are in `hakeeper.conf.validate`, run at the e
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 from typing import Any
 
@@ -72,6 +73,19 @@ def load_keepalived(
 
 def build_model(nodes: tuple[Node, ...], diags: Diagnostics) -> KeepalivedConfig:
     """Build the model from a parsed tree, reporting every problem; never raises."""
+    if not gc.isenabled():
+        return _build(nodes, diags)
+    # A big config allocates ~10^5 small objects next to a ~10^6-object tree; the cyclic
+    # collector would re-traverse that tree again and again (measured: build time x3 on
+    # 2,000 virtual servers). Nothing here creates reference cycles: pause it.
+    gc.disable()
+    try:
+        return _build(nodes, diags)
+    finally:
+        gc.enable()
+
+
+def _build(nodes: tuple[Node, ...], diags: Diagnostics) -> KeepalivedConfig:
     top = walk(TOP, nodes, diags)
     global_defs = _global_defs(top.get("global_defs"))
     scripts = _unique([_vrrp_script(r) for r in top.list("vrrp_script")], "vrrp_script", diags)
@@ -448,11 +462,9 @@ _RETRY_DEFAULT = {"DNS_CHECK": 3, "MISC_CHECK": 0}
 def _common(raw: Raw, defaults: dict[str, Any]) -> CheckerCommon:
     v = raw.values
     kind = raw.kind
-
-    def pick(key: str, fallback: Any) -> Any:
-        return v[key] if key in v else defaults.get(key, fallback)
-
-    delay_loop = pick("delay_loop", 60.0)
+    m = {**defaults, **v} if v else defaults
+    get = m.get
+    delay_loop = get("delay_loop", 60.0)
     if kind in ("HTTP_GET", "SSL_GET"):
         dbr_default: float = 3.0
     elif kind == "DNS_CHECK":
@@ -460,19 +472,19 @@ def _common(raw: Raw, defaults: dict[str, Any]) -> CheckerCommon:
     else:
         dbr_default = 1.0
     return CheckerCommon(
-        connect_ip=v.get("connect_ip"),
-        connect_port=v.get("connect_port"),
-        bindto=v.get("bindto"),
-        bind_if=v.get("bind_if"),
-        bind_port=v.get("bind_port"),
-        fwmark=v.get("fwmark"),
-        connect_timeout=pick("connect_timeout", 5.0),
-        retry=pick("retry", _RETRY_DEFAULT.get(kind, 1)),
-        delay_before_retry=pick("delay_before_retry", dbr_default),
+        connect_ip=get("connect_ip"),
+        connect_port=get("connect_port"),
+        bindto=get("bindto"),
+        bind_if=get("bind_if"),
+        bind_port=get("bind_port"),
+        fwmark=get("fwmark"),
+        connect_timeout=get("connect_timeout", 5.0),
+        retry=get("retry", _RETRY_DEFAULT.get(kind, 1)),
+        delay_before_retry=get("delay_before_retry", dbr_default),
         delay_loop=delay_loop,
-        warmup=pick("warmup", None),
-        alpha=pick("alpha", False),
-        log_all_failures=v.get("log_all_failures", False),
+        warmup=get("warmup"),
+        alpha=get("alpha", False),
+        log_all_failures=get("log_all_failures", False),
     )
 
 

@@ -23,16 +23,28 @@ from hakeeper.conf.model import (
     VirtualAddress,
     VsgEntry,
 )
-from hakeeper.conf.schema import INVALID, Parse, arity, ip_port, to_int, to_ip, words_of
+from hakeeper.conf.schema import (
+    ARG_DOCS,
+    INVALID,
+    Parse,
+    arity,
+    described,
+    ip_port,
+    to_int,
+    to_ip,
+    words_of,
+)
 from hakeeper.conf.tree import Node
 
 
+@described("(no arguments)")
 def no_args(node: Node, diags: Diagnostics) -> Any:
     if not arity(node, diags, 0, 0, "no arguments before its block"):
         return INVALID
     return None
 
 
+@described("(no arguments)")
 def flag_name(node: Node, diags: Diagnostics) -> Any:
     """A bare flag whose value is its own name (scheduler flags)."""
     if not arity(node, diags, 0, 0, "no arguments"):
@@ -40,12 +52,14 @@ def flag_name(node: Node, diags: Diagnostics) -> Any:
     return node.keyword.text
 
 
+@described("NAME")
 def name_head(node: Node, diags: Diagnostics) -> Any:
     if not arity(node, diags, 1, 1, "a name"):
         return INVALID
     return node.args[0].text
 
 
+@described("one STRING per line")
 def single_word(node: Node, diags: Diagnostics) -> Any:
     if node.args:
         diags.error(node.args[0].loc, "expected one value per line")
@@ -53,12 +67,14 @@ def single_word(node: Node, diags: Diagnostics) -> Any:
     return node.keyword.text
 
 
+@described("NAME... per line")
 def line_words(node: Node, diags: Diagnostics) -> Any:
     """A value-block line as a tuple of all its words."""
     del diags
     return tuple(w.text for w in words_of(node))
 
 
+@described("STRING...")
 def args_tuple(node: Node, diags: Diagnostics) -> Any:
     """A keyword's arguments as a tuple of strings, at least one."""
     if not arity(node, diags, 1, None, "at least one value"):
@@ -66,17 +82,20 @@ def args_tuple(node: Node, diags: Diagnostics) -> Any:
     return tuple(w.text for w in node.args)
 
 
+@described("[STRING...]")
 def words_tuple_opt(node: Node, diags: Diagnostics) -> Any:
     del diags
     return tuple(w.text for w in node.args)
 
 
+@described("USER [GROUP]")
 def user_group(node: Node, diags: Diagnostics) -> Any:
     if not arity(node, diags, 1, 2, "USERNAME [GROUPNAME]"):
         return INVALID
     return (node.args[0].text, node.args[1].text if len(node.args) > 1 else None)
 
 
+@described("IPADDR|HOST [PORT]")
 def smtp_server(node: Node, diags: Diagnostics) -> Any:
     if not arity(node, diags, 1, 2, "an address or host name [PORT]"):
         return INVALID
@@ -104,9 +123,11 @@ def weight(lo: int, hi: int) -> Parse:
             reverse = True
         return (value, reverse)
 
+    ARG_DOCS[parse] = f"INTEGER {lo}..{hi} [reverse]"
     return parse
 
 
+@described("[VALUE] [overwrite]")
 def init_file(node: Node, diags: Diagnostics) -> Any:
     """`init_file [VALUE] [overwrite]` -> (value, overwrite)."""
     value = 0
@@ -146,9 +167,11 @@ def track_ref(lo: int, hi: int) -> Parse:
             reverse = flag == "reverse"
         return TrackRef(name, value, reverse, loc=node.loc)
 
+    ARG_DOCS[parse] = f"per line: NAME [weight {lo}..{hi} [reverse|noreverse]]"
     return parse
 
 
+@described("per line: IPADDR [min_ttl N] [max_ttl N]")
 def unicast_peer(node: Node, diags: Diagnostics) -> Any:
     words = words_of(node)
     ip = to_ip(words[0], diags, "unicast_peer")
@@ -178,6 +201,7 @@ _VIP_FLAGS = frozenset(
 SCOPES = frozenset({"site", "link", "host", "nowhere", "global"})
 
 
+@described("per line: IPADDR[/LEN] [brd IP] [dev IF] [scope S] [label L] [peer IP] [flags]")
 def vip(node: Node, diags: Diagnostics) -> Any:
     """`IP[/len] [brd IP|+|-] [dev IF] [scope S] [label L] [peer IP] [flags...]`."""
     words = words_of(node)
@@ -229,6 +253,7 @@ def vip(node: Node, diags: Diagnostics) -> Any:
     )
 
 
+@described("per line: ip route / ip rule words [no_track] [track_group G]")
 def route(node: Node, diags: Diagnostics) -> Any:
     """A route or rule line, kept as words; the first address-like word is checked."""
     words = words_of(node)
@@ -255,6 +280,7 @@ def route(node: Node, diags: Diagnostics) -> Any:
     return RouteSpec(tuple(texts), no_track, track_group, loc=node.loc)
 
 
+@described("CODE|LOW-HIGH...")
 def status_codes(node: Node, diags: Diagnostics) -> Any:
     """`status_code 200 | 200-299 400-499 503 ...` -> ((lo, hi), ...)."""
     if not arity(node, diags, 1, None, "status codes or ranges like 200-299"):
@@ -275,6 +301,7 @@ def status_codes(node: Node, diags: Diagnostics) -> Any:
     return tuple(out)
 
 
+@described("HEX")
 def hex_payload(node: Node, diags: Diagnostics) -> Any:
     joined = "".join(w.text for w in node.args)
     try:
@@ -287,6 +314,7 @@ def hex_payload(node: Node, diags: Diagnostics) -> Any:
 LVS_METHODS = ("NAT", "DR", "TUN")
 
 
+@described("NAT|DR|TUN [type ipip|gue port N|gre] [csum opts]")
 def lvs_method(node: Node, diags: Diagnostics) -> Any:
     """`NAT|DR|TUN [type ipip|gue port N|gre] [nocsum|csum|remcsum]`."""
     if not arity(node, diags, 1, 6, "NAT|DR|TUN [type ipip|gue port N|gre] [nocsum|csum|remcsum]"):
@@ -323,6 +351,7 @@ def lvs_method(node: Node, diags: Diagnostics) -> Any:
     return LvsMethod(method, ttype, port, csum)
 
 
+@described("[SECONDS] (bare: 360)")
 def persistence_timeout(node: Node, diags: Diagnostics) -> Any:
     """`persistence_timeout [SECS]`: bare keyword means 360 s (6 minutes)."""
     if not arity(node, diags, 0, 1, "an optional number of seconds"):
@@ -332,6 +361,7 @@ def persistence_timeout(node: Node, diags: Diagnostics) -> Any:
     return to_int(node.args[0], diags, 1, 2678400, "'persistence_timeout'")
 
 
+@described("IPADDR [PORT]")
 def sorry_server(node: Node, diags: Diagnostics) -> Any:
     got = ip_port(node, diags, node.args, "IPADDR [PORT]")
     if got is INVALID:
@@ -339,10 +369,12 @@ def sorry_server(node: Node, diags: Diagnostics) -> Any:
     return SorryServer(got[0], got[1])
 
 
+@described("IPADDR [PORT]")
 def real_server_head(node: Node, diags: Diagnostics) -> Any:
     return ip_port(node, diags, node.args, "IPADDR [PORT]")
 
 
+@described("IPADDR [PORT] | fwmark N | group NAME")
 def vs_head(node: Node, diags: Diagnostics) -> Any:
     """`IPADDR [PORT]` | `fwmark N` | `group NAME`.
 
@@ -363,6 +395,7 @@ def vs_head(node: Node, diags: Diagnostics) -> Any:
     return ("addr", got[0], got[1])
 
 
+@described("per line: IP[-LAST]|CIDR [PORT] | fwmark N [inet|inet6]")
 def vsg_entry(node: Node, diags: Diagnostics) -> Any:
     words = words_of(node)
     if words[0].text == "fwmark":

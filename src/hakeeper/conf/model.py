@@ -395,8 +395,8 @@ class RealServer:
     loc: Location | None = field(default=None, compare=False, repr=False)
 
     @property
-    def key(self) -> tuple[str, int | None]:
-        return (str(self.ip), self.port)
+    def key(self) -> tuple[IPAddress, int | None]:
+        return (self.ip, self.port)
 
 
 @dataclass(frozen=True, slots=True)

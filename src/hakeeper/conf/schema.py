@@ -11,6 +11,7 @@ argument counts what was expected. Keyword grammar follows keepalived.conf(5);
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Callable, Iterable
@@ -39,6 +40,17 @@ class _Invalid:
 INVALID: Any = _Invalid()
 
 Parse = Callable[[Node, Diagnostics], Any]
+
+ARG_DOCS: dict[Parse, str] = {}
+"""Argument syntax of each converter, for the generated keyword reference."""
+
+
+def described(text: str) -> Callable[[Parse], Parse]:
+    def mark(fn: Parse) -> Parse:
+        ARG_DOCS[fn] = text
+        return fn
+
+    return mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,38 +121,55 @@ class Raw:
 def walk(
     spec: BlockSpec, children: tuple[Node, ...], diags: Diagnostics, node: Node | None = None
 ) -> Raw:
+    """Convert every child statement by `spec`; report problems and carry on."""
+    return _walk(spec, children, diags, node)
+
+
+def _walk(
+    spec: BlockSpec, children: tuple[Node, ...], diags: Diagnostics, node: Node | None
+) -> Raw:
     raw = Raw(node)
+    values = raw.values
+    locs = raw.locs
     keywords = spec.keywords
+    supported = Status.SUPPORTED
     for child in children:
-        name = child.keyword.text
+        word = child.keyword
+        name = word.text
         kw = keywords.get(name)
-        if kw is None and not name.strip():
-            diags.warning(child.loc, "a line holds only non-ASCII blanks (e.g. U+00A0); ignored")
-            continue
         if kw is None:
+            if not name.strip():
+                diags.warning(word.loc, "a line holds only non-ASCII blanks (e.g. U+00A0); ignored")
+                continue
             hint = did_you_mean(name, keywords)
-            diags.error(child.loc, f"unknown keyword '{name}' in {spec.name}{hint}")
+            diags.error(word.loc, f"unknown keyword '{name}' in {spec.name}{hint}")
             continue
         if kw.warn is not None:
-            diags.warning(child.loc, kw.warn)
+            diags.warning(word.loc, kw.warn)
         if kw.alias_of is not None:
             kw = keywords[kw.alias_of]
-        if kw.status is not Status.SUPPORTED:
+        if kw.status is not supported:
             _unsupported(kw, child, spec, diags)
             continue
-        value = _value(kw, child, diags)
+        if kw.block is None and kw.items is None and child.children is None:
+            value = kw.parse(child, diags)  # type: ignore[misc]  # plain keywords always parse
+        else:
+            value = _value(kw, child, diags)
         if value is INVALID:
             continue
-        key = kw.key
+        key = kw.field or kw.name
         if kw.repeat:
-            raw.values.setdefault(key, []).append(value)
+            if key in values:
+                values[key].append(value)
+            else:
+                values[key] = [value]
         else:
-            if key in raw.values and kw.block is None:
+            if key in values and kw.block is None:
                 diags.warning(
-                    child.loc, f"'{name}' given again in {spec.name}; the earlier value is replaced"
+                    word.loc, f"'{name}' given again in {spec.name}; the earlier value is replaced"
                 )
-            raw.values[key] = value
-        raw.locs[key] = child.loc
+            values[key] = value
+        locs[key] = word.loc
     return raw
 
 
@@ -162,7 +191,7 @@ def _value(kw: Kw, child: Node, diags: Diagnostics) -> Any:
         head = kw.parse(child, diags) if kw.parse is not None else None
         if head is INVALID:
             return INVALID
-        inner = walk(kw.block, child.children or (), diags, child)
+        inner = _walk(kw.block, child.children or (), diags, child)
         inner.head = head
         inner.kind = kw.block.name
         return inner
@@ -239,20 +268,35 @@ def to_float(w: Word, diags: Diagnostics, lo: float, hi: float, what: str) -> An
     return value
 
 
+@functools.lru_cache(maxsize=65536)
+def _parse_ip(text: str) -> IPAddress:
+    return ipaddress.ip_address(text)
+
+
 def to_ip(w: Word, diags: Diagnostics, what: str = "address") -> Any:
     try:
-        return ipaddress.ip_address(w.text)
+        return _parse_ip(w.text)
     except ValueError:
         diags.error(w.loc, f"{what} must be an IPv4 or IPv6 address, got '{w.text}'")
         return INVALID
 
 
 def int_arg(lo: int, hi: int) -> Parse:
-    def parse(node: Node, diags: Diagnostics) -> Any:
-        if not arity(node, diags, 1, 1, f"one integer in {lo}..{hi}"):
-            return INVALID
-        return to_int(node.args[0], diags, lo, hi, f"'{node.keyword.text}'")
+    expect = f"one integer in {lo}..{hi}"
 
+    def parse(node: Node, diags: Diagnostics) -> Any:
+        args = node.args
+        if len(args) == 1:  # fast path: no message strings built for good input
+            text = args[0].text
+            if text.isascii() and text.isdigit():
+                value = int(text)
+                if lo <= value <= hi:
+                    return value
+        if not arity(node, diags, 1, 1, expect):
+            return INVALID
+        return to_int(args[0], diags, lo, hi, f"'{node.keyword.text}'")
+
+    ARG_DOCS[parse] = f"INTEGER {lo}..{hi}"
     return parse
 
 
@@ -260,19 +304,29 @@ def timer(lo: float = 0.0, hi: float = 2147.0) -> Parse:
     """`<TIMER>`: seconds, fractions allowed (keepalived keeps microseconds)."""
 
     def parse(node: Node, diags: Diagnostics) -> Any:
+        args = node.args
+        if len(args) == 1:  # fast path: plain digits
+            text = args[0].text
+            if text.isascii() and text.isdigit():
+                value = float(text)
+                if lo <= value <= hi:
+                    return value
         if not arity(node, diags, 1, 1, "one duration in seconds"):
             return INVALID
-        return to_float(node.args[0], diags, lo, hi, f"'{node.keyword.text}'")
+        return to_float(args[0], diags, lo, hi, f"'{node.keyword.text}'")
 
+    ARG_DOCS[parse] = f"SECONDS {lo:g}..{hi:g}"
     return parse
 
 
+@described("(no arguments)")
 def flag(node: Node, diags: Diagnostics) -> Any:
     if not arity(node, diags, 0, 0, "no arguments"):
         return INVALID
     return True
 
 
+@described("[BOOL]")
 def bool_opt(node: Node, diags: Diagnostics) -> Any:
     """`keyword [<BOOL>]`: bare keyword means true."""
     if not arity(node, diags, 0, 1, "at most one of on|off|true|false|yes|no"):
@@ -289,6 +343,7 @@ def bool_opt(node: Node, diags: Diagnostics) -> Any:
     return value
 
 
+@described("STRING")
 def word(node: Node, diags: Diagnostics) -> Any:
     if not arity(node, diags, 1, 1, "one value"):
         return INVALID
@@ -311,9 +366,11 @@ def choice(*choices: str, upper: bool = False) -> Parse:
             return INVALID
         return text
 
+    ARG_DOCS[parse] = allowed
     return parse
 
 
+@described("STRING...")
 def text(node: Node, diags: Diagnostics) -> Any:
     """All arguments joined by single spaces (a command line or free text)."""
     if not arity(node, diags, 1, None, "a value"):
@@ -321,17 +378,20 @@ def text(node: Node, diags: Diagnostics) -> Any:
     return " ".join(w.text for w in node.args)
 
 
+@described("[ANY...]")
 def any_args(node: Node, diags: Diagnostics) -> Any:
     del diags
     return tuple(w.text for w in node.args)
 
 
+@described("IPADDR")
 def ip_arg(node: Node, diags: Diagnostics) -> Any:
     if not arity(node, diags, 1, 1, "one IP address"):
         return INVALID
     return to_ip(node.args[0], diags, f"'{node.keyword.text}'")
 
 
+@described("COMMAND [USER [GROUP]]")
 def script(node: Node, diags: Diagnostics) -> Any:
     """`keyword <STRING>|<QUOTED-STRING> [username [groupname]]`."""
     if not arity(node, diags, 1, None, "a command [username [groupname]]"):

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.model import (
+    IPAddress,
     KeepalivedConfig,
     SyncGroup,
     TrackRef,
@@ -357,7 +358,7 @@ def _check_virtual_servers(
         seen[vs.key] = vs
         if not vs.real_servers and vs.sorry_server is None:
             diags.warning(vs.loc, f"{label} has no real_server")
-        rs_seen: set[tuple[str, int | None]] = set()
+        rs_seen: set[tuple[IPAddress, int | None]] = set()
         for rs in vs.real_servers:
             if rs.key in rs_seen:
                 diags.error(
