@@ -14,8 +14,10 @@ ip_vs_mh.c (read for facts, not copied):
   keeps its slots (the kernel populates from last_weight), so draining it moves nobody else.
 
 hsiphash on a 64-bit kernel is SipHash-1-3; `siphash()` below is the generic c/d-round
-function, checked against the SipHash-2-4 reference vectors in the tests. The kernel itself
-is not available here (no IPVS in this kernel) to cross-check whole tables.
+function, checked in the tests against the SipHash-2-4 reference vectors and the kernel's own
+64-bit hsiphash self-test vectors (lib/test_siphash.c), so mh tables should equal IPVS's for
+the same destination order, weights and table size. Whole tables could not be cross-checked
+against a kernel: this one has no IPVS.
 """
 
 from __future__ import annotations

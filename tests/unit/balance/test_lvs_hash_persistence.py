@@ -17,6 +17,7 @@ from hakeeper.balance.lvs_hash import (
     SourceHash,
     addr_fold,
     hash_32,
+    hsiphash_u32,
     siphash,
 )
 from hakeeper.balance.persistence import PersistenceTable, Persistent, parse_granularity
@@ -30,6 +31,15 @@ def test_siphash_2_4_reference_vectors():
     assert siphash(K0, K1, b"") == 0x726FDB47DD0E0E31
     assert siphash(K0, K1, bytes(range(15))) == 0xA129CA6149BE45E5
     assert siphash(K0, K1, bytes(range(8))) == 0x93F5F5799A932462
+
+
+def test_hsiphash_matches_linux_64bit_self_test_vectors():
+    # lib/test_siphash.c: key 00..0f, input bytes 0..len-1, truncated to u32
+    k0, k1 = 0x0706050403020100, 0x0F0E0D0C0B0A0908
+    vectors = {0: 0x050FC4DC, 4: 0x88D38328, 7: 0x9BB11140, 8: 0x8D299A8E, 63: 0xB7BBB3A8}
+    for n, want in vectors.items():
+        assert siphash(k0, k1, bytes(range(n)), 1, 3) & 0xFFFFFFFF == want
+    assert hsiphash_u32((k0, k1), 0x03020100) == 0x88D38328
 
 
 def test_hash_32_and_fold():
