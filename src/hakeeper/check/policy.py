@@ -216,6 +216,7 @@ class VirtualServerHealth:
         self.spec = spec
         self.init_notifies = init_notifies  # keepalived's global rs_init_notifies
         self.stopped = False
+        self.suspended = False
         self.rng = rng if rng is not None else random.Random()
         self.reals: dict[str, _Real] = {}
         for rs in spec.real_servers:
@@ -302,6 +303,9 @@ class VirtualServerHealth:
         real = self.reals[rs]
         c = real.checkers[checker]
         actions: list[Action] = []
+        if self.suspended:
+            # ha_suspend: a disabled checker's result changes nothing; it keeps ticking
+            return [self._schedule(real, checker, now + c.spec.delay_loop)]
         real.last_result = ok
         misc = c.spec.kind.upper() == "MISC_CHECK"
         if ok:
@@ -349,6 +353,10 @@ class VirtualServerHealth:
         if spec.omega and spec.quorum_down:
             actions.append(RunNotify(spec.quorum_down, spec.key, None, "quorum_down"))
         return actions
+
+    def set_suspended(self, suspended: bool) -> None:
+        """`ha_suspend`: while the VIP is absent (BACKUP node) results are ignored."""
+        self.suspended = suspended
 
     def reload(self, spec: VirtualServerSpec, now: float) -> list[Action]:
         """Swap in a new config for the same virtual server, keeping live state.

@@ -278,3 +278,13 @@ def test_reload_losing_quorum_config_brings_sorry_server():
     assert h.pool() == (("s:80", 1),)
     with pytest.raises(ValueError):
         h.reload(VirtualServerSpec("other:80"), 2)
+
+
+def test_ha_suspend_ignores_results_until_resumed():
+    h = vs(rs("a", checkers=(CheckerSpec(retry=0, delay_loop=6),)))
+    h.start(0)
+    h.set_suspended(True)
+    assert h.on_result("a", 0, False, 1) == [StartProbe("vip:80", "a", 0, 7, 5.0)]
+    assert h.alive("a")
+    h.set_suspended(False)
+    assert only(h.on_result("a", 0, False, 7), MarkDown)
