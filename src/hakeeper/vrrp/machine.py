@@ -222,6 +222,7 @@ class VrrpMachine:
         self.master_priority: int | None = None
         self._faults: set[str] = set()
         self._expect = params.expect()
+        self._adverts: dict[int, Advert] = {}
         self._started = False
         self._adver_at: float | None = None
         self._down_at: float | None = None
@@ -272,21 +273,28 @@ class VrrpMachine:
         return min(times) if times else None
 
     def build_advert(self, priority: int | None = None) -> Advert:
+        """The advert we send at ``priority`` (default: the effective one); cached."""
+        prio = self.priority if priority is None else priority
+        cached = self._adverts.get(prio)
+        if cached is not None:
+            return cached
         p = self.params
         auth_type = p.auth_type if p.version == 2 else AuthType.NONE
         auth_data = b""
         if p.version == 2:
             auth_data = pass_auth_data(p.auth_pass) if auth_type is AuthType.PASS else bytes(8)
-        return Advert(
+        advert = Advert(
             version=p.version,
             vrid=p.vrid,
-            priority=self.priority if priority is None else priority,
+            priority=prio,
             addresses=p.vips,
             interval_cs=p.interval_cs,
             auth_type=auth_type,
             auth_data=auth_data,
             source=p.primary_ip,
         )
+        self._adverts[prio] = advert
+        return advert
 
     # ---------------------------------------------------------------- inputs
 
