@@ -269,3 +269,39 @@ def test_owner_is_master_at_once(tmp_path: Path, prio: int) -> None:
         await until(lambda: state(a) == "MASTER", timeout=0.5, what="owner MASTER at start")
 
     run_scenario(tmp_path, body)
+
+
+def test_smtp_alert_on_transition(tmp_path: Path) -> None:
+    received: list[bytes] = []
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 sink\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                received.append(await reader.readuntil(b"\r\n.\r\n"))
+                writer.write(b"250 ok\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+    async def body(h: Harness) -> None:
+        server = await asyncio.start_server(sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        gdefs = (
+            "global_defs {\n    router_id LB1\n    notification_email {\n        ops@example.org\n"
+            f"    }}\n    notification_email_from lb1@example.org\n"
+            f"    smtp_server 127.0.0.1 {port}\n    smtp_connect_timeout 2\n}}\n"
+        )
+        async with server:
+            a = h.start("a", A_IP, gdefs + inst(prio=150, body="smtp_alert"))
+            await until(lambda: state(a) == "MASTER")
+            await until(lambda: any(b"Entering MASTER" in m for m in received), what="mail")
+        subjects = [m.split(b"Subject: ")[1].split(b"\r\n")[0] for m in received]
+        assert b"[LB1] VRRP Instance VI_1 - Entering MASTER state" in subjects
+
+    run_scenario(tmp_path, body)
