@@ -190,6 +190,15 @@ def test_backup_higher_advert_resets_down_timer() -> None:
     assert m.master_ip == PEER_HI and m.master_priority == 150
 
 
+def test_backup_follows_an_equal_priority_master_whatever_its_address() -> None:
+    m = VrrpMachine(params())
+    m.start(0.0)
+    for t in (1.0, 2.0, 3.0, 4.0):
+        assert m.on_advert(t, adv(100, src=PEER_LO)) == []  # equal: not "lower"
+    assert m.state is State.BACKUP
+    assert m.next_deadline() == pytest.approx(4.0 + m.master_down_interval)
+
+
 def test_backup_priority_zero_waits_only_skew_time() -> None:
     m = VrrpMachine(params(priority=90))
     m.start(0.0)
