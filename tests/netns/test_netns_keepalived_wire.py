@@ -25,8 +25,14 @@ VIP = "198.18.0.100"
 COMPLAINTS = ("invalid", "bad ", "checksum", "not present", "mismatch", "error", "wrong")
 
 
-def keepalived_conf(*, state: str, prio: int, version: int, advert_int: str) -> str:
-    auth = "" if version == 3 else "authentication {\n  auth_type PASS\n  auth_pass secret12\n }"
+def keepalived_conf(
+    *, state: str, prio: int, version: int, advert_int: str, auth_type: str = "PASS"
+) -> str:
+    auth = (
+        ""
+        if version == 3
+        else f"authentication {{\n  auth_type {auth_type}\n  auth_pass secret12\n }}"
+    )
     return f"""
 global_defs {{
  router_id hk_ka
@@ -159,6 +165,64 @@ def test_keepalived_takes_over_when_we_send_priority_zero(pair: Pair, tmp_path: 
         sock.send_to(advert(0), "224.0.0.18")
         wait_until(lambda: "Entering MASTER STATE" in log.read_text(), timeout=3,
                    what="keepalived MASTER after our priority-0 advert")  # fmt: skip
+    finally:
+        pair.lab.stop(proc)
+        sock.close()
+
+
+def test_ah_both_ways_with_keepalived(pair: Pair, tmp_path: Path) -> None:
+    """auth_type AH: we verify keepalived's ICV; keepalived accepts ours and obeys our prio 0."""
+    from hakeeper.io.ah import AhSigner, AhVerified, ah_key, ah_verify
+    from hakeeper.io.vrrp_socket import IPPROTO_AH
+
+    with entered(pair.b):
+        sock = VrrpSocket(VrrpSocketConfig("eth0", protocol=IPPROTO_AH))
+    signer = AhSigner("secret12")
+    vip = (ipaddress.ip_address(VIP),)
+
+    def send(prio: int) -> None:
+        advert = Advert(2, 51, prio, vip, 100, auth_type=AuthType.AH, auth_data=bytes(8))
+        datagram = signer.wrap(encode(advert), src=pair.b_ip, dst="224.0.0.18")
+        assert sock.send_datagram(datagram, "224.0.0.18")
+
+    # keepalived BACKUP prio 100 hears us at prio 200 for > Master_Down_Interval
+    send(200)
+    proc, log = start_keepalived(
+        pair, tmp_path,
+        keepalived_conf(state="BACKUP", prio=100, version=2, advert_int="1", auth_type="AH"),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: "Entering BACKUP STATE" in log.read_text(), timeout=8,
+                   what="keepalived BACKUP")  # fmt: skip
+        for _ in range(9):
+            send(200)
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "Entering MASTER STATE" not in text, text
+        send(0)
+        wait_until(lambda: "Entering MASTER STATE" in log.read_text(), timeout=3,
+                   what="keepalived MASTER after our AH priority-0 advert")  # fmt: skip
+        # now keepalived is master and sends AH adverts: verify its ICV
+        deadline = time.monotonic() + 3
+        verified = None
+        while verified is None and time.monotonic() < deadline:
+            pkt = sock.recv_nowait()
+            if pkt is None:
+                time.sleep(0.02)
+                continue
+            result = ah_verify(pkt, ah_key("secret12"))
+            assert isinstance(result, AhVerified), result
+            verified = result
+        assert verified is not None, "no AH advert from keepalived"
+        inner = decode(verified.packet.payload, src=ipaddress.ip_address(pair.a_ip),
+                       dst=ipaddress.ip_address("224.0.0.18"), ttl=verified.packet.ttl)  # fmt: skip
+        assert isinstance(inner, Advert) and inner.auth_type is AuthType.AH
+        assert inner.priority == 100
+        complaints = [
+            line for line in log.read_text().splitlines()
+            if "VI_1" in line and any(word in line.lower() for word in COMPLAINTS)
+        ]  # fmt: skip
+        assert not complaints, log.read_text()
     finally:
         pair.lab.stop(proc)
         sock.close()
