@@ -17,8 +17,9 @@ real nginx:
   (`accessed < checked`) clears `fails`;
 * an upstream with a single peer (and no backup) never counts failures;
 * `backup` peers are tried only when no primary peer can be chosen; when nothing at all can
-  be chosen every peer's `fails` is reset ("mark them as live for quick recovery") and the
-  request gets None (nginx's NGX_BUSY -> 502);
+  be chosen the request gets None (nginx's NGX_BUSY: 502, "no live upstreams") and the
+  peers stay disabled until their fail_timeout runs out. (Old nginx reset every `fails`
+  here, "mark them as live for quick recovery"; the differential test shows 1.22 does not.)
 * `down` peers are never chosen; `max_conns` skips a peer with that many connections.
 
 One `UpstreamBalancer` is the shared (per worker) state; `begin()` makes the per-request
@@ -215,9 +216,6 @@ class UpstreamRequest:
             peer = retry(now)
             if peer is not None:
                 return peer
-        # all peers failed: mark them as live for quick recovery
-        for p in peers.peers:
-            p.fails = 0
         return None
 
     def _swrr(self, now: int, accept: _Filter | None = None) -> Peer | None:

@@ -141,15 +141,17 @@ def test_backup_only_when_all_primaries_down_and_fails_reset_when_all_fail():
     assert b.peer("x").conns == 0 or p.name == "x"
 
 
-def test_no_live_upstream_returns_none_and_marks_them_live_again():
-    b = make_balancer("round_robin", [S("a"), S("b")])
+def test_no_live_upstream_returns_none_until_fail_timeout():
+    b = make_balancer("round_robin", [S("a", fail_timeout=10), S("b", fail_timeout=10)])
     r = b.begin()
     for _ in range(2):
         p = r.get(0)
         r.free(p, 0, failed=True)
+    assert r.tries == 0
     assert b.begin().get(1) is None  # both failed within fail_timeout: 502
-    assert all(p.fails == 0 for p in b.peers)  # "mark them as live for quick recovery"
-    assert set(run(b, 4, now=2)) == {"a", "b"}
+    assert b.begin().get(10) is None  # no "mark them as live" reset (as nginx 1.22)
+    assert all(p.fails == 1 for p in b.peers)
+    assert set(run(b, 4, now=11)) == {"a", "b"}
 
 
 def test_down_is_never_chosen_and_not_counted_in_tries():

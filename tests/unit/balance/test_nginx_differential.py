@@ -39,7 +39,7 @@ def _free_ports(n: int) -> list[int]:
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nginx")
-    p1, p2, p3, dead, front = _free_ports(5)
+    p1, p2, p3, dead, dead2, front = _free_ports(6)
     b = [p1, p2, p3]
     srv = [f"127.0.0.1:{p}" for p in b]
     upstreams = {
@@ -54,6 +54,7 @@ def nginx(tmp_path_factory):
             f"server 127.0.0.1:{dead} weight=3 max_fails=3 fail_timeout=60; "
             f"server {srv[1]}; server {srv[2]} weight=2;"
         ),
+        "alldead": (f"server 127.0.0.1:{dead} max_fails=1; server 127.0.0.1:{dead2} max_fails=1;"),
     }
     conf = ["worker_processes 1;", "daemon off;", "master_process off;", f"pid {tmp}/nginx.pid;"]
     conf += [f"error_log {tmp}/error.log;", "events { worker_connections 64; }", "http {"]
@@ -102,7 +103,8 @@ def fetch(front: int, path: str) -> str:
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        return resp.read().decode()
+        body = resp.read().decode()
+        return body if resp.status == 200 else str(resp.status)
     finally:
         conn.close()
 
@@ -168,3 +170,39 @@ def test_passive_health_with_dead_peer_matches_nginx(nginx):
         UpstreamServer(f"127.0.0.1:{p[2]}", 2),
     ]
     assert got == ours("round_robin", model, 24)
+
+
+def test_all_failed_stays_failed_like_nginx(nginx):
+    """Request 1 fails on both peers; requests 2 and 3 find none live (502, "no live
+    upstreams") without trying them: nginx 1.22 does not reset `fails` when all failed."""
+    log = nginx["tmp"] / "error.log"
+
+    def counts() -> tuple[int, int]:
+        text = log.read_text(errors="replace")
+        return text.count("connect() failed"), text.count("no live upstreams")
+
+    observed = []
+    for _ in range(3):
+        before = counts()
+        assert fetch(nginx["front"], "/alldead") == "502"
+        after = counts()
+        observed.append((after[0] - before[0], after[1] - before[1]))
+
+    model = []
+    bal = make_balancer(
+        "round_robin", [UpstreamServer("d1", max_fails=1), UpstreamServer("d2", max_fails=1)]
+    )
+    for _ in range(3):
+        req = bal.begin()
+        connects = no_live = 0
+        while True:
+            p = req.get(0)
+            if p is None:
+                no_live += 1
+                break
+            connects += 1
+            req.free(p, 0, failed=True)
+            if req.tries == 0:
+                break
+        model.append((connects, no_live))
+    assert observed == model == [(2, 0), (0, 1), (0, 1)]
