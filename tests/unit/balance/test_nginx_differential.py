@@ -54,6 +54,10 @@ def nginx(tmp_path_factory):
             f"server 127.0.0.1:{dead} weight=3 max_fails=3 fail_timeout=60; "
             f"server {srv[1]}; server {srv[2]} weight=2;"
         ),
+        "backup": (
+            f"server 127.0.0.1:{dead} max_fails=2 fail_timeout=60; server {srv[0]} down; "
+            f"server {srv[1]} backup; server {srv[2]} weight=2 backup;"
+        ),
         "alldead": (f"server 127.0.0.1:{dead} max_fails=1; server 127.0.0.1:{dead2} max_fails=1;"),
     }
     conf = ["worker_processes 1;", "daemon off;", "master_process off;", f"pid {tmp}/nginx.pid;"]
@@ -170,6 +174,19 @@ def test_passive_health_with_dead_peer_matches_nginx(nginx):
         UpstreamServer(f"127.0.0.1:{p[2]}", 2),
     ]
     assert got == ours("round_robin", model, 24)
+
+
+def test_backup_and_down_match_nginx(nginx):
+    got = [fetch(nginx["front"], "/backup") for _ in range(12)]
+    p = nginx["ports"]
+    model = [
+        UpstreamServer("127.0.0.1:dead", max_fails=2, fail_timeout=60),
+        UpstreamServer(f"127.0.0.1:{p[0]}", down=True),
+        UpstreamServer(f"127.0.0.1:{p[1]}", backup=True),
+        UpstreamServer(f"127.0.0.1:{p[2]}", 2, backup=True),
+    ]
+    assert got == ours("round_robin", model, 12)
+    assert str(p[0]) not in got
 
 
 def test_all_failed_stays_failed_like_nginx(nginx):
