@@ -366,6 +366,11 @@ _INHERITED = ("connect_timeout", "retry", "delay_before_retry", "warmup", "delay
 def _virtual_server(raw: Raw, diags: Diagnostics) -> VirtualServer:
     v = raw.values
     head = raw.head
+    if head[0] == "fwmark" and "protocol" in v:
+        diags.warning(
+            raw.locs["protocol"],
+            "protocol is ignored for a fwmark virtual server (the mark selects)",
+        )
     if "lvs_sched" not in v:
         diags.warning(
             raw.loc, "virtual_server has no lvs_sched (lb_algo); keepalived defaults to wlc"

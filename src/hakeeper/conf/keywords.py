@@ -306,7 +306,7 @@ VRRP_INSTANCE = block(
     Kw("virtual_ipaddress", items=lines.vip),
     Kw("virtual_ipaddress_excluded", items=lines.vip),
     Kw("virtual_routes", items=lines.route),
-    Kw("virtual_rules", items=lines.route),
+    Kw("virtual_rules", items=lines.rule),
     _track_blocks(),
     Kw("garp_master_delay", timer(0, 255)),
     Kw("garp_master_repeat", int_arg(0, 255)),
@@ -353,7 +353,7 @@ VRRP_INSTANCE = block(
 STATIC_TOP = [
     Kw("static_ipaddress", items=lines.vip),
     Kw("static_routes", items=lines.route),
-    Kw("static_rules", items=lines.route),
+    Kw("static_rules", items=lines.rule),
 ]
 
 # ---- LVS: checkers -------------------------------------------------------------------

@@ -280,6 +280,21 @@ def route(node: Node, diags: Diagnostics) -> Any:
     return RouteSpec(tuple(texts), no_track, track_group, loc=node.loc)
 
 
+@described("per line: ip rule words (from/to/table/preference ...) [no_track] [track_group G]")
+def rule(node: Node, diags: Diagnostics) -> Any:
+    """An `ip rule` line; keepalived invents a preference when none is given, so say so."""
+    got = route(node, diags)
+    if got is not INVALID and not {"preference", "prio", "priority", "pref", "order"} & set(
+        got.words
+    ):
+        diags.warning(
+            node.loc,
+            "rule has no preference: keepalived assigns one (16384 downwards), "
+            "which is probably not what you want",
+        )
+    return got
+
+
 @described("CODE|LOW-HIGH...")
 def status_codes(node: Node, diags: Diagnostics) -> Any:
     """`status_code 200 | 200-299 400-499 503 ...` -> ((lo, hi), ...)."""

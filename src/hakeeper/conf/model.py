@@ -441,11 +441,11 @@ class VirtualServer:
 
     @property
     def key(self) -> tuple[str, ...]:
-        """Identity across reloads: ip:port/protocol, fwmark N, or group NAME."""
+        """Identity across reloads: ip:port/protocol, fwmark N/family, or group NAME/protocol."""
         if self.group is not None:
             return ("group", self.group, self.protocol)
-        if self.fwmark is not None:
-            return ("fwmark", str(self.fwmark), self.protocol)
+        if self.fwmark is not None:  # keepalived ignores protocol for fwmark services
+            return ("fwmark", str(self.fwmark), self.ip_family or "inet")
         return ("addr", str(self.address), str(self.port), self.protocol)
 
     @property

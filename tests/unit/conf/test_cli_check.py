@@ -98,3 +98,18 @@ def test_dump_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
     first = capsys.readouterr().out
     main(["dump", "--json", "-f", path])
     assert capsys.readouterr().out == first
+
+
+def test_config_id_selects_conditional_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n"
+        "@high priority 200\n@low priority 50\n"
+        " virtual_ipaddress {\n  10.0.0.1\n }\n}\n",
+    )
+    assert main(["dump", "--json", "-i", "high", "-f", path]) == 0
+    assert json.loads(capsys.readouterr().out)["vrrp_instances"][0]["priority"] == 200
+    assert main(["dump", "--json", "-i", "low", "-f", path]) == 0
+    assert json.loads(capsys.readouterr().out)["vrrp_instances"][0]["priority"] == 50

@@ -152,3 +152,14 @@ def test_duplicate_names_keep_the_first() -> None:
     config, diags = build(_instance(" priority 10\n") + _instance(" priority 20\n", vrid=60))
     assert [v.priority for v in config.vrrp_instances] == [10]
     assert any("vrrp_instance 'VI_1' defined twice" in m for m in errors(diags))
+
+
+def test_rule_without_preference_and_fwmark_protocol() -> None:
+    config, diags = build(
+        "static_rules {\n from 10.0.0.0/24 table 1\n from 10.1.0.0/24 table 2 preference 100\n}\n"
+        "virtual_server fwmark 3 {\n lvs_sched rr\n protocol UDP\n}\n"
+    )
+    msgs = warnings(diags)
+    assert sum("rule has no preference" in m for m in msgs) == 1
+    assert any(m.startswith("7: protocol is ignored for a fwmark virtual server") for m in msgs)
+    assert config.virtual_servers[0].key == ("fwmark", "3", "inet")
