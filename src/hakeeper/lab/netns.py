@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import ipaddress
 import json
 import os
 import secrets
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,15 @@ IP_BIN = "ip"
 DEFAULT_TIMEOUT_S = 10.0
 
 _live_namespaces: set[str] = set()
+_live_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 _live_lock = threading.Lock()
+LAB_NETS = (
+    ipaddress.ip_network("198.18.0.0/15"),  # RFC 2544 benchmarking range: the lab's IPv4
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("2001:db8::/32"),  # documentation
+    ipaddress.ip_network("fc00::/7"),  # unique local
+    ipaddress.ip_network("fe80::/10"),
+)
 
 
 class NetnsError(RuntimeError):
@@ -63,6 +73,9 @@ def delete_namespace(name: str) -> None:
 
 
 def _atexit_cleanup() -> None:
+    for lab in list(_live_labs):
+        with contextlib.suppress(Exception):
+            lab.close()
     with _live_lock:
         names = list(_live_namespaces)
     for name in names:
@@ -125,6 +138,7 @@ class Lab:
         self._popen: list[subprocess.Popen[Any]] = []
         self._aprocs: list[asyncio.subprocess.Process] = []
         self._closed = False
+        _live_labs.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -202,7 +216,8 @@ class Lab:
         return VethLink(ns=ns_a, ifname=if_a, peer_ns=ns_b, peer=if_b)
 
     def addr(self, ns: str, ifname: str, cidr: str) -> None:
-        """Add an address (IPv6 without DAD)."""
+        """Add an address (IPv6 without DAD); only lab ranges (198.18.0.0/15, 2001:db8::/32...)."""
+        check_lab_address(cidr)
         extra = ["nodad"] if ":" in cidr else []
         self.ip(ns, "addr", "add", cidr, "dev", ifname, *extra)
 
@@ -290,6 +305,13 @@ class Lab:
             for n in self.ip_json(ns, "neigh", "show", "dev", ifname)
             if "lladdr" in n
         }
+
+
+def check_lab_address(cidr: str) -> None:
+    """Refuse addresses outside the ranges lab namespaces may use (never real networks)."""
+    iface = ipaddress.ip_interface(cidr)
+    if not any(iface.ip in net for net in LAB_NETS if net.version == iface.version):
+        raise ValueError(f"{cidr} is outside the lab ranges {[str(n) for n in LAB_NETS]}")
 
 
 def _end_pids(pids: Sequence[int], *, grace: float = 2.0) -> None:
