@@ -166,6 +166,15 @@ class UpstreamBalancer:
     def peer(self, name: str) -> Peer:
         return next(p for p in self.peers if p.name == name)
 
+    def set_down(self, name: str, down: bool) -> None:
+        """Take a peer out of (or back into) rotation at run time, e.g. from an active
+        health check; like the `down` flag, its weight still counts for the hash methods."""
+        peer = self.peer(name)
+        peer.down = down
+        for plist in (self.primary, self.backup):
+            if plist is not None:
+                plist.tries = sum(1 for p in plist.peers if not p.down)
+
     def begin(self, *, client: IPAddress | None = None, key: bytes | str = b"") -> UpstreamRequest:
         return UpstreamRequest(self)
 

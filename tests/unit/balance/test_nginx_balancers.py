@@ -273,3 +273,11 @@ def test_invariants_under_random_failures(spec, steps, method):
     for req, peer, fail in open_reqs:
         req.free(peer, now, failed=fail)
     assert all(p.conns == 0 for p in b.peers)
+
+
+def test_set_down_at_run_time():
+    b = make_balancer("round_robin", [S("a"), S("b"), S("c")])
+    b.set_down("b", True)
+    assert "b" not in run(b, 6) and b.begin().tries == 2
+    b.set_down("b", False)
+    assert "b" in run(b, 3)
