@@ -157,6 +157,17 @@ def test_interface_filter_other_vrids_other_links(pair: Pair) -> None:
             s.close()
 
 
+def wait_listening(cap: subprocess.Popen[bytes]) -> None:
+    """tcpdump prints "listening on" to stderr once the capture is armed (bounded read)."""
+    assert cap.stderr is not None
+    lines = []
+    for _ in range(5):
+        lines.append(cap.stderr.readline().decode())
+        if "listening" in lines[-1]:
+            return
+    raise AssertionError(f"tcpdump did not start: {lines}")
+
+
 def _tshark_decode(pair: Pair, send: Callable[[], None], prefs: tuple[str, ...] = ()) -> str:
     """Capture on b:eth0 with tcpdump while `send()` runs, decode with tshark -V."""
     lab = pair.lab
@@ -168,10 +179,7 @@ def _tshark_decode(pair: Pair, send: Callable[[], None], prefs: tuple[str, ...] 
         stderr=subprocess.PIPE,
     )
     try:
-        # tcpdump prints "listening on" once the capture is armed.
-        assert cap.stderr is not None
-        line = cap.stderr.readline().decode()
-        assert "listening" in line, line
+        wait_listening(cap)
         deadline = time.monotonic() + 5
         while cap.poll() is None and time.monotonic() < deadline:
             send()
@@ -237,5 +245,73 @@ def test_send_datagram_keeps_our_ip_header_for_ah(pair: Pair) -> None:
         assert pkt.ip_header[4:6] == b"\x12\x34" and pkt.ip_header[9] == IPPROTO_AH
         assert (pkt.src, pkt.dst, pkt.ttl) == (pair.a_ip, "224.0.0.18", 255)
     finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_membership_survives_link_down_up(pair: Pair, family: int) -> None:
+    a = open_in(pair.a, VrrpSocketConfig("eth0", family))
+    b = open_in(pair.b, VrrpSocketConfig("eth0", family))
+
+    def build(src: str | None, dst: str) -> bytes:
+        return v3_advert(5, 100, [pair.a_ip if family == socket.AF_INET else "fe80::5"],
+                         str(src), dst)  # fmt: skip
+
+    try:
+        pair.lab.link_set(pair.b, "eth0", up=False)
+        assert a.send(build) == 1  # into the void: B's link is down
+        time.sleep(0.05)
+        pair.lab.link_set(pair.b, "eth0", up=True)
+        while b.recv_nowait() is not None:
+            pass
+
+        def delivered() -> ReceivedPacket | None:
+            a.send(build)
+            time.sleep(0.02)
+            return b.recv_nowait()
+
+        wait_until(delivered, timeout=5, what="multicast again after link up")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_socket_on_a_vmac_with_explicit_source(pair: Pair) -> None:
+    """use_vmac: adverts leave through vrrp.VRID (source MAC 00:00:5e:00:01:VRID)."""
+    import asyncio
+
+    from hakeeper.io.netlink import Netlink
+
+    async def make() -> None:
+        with entered(pair.a):
+            nl = await Netlink().open()
+        try:
+            await nl.create_vmac("eth0", 51)
+        finally:
+            nl.close()
+
+    asyncio.run(make())
+    a = open_in(pair.a, VrrpSocketConfig("vrrp.51", src_ip=pair.a_ip))
+    b = open_in(pair.b, VrrpSocketConfig("eth0"))
+    cap = pair.lab.popen(pair.b, ["tcpdump", "-eni", "eth0", "-c", "1", "-l", "ip proto 112"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_listening(cap)
+        payload = v2_advert(51, 100, ["198.18.0.100"])
+
+        def delivered() -> ReceivedPacket | None:
+            a.send_to(payload, "224.0.0.18")
+            time.sleep(0.02)
+            return b.recv_nowait()
+
+        pkt: ReceivedPacket = wait_until(delivered, timeout=5, what="advert from the VMAC")
+        assert (pkt.src, pkt.ttl) == (pair.a_ip, 255)
+        assert cap.wait(timeout=5) == 0
+        assert cap.stdout is not None
+        line = cap.stdout.read().decode()
+        assert "00:00:5e:00:01:33 > 01:00:5e:00:00:12" in line, line
+    finally:
+        pair.lab.stop(cap)
         a.close()
         b.close()
