@@ -269,13 +269,30 @@ class Lab:
     async def spawn(
         self, ns: str, argv: Sequence[str], **kwargs: Any
     ) -> asyncio.subprocess.Process:
-        """asyncio flavour of `popen` (own session, tracked for cleanup)."""
+        """asyncio flavour of `popen` (own session, tracked; end it with `astop`/`aclose`)."""
         kwargs.setdefault("stdin", asyncio.subprocess.DEVNULL)
         proc = await asyncio.create_subprocess_exec(
             IP_BIN, "netns", "exec", ns, *argv, start_new_session=True, **kwargs
         )
         self._aprocs.append(proc)
         return proc
+
+    async def astop(self, proc: asyncio.subprocess.Process, *, timeout: float = 3.0) -> int:
+        """End a `spawn`ed process from its own loop (SIGTERM, SIGKILL after `timeout`)."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if proc.returncode is not None:
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout)
+        return await proc.wait()
+
+    async def aclose(self) -> None:
+        """`close()` for labs that `spawn`ed: ends those processes while their loop runs."""
+        for proc in self._aprocs:
+            await self.astop(proc)
+        self.close()
 
     def stop(self, proc: subprocess.Popen[Any], *, timeout: float = 3.0) -> int | None:
         """End one tracked process by PID (SIGTERM, then SIGKILL after `timeout`)."""
