@@ -218,7 +218,7 @@ FORBIDDEN = {"socket", "asyncio", "time", "os", "subprocess", "threading"}
 @pytest.mark.parametrize(
     "module",
     ["balance/lvs.py", "balance/lvs_hash.py", "balance/persistence.py", "balance/nginx.py",
-     "balance/nginx_hash.py", "balance/__init__.py", "check/policy.py"],
+     "balance/nginx_hash.py", "balance/__init__.py", "balance/upstream.py", "check/policy.py"],
 )  # fmt: skip
 def test_pure_cores_import_no_io(module):
     import hakeeper
