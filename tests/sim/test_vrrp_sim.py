@@ -201,7 +201,10 @@ def test_lossy_link_does_not_flap_with_moderate_loss() -> None:
 def scenarios(draw: st.DrawFn) -> dict[str, object]:
     n = draw(st.integers(2, 5))
     version = draw(st.sampled_from([2, 3]))
-    advert_int = 1.0 if version == 2 else draw(st.sampled_from([0.1, 0.5, 1.0]))
+    # v3 routers of one VRID may differ in advert_int (backups learn the master's)
+    intervals = [0.1, 0.5, 1.0] if version == 3 else [1.0]
+    node_int = [draw(st.sampled_from(intervals)) for _ in range(n)]
+    advert_int = max(node_int)
     vrids = draw(st.lists(st.integers(1, 255), min_size=1, max_size=2, unique=True))
     nodes = {}
     for i in range(n):
@@ -213,7 +216,8 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
                 else draw(st.sampled_from([200, 100, 100, 90, 50, 1])),
                 vrid=vrid,
                 version=version,
-                advert_int=advert_int,
+                advert_int=node_int[i],
+                initial_state=draw(st.sampled_from([None, State.BACKUP, State.MASTER])),
                 preempt=draw(st.booleans()),
                 preempt_delay=draw(st.sampled_from([0.0, 0.0, 2.0])),
                 fast_preempt=draw(st.booleans()),
