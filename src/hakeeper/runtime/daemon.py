@@ -197,10 +197,13 @@ class Daemon:
                 event = await self._events.get()
                 if event == "term":
                     break
-                if event == "hup":
-                    self._reload()
-                elif event == "usr1":
-                    self._dump_status()
+                try:
+                    if event == "hup":
+                        self._reload()
+                    elif event == "usr1":
+                        self._dump_status()
+                except Exception:  # keep serving: VIPs stay correct, the bug is logged
+                    log.exception("handling %s failed", event)
             await self._shutdown()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):

@@ -32,6 +32,7 @@ from hakeeper.vrrp.packet import Advert, ChecksumForm, DecodeError, IPAddress, e
 log = logging.getLogger("hakeeper.vrrp")
 
 EARLY_FIRE_TOLERANCE = 0.002  # loop timers may fire this much before their deadline
+RETRY_AFTER_ERROR = 0.1
 
 
 class AdvertSender(Protocol):
@@ -272,10 +273,17 @@ class InstanceDriver:
         self.counters.timer_wakeups += 1
         now = self.loop.time()
         deadline = self.machine.next_deadline()
-        if deadline is not None and deadline - now <= EARLY_FIRE_TOLERANCE:
-            self._apply(self.machine.on_timer(max(now, deadline)))
-        else:
-            self._arm()
+        try:
+            if deadline is not None and deadline - now <= EARLY_FIRE_TOLERANCE:
+                self._apply(self.machine.on_timer(max(now, deadline)))
+            else:
+                self._arm()
+        except Exception:  # a bug must not silently stop this instance's timers
+            self.counters.host_errors += 1
+            log.exception("%s: timer handling failed; retrying shortly", self.name)
+            self._cancel_timer()
+            self._armed_at = now + RETRY_AFTER_ERROR
+            self._handle = self.loop.call_at(self._armed_at, self._fire)
 
     # ------------------------------------------------------------------ status
 

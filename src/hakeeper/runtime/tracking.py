@@ -3,7 +3,8 @@
 keepalived.conf(5) `vrrp_script` / `track_script` / `track_interface`: each script runs every
 `interval` seconds (bounded by `timeout`, its process group killed on expiry; never blocking
 the loop) and its exit status goes through keepalived's rise/fall counter; interfaces are
-followed through netlink link events (`hakeeper.io.linkwatch`, primed by one dump). After any
+followed through netlink link events (`hakeeper.io.linkwatch`, primed by one dump);
+`vrrp_track_file` values are re-read every 0.5 s (keepalived uses inotify). After any
 flip `on_change()` tells the daemon to re-evaluate the instances. The arithmetic itself
 (weights, reverse, FAULT for weight 0, clamping, sync-group stripping) is the pure policy in
 `hakeeper.vrrp.track`; this module only gathers the current tracker states for it.
@@ -14,14 +15,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
-from hakeeper.conf.model import KeepalivedConfig, SyncGroup, TrackRef, VrrpInstance, VrrpScript
+from hakeeper.conf.model import (
+    KeepalivedConfig,
+    SyncGroup,
+    TrackFile,
+    TrackRef,
+    VrrpInstance,
+    VrrpScript,
+)
 from hakeeper.runtime.notify import Exec, split_command
 from hakeeper.vrrp import track
 
 log = logging.getLogger("hakeeper.track")
+
+FILE_POLL_INTERVAL = 0.5
+
+
+def read_track_file(path: str) -> int:
+    """keepalived's track_file value: the integer the file starts with; 0 if absent/garbage."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            words = f.read(64).split()
+    except OSError:
+        return 0
+    if not words:
+        return 0
+    try:
+        return int(words[0])
+    except ValueError:
+        return 0
 
 
 class ScriptRunner:
@@ -57,6 +83,9 @@ class Tracker:
         self.netlink = netlink
         self.scripts: dict[str, ScriptRunner] = {}
         self.links: dict[str, bool] = {}
+        self.files: dict[str, TrackFile] = {}
+        self.file_values: dict[str, int] = {}
+        self._file_task: asyncio.Task[None] | None = None
         self.warnings_logged: set[str] = set()
         self._watcher: Any = None
         self._watch_links = watch_links
@@ -74,6 +103,19 @@ class Tracker:
                 runner = ScriptRunner(script)
                 self.scripts[name] = runner
                 runner.task = self.loop.create_task(self._run_script(runner), name=f"script-{name}")
+        refs = {r.name for i in cfg.vrrp_instances for r in i.track_files}
+        refs |= {r.name for g in cfg.sync_groups for r in g.track_files}
+        self.files = {f.name: f for f in cfg.track_files if f.name in refs}
+        for tf in self.files.values():
+            if tf.init_file is not None and (tf.init_overwrite or not os.path.exists(tf.file)):
+                try:
+                    with open(tf.file, "w", encoding="ascii") as f:
+                        f.write(f"{tf.init_file}\n")
+                except OSError as exc:
+                    log.warning("track_file %s: cannot initialise %s: %s", tf.name, tf.file, exc)
+        self.file_values = {n: read_track_file(tf.file) for n, tf in self.files.items()}
+        if self.files and self._file_task is None:
+            self._file_task = self.loop.create_task(self._poll_files(), name="track-files")
 
     @staticmethod
     def _referenced(cfg: KeepalivedConfig, name: str) -> bool:
@@ -88,6 +130,9 @@ class Tracker:
 
     async def close(self) -> None:
         tasks = [r.task for r in self.scripts.values() if r.task is not None]
+        if self._file_task is not None:
+            tasks.append(self._file_task)
+            self._file_task = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -118,6 +163,21 @@ class Tracker:
                 self.on_change()
             delay = script.interval - (self.loop.time() - started)
             await asyncio.sleep(max(0.0, delay))
+
+    async def _poll_files(self) -> None:
+        """Re-read tracked files (keepalived uses inotify; a cheap poll gives the same values)."""
+        while self.files:
+            await asyncio.sleep(FILE_POLL_INTERVAL)
+            changed = False
+            for name, tf in list(self.files.items()):
+                value = read_track_file(tf.file)
+                if self.file_values.get(name) != value:
+                    self.file_values[name] = value
+                    log.info("track_file %s (%s) is now %d", name, tf.file, value)
+                    changed = True
+            if changed:
+                self.on_change()
+        self._file_task = None
 
     # ------------------------------------------------------------------ links
 
@@ -169,7 +229,9 @@ class Tracker:
         if group is not None:
             script_refs += list(group.track_scripts)
             iface_refs += list(group.track_interfaces)
+        file_refs = list(inst.track_files) + (list(group.track_files) if group is not None else [])
         scripts = [st for st in map(self._script_state, script_refs) if st is not None]
+        files = [self._file_tracked(r) for r in file_refs if r.name in self.files]
         ifaces = [
             track.TrackedInterface(r.name, r.weight or 0, bool(r.reverse)) for r in iface_refs
         ]
@@ -178,7 +240,7 @@ class Tracker:
                 inst.name,
                 [s for s, _ in scripts],
                 ifaces,
-                [],
+                files,
                 tracking_weight=group.sync_group_tracking_weight,
             )
             for warning in stripped.warnings:
@@ -188,13 +250,21 @@ class Tracker:
             kept = {s.name for s in stripped.scripts}
             scripts = [(s, st) for s, st in scripts if s.name in kept]
             ifaces = list(stripped.interfaces)
+            files = list(stripped.files)
         if inst.interface and not inst.dont_track_primary:
             ifaces.append(track.TrackedInterface(inst.interface, 0))
         return track.evaluate(
             inst.priority,
             scripts=scripts,
             interfaces=[(i, self.links.get(i.name, True)) for i in ifaces],
+            files=[(f, self.file_values.get(f.name, 0)) for f in files],
         )
+
+    def _file_tracked(self, ref: TrackRef) -> track.TrackedFile:
+        tf = self.files[ref.name]
+        weight = ref.weight if ref.weight is not None else tf.weight
+        reverse = ref.reverse if ref.reverse is not None else tf.reverse
+        return track.TrackedFile(ref.name, weight, reverse)
 
     def status(self) -> list[dict[str, Any]]:
         return [

@@ -305,3 +305,30 @@ def test_smtp_alert_on_transition(tmp_path: Path) -> None:
         assert b"[LB1] VRRP Instance VI_1 - Entering MASTER state" in subjects
 
     run_scenario(tmp_path, body)
+
+
+def test_track_file_weight(tmp_path: Path) -> None:
+    value = tmp_path / "value"
+    tfile = f"""
+vrrp_track_file tf {{
+    file {value}
+    weight -10
+    init_file 0
+}}
+"""
+    track = "track_file {\n        tf\n    }"
+
+    async def body(h: Harness) -> None:
+        a = h.start("a", A_IP, conf(inst(prio=150, body=track), extra=tfile))
+        b = h.start("b", B_IP, conf(inst(prio=100)))
+        await until(lambda: state(a) == "MASTER" and state(b) == "BACKUP")
+        assert value.read_text().strip() == "0"
+        value.write_text("6\n")  # 6 x -10 = -60: 150 -> 90
+        await until(lambda: state(b) == "MASTER", what="file-driven failover")
+        assert a.instances["VI_1"].driver.machine.priority == 90  # type: ignore[union-attr]
+        value.write_text("30\n")  # 30 x -10 = -300, at or below -254: FAULT
+        await until(lambda: state(a) == "FAULT", what="file FAULT")
+        value.write_text("0\n")
+        await until(lambda: state(a) == "MASTER", what="recovered")
+
+    run_scenario(tmp_path, body)
