@@ -217,6 +217,7 @@ class VirtualServerHealth:
         self.init_notifies = init_notifies  # keepalived's global rs_init_notifies
         self.stopped = False
         self.suspended = False
+        self.stale_results = 0
         self.rng = rng if rng is not None else random.Random()
         self.reals: dict[str, _Real] = {}
         for rs in spec.real_servers:
@@ -300,7 +301,11 @@ class VirtualServerHealth:
         started: float | None = None,
     ) -> list[Action]:
         """A probe finished. `weight` (misc_dynamic) is the new weight, -1 = configured."""
-        real = self.reals[rs]
+        real = self.reals.get(rs)
+        if real is None or not 0 <= checker < len(real.checkers) or self.stopped:
+            # a probe that was in flight across a reload (or shutdown): count and drop it
+            self.stale_results += 1
+            return []
         c = real.checkers[checker]
         actions: list[Action] = []
         if self.suspended:

@@ -288,3 +288,14 @@ def test_ha_suspend_ignores_results_until_resumed():
     assert h.alive("a")
     h.set_suspended(False)
     assert only(h.on_result("a", 0, False, 7), MarkDown)
+
+
+def test_results_for_removed_servers_or_checkers_are_counted_and_dropped():
+    h = vs(rs("a"), rs("b"))
+    h.start(0)
+    h.reload(VirtualServerSpec("vip:80", (rs("a"),)), 1)
+    assert h.on_result("b", 0, False, 2) == []
+    assert h.on_result("a", 5, False, 2) == []
+    assert h.stale_results == 2
+    h.shutdown()
+    assert h.on_result("a", 0, False, 3) == []
