@@ -78,13 +78,10 @@ _COMMENT_SPECIAL = re.compile(r"[#!\"'\\]")
 _TOKEN_SPECIAL = re.compile(r"[\"'\\]|\$\{")
 _FAST_TOKEN = re.compile(r"[{}]|[^\s{}]+")
 # A line needs the full pipeline when it may hold a comment, quote, escape, macro,
-# conditional, generator, include, a brace glued to a word, or a character that
-# str.split() and keepalived disagree on as whitespace (anything but printable ASCII,
-# tab and a CR from CRLF files).
-_SLOW_LINE = re.compile(
-    r"[#!\"'\\$@~\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\U0010ffff]"
-    r"|[^ \t\r][{}]|[{}][^ \t\r]|^[ \t]*include"
-)
+# conditional or generator, or a character that str.split() and keepalived disagree on
+# as whitespace (anything but printable ASCII, tab and the CR of CRLF files). Includes
+# and braces glued to words are checked on the split words (cheaper than a regex).
+_SLOW_LINE = re.compile(r"[#!\"'\\$@~\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\U0010ffff]")
 _DEFINITION = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)\Z", re.S)
 _REFERENCE = re.compile(
     r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+([^{}$]*?))?[ \t]*\}|([A-Za-z_][A-Za-z0-9_]*))"
@@ -427,32 +424,40 @@ class Preprocessor:
     def _physical_lines(self, text: str, name: str) -> None:
         pending: _Macro | None = None
         lineno = 0
+        slow_line = _SLOW_LINE.search
         new = object.__new__
         loc_file, loc_line, loc_col = _LOC_SET
         w_text, w_loc, w_quoted = _WORD_SET
         out = self.lines
-        slow_line = _SLOW_LINE.search
         for raw in text.split("\n"):
             lineno += 1
             if pending is None and slow_line(raw) is None:
-                # Hot path (most lines): nothing to decomment, expand or include.
-                words: list[Word] = []
-                pos = 0
-                for token in raw.split():
-                    pos = raw.find(token, pos)
-                    loc = new(Location)
-                    loc_file(loc, name)
-                    loc_line(loc, lineno)
-                    loc_col(loc, pos + 1)
-                    word = new(Word)
-                    w_text(word, token)
-                    w_loc(word, loc)
-                    w_quoted(word, False)
-                    words.append(word)
-                    pos += len(token)
-                if words:
+                tokens = raw.split()
+                if not tokens:
+                    continue
+                if not tokens[0].startswith("include") and (
+                    ("{" not in raw and "}" not in raw)
+                    or tokens.count("{") + tokens.count("}") == raw.count("{") + raw.count("}")
+                ):
+                    # Hot path (most lines): nothing to decomment, expand or include.
+                    # Inlined: this loop runs once per word of the whole config.
+                    words: list[Word] = []
+                    pos = 0
+                    find = raw.find
+                    for token in tokens:
+                        pos = find(token, pos)
+                        loc = new(Location)
+                        loc_file(loc, name)
+                        loc_line(loc, lineno)
+                        loc_col(loc, pos + 1)
+                        word = new(Word)
+                        w_text(word, token)
+                        w_loc(word, loc)
+                        w_quoted(word, False)
+                        words.append(word)
+                        pos += len(token)
                     out.append(words)
-                continue
+                    continue
             if self._stopped:
                 return
             start, end, cont = decomment(raw)
@@ -704,11 +709,11 @@ class Preprocessor:
         pieces.append(text[pos:])
         cols.extend(_cols(ln.cols, pos, len(text)))
         new_text = "".join(pieces)
-        # Keep the pipeline's invariant: no leading/trailing blanks.
-        stripped = new_text.lstrip(_WS)
-        skip = len(new_text) - len(stripped)
-        stripped = stripped.rstrip(_WS)
-        return _Line(stripped, cols[skip : skip + len(stripped)], ln.file, ln.line)
+        # Like keepalived, decomment again: a '#' or '!' that a macro (say ${_HASH})
+        # put outside quotes starts a comment. This also restores the invariant of no
+        # leading/trailing blanks.
+        start, end, _ = decomment(new_text)
+        return _Line(new_text[start:end], cols[start:end], ln.file, ln.line)
 
     def _expand_value(self, value: str, loc: Location, depth: int, used: int) -> str:
         if "$" not in value:
