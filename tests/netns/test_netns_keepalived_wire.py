@@ -69,7 +69,9 @@ def first_advert(sock: VrrpSocket, timeout: float) -> ReceivedPacket:
     return pkt
 
 
-@pytest.mark.parametrize(("version", "advert_int"), [(2, "1"), (3, "0.1")])
+@pytest.mark.parametrize(
+    ("version", "advert_int"), [pytest.param(2, "1", marks=pytest.mark.slow), (3, "0.1")]
+)
 def test_we_receive_and_decode_keepalived_adverts(
     pair: Pair, tmp_path: Path, version: int, advert_int: str
 ) -> None:
@@ -96,7 +98,10 @@ def test_we_receive_and_decode_keepalived_adverts(
         sock.close()
 
 
-@pytest.mark.parametrize(("version", "advert_int", "listen_s"), [(2, 1, 4.5), (3, 0.1, 1.5)])
+@pytest.mark.parametrize(
+    ("version", "advert_int", "listen_s"),
+    [pytest.param(2, 1, 4.5, marks=pytest.mark.slow), (3, 0.1, 1.5)],
+)
 def test_keepalived_accepts_our_adverts(
     pair: Pair, tmp_path: Path, version: int, advert_int: float, listen_s: float
 ) -> None:
@@ -170,6 +175,7 @@ def test_keepalived_takes_over_when_we_send_priority_zero(pair: Pair, tmp_path: 
         sock.close()
 
 
+@pytest.mark.slow
 def test_ah_both_ways_with_keepalived(pair: Pair, tmp_path: Path) -> None:
     """auth_type AH: we verify keepalived's ICV; keepalived accepts ours and obeys our prio 0."""
     from hakeeper.io.ah import AhSigner, AhVerified, ah_key, ah_verify
