@@ -10,8 +10,7 @@
  * so VRRP netlink (raw sockets) is unaffected. Written for hakeeper; not
  * derived from keepalived or libnl sources.
  */
-#include <string.h>
-
+/* No headers and no libc: builds with `gcc -shared -fPIC -nostdlib` alone. */
 struct nl_sock;
 struct nl_msg;
 typedef int (*hk_cb_fn)(struct nl_msg *, void *);
@@ -21,10 +20,16 @@ enum { HK_CB_FINISH = 1, HK_CB_ACK = 4, HK_CB_SLOTS = 16 };
 static hk_cb_fn saved_fn[HK_CB_SLOTS];
 static void *saved_arg[HK_CB_SLOTS];
 
+static int hk_is_ipvs(const char *name)
+{
+	return name && name[0] == 'I' && name[1] == 'P' && name[2] == 'V' && name[3] == 'S' &&
+	       name[4] == '\0';
+}
+
 int genl_ctrl_resolve(struct nl_sock *sk, const char *name)
 {
 	(void)sk;
-	return strcmp(name, "IPVS") == 0 ? 0x7ff0 : -1;
+	return hk_is_ipvs(name) ? 0x7ff0 : -1;
 }
 
 int genl_connect(struct nl_sock *sk)
@@ -64,8 +69,8 @@ int nl_recvmsgs_default(struct nl_sock *sk)
 {
 	(void)sk;
 	if (saved_fn[HK_CB_ACK])
-		saved_fn[HK_CB_ACK](NULL, saved_arg[HK_CB_ACK]);
+		saved_fn[HK_CB_ACK]((struct nl_msg *)0, saved_arg[HK_CB_ACK]);
 	if (saved_fn[HK_CB_FINISH])
-		saved_fn[HK_CB_FINISH](NULL, saved_arg[HK_CB_FINISH]);
+		saved_fn[HK_CB_FINISH]((struct nl_msg *)0, saved_arg[HK_CB_FINISH]);
 	return 0;
 }

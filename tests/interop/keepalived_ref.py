@@ -221,6 +221,7 @@ class RefHost:
         self.ns = "hkref" + secrets.token_hex(3)
         self.empty_path = workdir / "empty-path"
         self.shim: Path | None = None
+        self.shim_error = ""
         self.started_pids: list[int] = []
 
     # -- lifecycle -------------------------------------------------------------------
@@ -254,15 +255,19 @@ class RefHost:
     def _build_shim(self) -> Path | None:
         gcc = shutil.which("gcc") or shutil.which("cc")
         if gcc is None:
+            self.shim_error = "no gcc"
             return None
         out = self.workdir / "fake_ipvs.so"
         res = subprocess.run(
-            [gcc, "-shared", "-fPIC", "-O1", "-o", str(out), str(SHIM_SOURCE)],
+            [gcc, "-shared", "-fPIC", "-nostdlib", "-O1", "-o", str(out), str(SHIM_SOURCE)],
             check=False,
             capture_output=True,
             timeout=60,
         )
-        return out if res.returncode == 0 else None
+        if res.returncode != 0:
+            self.shim_error = res.stderr.decode("utf-8", "replace")
+            return None
+        return out
 
     def _pidfile_args(self, tag: str) -> list[str]:
         d = self.workdir / f"pids-{tag}"

@@ -149,7 +149,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RefHost]:
     assert keepalived is not None  # the interop marker guarantees it
     with RefHost(keepalived, tmp_path_factory.mktemp("keepalived-ref")) as host:
         if host.shim is None:
-            pytest.fail("could not build tests/interop/fake_ipvs.c with gcc")
+            pytest.fail(f"could not build tests/interop/fake_ipvs.c: {host.shim_error}")
         yield host
 
 
