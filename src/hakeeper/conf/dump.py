@@ -17,7 +17,7 @@ from hakeeper.conf.model import CheckerCommon, KeepalivedConfig
 
 __all__ = ["dump_config", "dump_json", "dump_text", "to_data"]
 
-_SKIP = frozenset({"loc"})
+_SKIP = frozenset({"loc", "keyword_locs"})
 
 
 def to_data(obj: Any) -> Any:

@@ -334,6 +334,7 @@ def _instance(raw: Raw, g: GlobalDefs, diags: Diagnostics) -> VrrpInstance:
         notify=v.get("notify"),
         smtp_alert=v.get("smtp_alert"),
         loc=raw.loc,
+        keyword_locs={**raw.locs, **auth.locs} if auth else raw.locs,
     )
 
 

@@ -11,6 +11,7 @@ configuration changes, never moved lines.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hakeeper.conf.diagnostics import Location
@@ -212,6 +213,10 @@ class VrrpInstance:
     smtp_alert: bool | None = None
     sync_group: str | None = None
     loc: Location | None = field(default=None, compare=False, repr=False)
+    keyword_locs: Mapping[str, Location] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
+    """Where each keyword of the block was written (for diagnostics that point at it)."""
 
 
 @dataclass(frozen=True, slots=True)

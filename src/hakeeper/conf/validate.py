@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from hakeeper.conf.diagnostics import Diagnostics
+from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.model import (
     IPAddress,
     KeepalivedConfig,
@@ -64,6 +64,12 @@ def _check_instance(
 ) -> VrrpInstance:
     name = f"vrrp_instance {vi.name}"
     loc = vi.loc
+    kw_locs = vi.keyword_locs
+
+    def at(*keys: str) -> Location | None:
+        """The line of the first keyword given (else the instance's own line)."""
+        return next((kw_locs[k] for k in keys if k in kw_locs), loc)
+
     if vi.virtual_router_id is None:
         diags.error(loc, f"{name} has no virtual_router_id (1..255)")
     if vi.interface is None and not vi.unicast_peers:
@@ -73,14 +79,14 @@ def _check_instance(
     families = {a.address.version for a in vi.virtual_ipaddresses}
     if len(families) > 1:
         diags.error(
-            loc,
+            at("virtual_ipaddress"),
             f"{name} mixes IPv4 and IPv6 in virtual_ipaddress; "
             "use virtual_ipaddress_excluded for the other family",
         )
     version = vi.version
     if vi.family == 6 and version != 3:
         diags.warning(
-            loc,
+            at("version", "virtual_ipaddress"),
             f"{name} has IPv6 addresses: keepalived always runs VRRPv3 for IPv6 "
             "(version 2 ignored)",
         )
@@ -88,7 +94,8 @@ def _check_instance(
     for src_name, src in (("mcast_src_ip", vi.mcast_src_ip), ("unicast_src_ip", vi.unicast_src_ip)):
         if src is not None and families and src.version not in families:
             diags.error(
-                loc, f"{name}: {src_name} {src} is not the same family as the virtual addresses"
+                at(src_name),
+                f"{name}: {src_name} {src} is not the same family as the virtual addresses",
             )
 
     advert = vi.advert_int
@@ -96,7 +103,7 @@ def _check_instance(
         rounded = float(max(1, round(advert)))
         if rounded != advert:
             diags.warning(
-                loc,
+                at("advert_int"),
                 f"{name}: advert_int {advert:g} is not a whole number of seconds; "
                 "VRRPv2 sends seconds, "
                 f"keepalived rounds it to {rounded:g}",
@@ -105,13 +112,15 @@ def _check_instance(
     else:
         if advert > V3_MAX_ADVERT:
             diags.error(
-                loc, f"{name}: advert_int {advert:g} is above the VRRPv3 maximum of 40.95 s"
+                at("advert_int"),
+                f"{name}: advert_int {advert:g} is above the VRRPv3 maximum of 40.95 s",
             )
             advert = V3_MAX_ADVERT
         cs = round(advert * 100) / 100
         if cs != advert:
             diags.warning(
-                loc, f"{name}: advert_int {advert:g} rounded to centiseconds ({cs:g}) for VRRPv3"
+                at("advert_int"),
+                f"{name}: advert_int {advert:g} rounded to centiseconds ({cs:g}) for VRRPv3",
             )
             advert = cs
 
@@ -120,18 +129,19 @@ def _check_instance(
         why = "VRRPv3" if version == 3 else "strict mode" if vi.strict else None
         if why is not None:
             diags.warning(
-                loc, f"{name}: authentication is ignored under {why} (keepalived drops it silently)"
+                at("auth_type", "authentication"),
+                f"{name}: authentication is ignored under {why} (keepalived drops it silently)",
             )
             auth_type = auth_pass = None
         elif auth_type == "AH" and vi.family == 6:
-            diags.warning(loc, f"{name}: auth_type AH is IPv4 only; ignored")
+            diags.warning(at("auth_type"), f"{name}: auth_type AH is IPv4 only; ignored")
             auth_type = auth_pass = None
         elif auth_type == "PASS" and not auth_pass:
-            diags.error(loc, f"{name}: auth_type PASS without auth_pass")
+            diags.error(at("auth_type"), f"{name}: auth_type PASS without auth_pass")
     if auth_pass is not None and len(auth_pass.encode()) > AUTH_PASS_MAX:
         cut = auth_pass.encode()[:AUTH_PASS_MAX].decode(errors="ignore")
         diags.warning(
-            loc,
+            at("auth_pass"),
             f"{name}: auth_pass is longer than 8 characters; keepalived silently uses only '{cut}'",
         )
         auth_pass = cut
@@ -139,26 +149,27 @@ def _check_instance(
     nopreempt, preempt_delay = vi.nopreempt, vi.preempt_delay
     if nopreempt and vi.state == "MASTER" and vi.state_configured:
         diags.warning(
-            loc,
+            at("nopreempt"),
             f"{name}: nopreempt needs 'state BACKUP'; with state MASTER keepalived silently clears "
             "nopreempt and this router WILL preempt",
         )
         nopreempt = False
     elif nopreempt and vi.priority == 255:
         diags.warning(
-            loc,
+            at("nopreempt"),
             f"{name}: nopreempt is ignored at priority 255 (the address owner always preempts); "
             "keepalived clears it silently",
         )
         nopreempt = False
     if preempt_delay and ((vi.state == "MASTER" and vi.state_configured) or nopreempt or vi.strict):
         diags.warning(
-            loc, f"{name}: preempt_delay is ignored with state MASTER, nopreempt or strict mode"
+            at("preempt_delay"),
+            f"{name}: preempt_delay is ignored with state MASTER, nopreempt or strict mode",
         )
         preempt_delay = 0.0
     if vi.state == "MASTER" and vi.state_configured and vi.priority < 255:
         diags.warning(
-            loc,
+            at("state"),
             f"{name}: note: state MASTER at priority {vi.priority} is only a wish; "
             "the highest priority still wins the election",
         )
@@ -166,23 +177,29 @@ def _check_instance(
     if vi.unicast_peers:
         if vi.mcast_dst_ip is not None:
             diags.warning(
-                loc,
+                at("mcast_dst_ip"),
                 f"{name}: mcast_dst_ip is ignored because unicast_peer is set (adverts go unicast)",
             )
         if vi.strict:
-            diags.error(loc, f"{name}: strict mode (vrrp_strict/strict_mode) forbids unicast_peer")
+            diags.error(
+                at("unicast_peer"),
+                f"{name}: strict mode (vrrp_strict/strict_mode) forbids unicast_peer",
+            )
         if vi.mcast_src_ip is not None and vi.unicast_src_ip is not None:
             diags.warning(
-                loc,
+                at("unicast_src_ip"),
                 f"{name}: both mcast_src_ip and unicast_src_ip set; "
                 "they are one setting, the last wins",
             )
     elif vi.unicast_src_ip is not None:
         diags.warning(
-            loc, f"{name}: unicast_src_ip without unicast_peer: adverts are still multicast"
+            at("unicast_src_ip"),
+            f"{name}: unicast_src_ip without unicast_peer: adverts are still multicast",
         )
     if vi.strict and vi.state == "MASTER" and vi.state_configured and vi.priority != 255:
-        diags.warning(loc, f"{name}: strict mode expects state MASTER only with priority 255")
+        diags.warning(
+            at("state"), f"{name}: strict mode expects state MASTER only with priority 255"
+        )
 
     _check_vip_subnets(vi, subnets, diags)
     _check_track_refs(
@@ -333,7 +350,7 @@ def _check_vrids(instances: list[VrrpInstance], diags: Diagnostics) -> None:
         other = seen.get(key)
         if other is not None:
             diags.error(
-                vi.loc,
+                vi.keyword_locs.get("virtual_router_id", vi.loc),
                 f"vrrp_instance {vi.name} uses virtual_router_id {vi.virtual_router_id} on "
                 f"{vi.interface} (IPv{vi.family}) like vrrp_instance {other.name}: "
                 "the routers would fight",
