@@ -386,3 +386,29 @@ def _read(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_use_vmac(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    vmac = "00:00:5e:00:01:33"  # VRID 51
+    # b holds a stale entry for the VIP: a's gratuitous ARPs must re-point it to the VMAC
+    a.lab.ip(b.ns, "neigh", "replace", VIP, "lladdr", "02:00:00:00:00:01", "dev", "eth0",
+             "nud", "stale")  # fmt: skip
+    a.start(instance_conf(prio=150, extra="use_vmac"))
+    a.wait_state("MASTER")
+    assert a.lab.mac(a.ns, "vrrp.51") == vmac
+    assert a.has(VIP, dev="vrrp.51") and not a.has(VIP)
+    assert a.instance()["source"] == A_IP, "adverts keep the parent's address"
+    wait_until(
+        lambda: a.lab.neighbours(b.ns, "eth0").get(VIP) == vmac,
+        timeout=FAILOVER_TIMEOUT,
+        what="GARP from the VMAC",
+    )
+    b.start(instance_conf(prio=100))
+    b.wait_state("BACKUP")
+    wait_until(lambda: b.instance()["master"] == A_IP, what="b hears a through the VMAC")
+    a.signal(signal.SIGTERM)
+    assert a.wait_exit() == 0
+    b.wait_state("MASTER")
+    links = [link["ifname"] for link in a.lab.ip_json(a.ns, "link", "show")]
+    assert "vrrp.51" not in links, "VMAC removed on exit"

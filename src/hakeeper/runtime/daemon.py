@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hakeeper.conf.model import KeepalivedConfig, Script, SyncGroup, VrrpInstance
+from hakeeper.io.vrrp_socket import interface_ipv4, interface_ipv6_linklocal
 from hakeeper.runtime.control import DEFAULT_CONTROL_PATH, ControlError, ControlServer
 from hakeeper.runtime.driver import InstanceDriver
 from hakeeper.runtime.host import Announcers, NetlinkHost, NetlinkThread
 from hakeeper.runtime.notify import Exec, NotifyRunner, NotifyScripts, exec_with_timeout
-from hakeeper.runtime.params import ParamsError, instance_params, socket_key
+from hakeeper.runtime.params import ParamsError, instance_family, instance_params, socket_key
 from hakeeper.runtime.process import LoopWatchdog, write_json_atomic
 from hakeeper.runtime.smtp import SmtpAlerter, SmtpSettings
 from hakeeper.runtime.sockets import SocketFactory, SocketGroup, SocketPool
@@ -72,6 +75,7 @@ class Running:
     driver: InstanceDriver | None
     group: SocketGroup | None
     error: str = ""
+    vmac: str | None = None
 
 
 @dataclass(slots=True)
@@ -190,7 +194,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.request, event)
         try:
             await self.tracker.start_links()
-            self._apply(cfg, initial=True)
+            await self._apply(cfg, initial=True)
             self.watchdog.start()
             log.info("hakeeper started: %d VRRP instance(s)", len(self.instances))
             while True:
@@ -199,7 +203,7 @@ class Daemon:
                     break
                 try:
                     if event == "hup":
-                        self._reload()
+                        await self._reload()
                     elif event == "usr1":
                         self._dump_status()
                 except Exception:  # keep serving: VIPs stay correct, the bug is logged
@@ -223,9 +227,8 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         log.info("stopping: %d instance(s)", len(self.instances))
-        for run in self.instances.values():
-            if run.driver is not None:
-                run.driver.stop()
+        for name in list(self.instances):
+            self._stop_instance(name)
         await self.host.drain(SHUTDOWN_DRAIN)
         await self.notify.wait_idle(NOTIFY_STOP_WAIT)
         if self.smtp is not None:
@@ -254,7 +257,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ config -> runtime
 
-    def _apply(self, cfg: KeepalivedConfig, *, initial: bool = False) -> dict[str, list[str]]:
+    async def _apply(self, cfg: KeepalivedConfig, *, initial: bool = False) -> dict[str, list[str]]:
         old = self.config
         self.config = cfg
         settings = _smtp_settings(cfg)
@@ -275,7 +278,7 @@ class Daemon:
         for name, inst in new_by_name.items():
             run = self.instances.get(name)
             if run is None:
-                self._start_instance(inst)
+                await self._start_instance(inst)
                 summary["added"].append(name)
             elif (
                 run.inst != inst
@@ -283,7 +286,7 @@ class Daemon:
                 or self._runtime_key(old, run.inst) != self._runtime_key(cfg, inst)
             ):
                 self._stop_instance(name)
-                self._start_instance(inst)
+                await self._start_instance(inst)
                 summary["changed"].append(name)
             else:
                 summary["unchanged"].append(name)
@@ -314,27 +317,65 @@ class Daemon:
     def _group_of(cfg: KeepalivedConfig, name: str) -> SyncGroup | None:
         return next((g for g in cfg.sync_groups if name in g.group), None)
 
-    def _start_instance(self, inst: VrrpInstance) -> None:
+    async def _with_vmac(self, inst: VrrpInstance) -> tuple[VrrpInstance, str]:
+        """keepalived `use_vmac`: create the macvlan and run the instance on it.
+
+        Adverts and VIPs move to the VMAC interface (so they leave with 00:00:5e:00:01:VRID);
+        the source address stays the parent's primary one, as keepalived does.
+        """
+        if self.netlink is None or not inst.interface or inst.virtual_router_id is None:
+            raise ParamsError(f"{inst.name}: use_vmac needs netlink, an interface and a VRID")
+        v6 = instance_family(inst) == 6
+        src = inst.unicast_src_ip or inst.mcast_src_ip
+        if src is None:
+            text = (interface_ipv6_linklocal if v6 else interface_ipv4)(inst.interface)
+            src = ipaddress.ip_address(text) if text else None
+        nl = self.netlink.netlink
+        assert nl is not None
+        info = await self.netlink.call(
+            functools.partial(
+                nl.create_vmac,
+                inst.interface,
+                inst.virtual_router_id,
+                family=socket.AF_INET6 if v6 else socket.AF_INET,
+                name=inst.vmac_name,
+            )
+        )
+        live = replace(
+            inst,
+            interface=info.name,
+            mcast_src_ip=inst.mcast_src_ip if inst.unicast_src_ip else src,
+        )
+        log.info("VRRP_Instance(%s) using VMAC %s (%s)", inst.name, info.name, info.mac)
+        return live, info.name
+
+    async def _start_instance(self, inst: VrrpInstance) -> None:
         assert self._loop is not None
         group: SocketGroup | None = None
+        vmac: str | None = None
         try:
-            key = socket_key(inst, self.config.global_defs)
+            live = inst
+            if inst.use_vmac:
+                live, vmac = await self._with_vmac(inst)
+            key = socket_key(live, self.config.global_defs)
             group = self.pool.acquire(key, inst.unicast_ttl)
             source = group.sock.source
             primary = ipaddress.ip_address(source) if source else None
-            params = instance_params(inst, self.config.global_defs, primary)
+            params = instance_params(live, self.config.global_defs, primary)
             driver = InstanceDriver(
-                self._loop, inst, params, group.sock, self.host, on_state=self._on_state
+                self._loop, live, params, group.sock, self.host, on_state=self._on_state
             )
             self.pool.register(group, driver)
-        except (ParamsError, OSError, ValueError) as exc:
+        except Exception as exc:  # ParamsError, OSError (no such interface), netlink errors
             log.error("VRRP_Instance(%s) cannot start: %s", inst.name, exc)
             if group is not None and not group.drivers:
                 group.close()
                 self.pool.groups.pop(group.key, None)
+            if vmac is not None:
+                self.host.delete_link(vmac)
             self.instances[inst.name] = Running(inst, None, None, str(exc))
             return
-        self.instances[inst.name] = Running(inst, driver, group)
+        self.instances[inst.name] = Running(inst, driver, group, vmac=vmac)
 
     def _stop_instance(self, name: str) -> None:
         run = self.instances.pop(name, None)
@@ -343,6 +384,8 @@ class Daemon:
         run.driver.stop()
         if run.group is not None:
             self.pool.release(run.group, run.driver)
+        if run.vmac is not None:
+            self.host.delete_link(run.vmac)
 
     # ------------------------------------------------------------------ tracking / sync
 
@@ -439,7 +482,7 @@ class Daemon:
         self.request("hup")
         return {"reload": "queued"}
 
-    def _reload(self) -> None:
+    async def _reload(self) -> None:
         log.info("reloading %s", self.options.config_file)
         cfg, diags = self.loader(self.options.config_file, self.options.config_id)
         problems = diags.sorted() if diags is not None else []
@@ -453,7 +496,7 @@ class Daemon:
             return
         for d in problems:
             log.warning("reload: %s", d.format())
-        summary = self._apply(cfg)
+        summary = await self._apply(cfg)
         self.reloads.ok += 1
         self.reloads.last_error = ""
         self.reloads.last_summary = summary

@@ -142,6 +142,10 @@ class NetlinkHost:
         targets = [(v.dev or ifname, str(v.address.ip)) for v in vips]
         self._submit(lambda: self._garp(targets, count))
 
+    def delete_link(self, ifname: str) -> None:
+        """Queue the removal of a VMAC interface (after its VIPs are gone)."""
+        self._submit(lambda: self._delete_link(ifname))
+
     # worker ------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
@@ -206,6 +210,15 @@ class NetlinkHost:
                 log.error(
                     "cannot remove %s/%d on %s: %s", spec.address, spec.prefixlen, spec.ifname, exc
                 )
+
+    async def _delete_link(self, ifname: str) -> None:
+        if self.netlink is None or self.netlink.netlink is None:
+            return
+        try:
+            await self.netlink.call(self.netlink.netlink.delete_link, ifname)
+        except Exception as exc:
+            self.errors += 1
+            log.error("cannot delete %s: %s", ifname, exc)
 
     async def _garp(self, targets: list[tuple[str, str]], count: int) -> None:
         assert self.garp is not None
