@@ -33,6 +33,7 @@ log = logging.getLogger("hakeeper.vrrp")
 
 EARLY_FIRE_TOLERANCE = 0.002  # loop timers may fire this much before their deadline
 RETRY_AFTER_ERROR = 0.1
+LOG_EVERY = 10.0  # seconds between two logs of the same machine message
 
 
 class AdvertSender(Protocol):
@@ -108,6 +109,7 @@ class InstanceDriver:
         self._payloads: dict[tuple[int, str], bytes] = {}
         self._src: IPAddress | None = ipaddress.ip_address(sender.source) if sender.source else None
         self._running = False
+        self._log_seen: dict[str, tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -194,7 +196,28 @@ class InstanceDriver:
         elif isinstance(action, m.StateChanged):
             self._state_changed(action)
         elif isinstance(action, m.LogEvent):
-            log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
+            self._log_limited(action)
+
+    def _log_limited(self, event: m.LogEvent) -> None:
+        """Machine log events (mismatches repeat with every advert): once per message per
+        LOG_EVERY seconds, with the number of repeats suppressed in between."""
+        level = logging.getLevelName(event.level.upper())
+        if not isinstance(level, int):
+            level = logging.INFO
+        if level < logging.INFO and not log.isEnabledFor(level):
+            return
+        now = self.loop.time()
+        last, suppressed = self._log_seen.get(event.message, (-1e9, 0))
+        if now - last < LOG_EVERY:
+            self._log_seen[event.message] = (last, suppressed + 1)
+            return
+        if len(self._log_seen) > 256:
+            self._log_seen.clear()
+        self._log_seen[event.message] = (now, 0)
+        if suppressed:
+            log.log(level, "%s (repeated %d times)", event.message, suppressed)
+        else:
+            log.log(level, "%s", event.message)
 
     def _host_call(
         self, fn: Callable[[str, Sequence[VirtualAddress]], None], vips: Sequence[VirtualAddress]
