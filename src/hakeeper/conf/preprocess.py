@@ -82,7 +82,8 @@ _FAST_TOKEN = re.compile(r"[{}]|[^\s{}]+")
 # as whitespace (anything but printable ASCII, tab and the CR of CRLF files). Includes
 # and braces glued to words are checked on the split words (cheaper than a regex).
 _SLOW_LINE = re.compile(r"[#!\"'\\$@~\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\U0010ffff]")
-_DEFINITION = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)\Z", re.S)
+_DEFINITION = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)=[ \t]*(.*)\Z", re.S)
+_SPACED_DEFINITION = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*[ \t]+=")
 _REFERENCE = re.compile(
     r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+([^{}$]*?))?[ \t]*\}|([A-Za-z_][A-Za-z0-9_]*))"
 )
@@ -99,7 +100,7 @@ _SIMPLE_ESCAPES = {
     "t": "\t",
     "v": "\v",
 }
-_UNQUOTED_ESCAPABLE = "#!\"'\\{} \t$"
+_UNQUOTED_ESCAPABLE = "#!\"'{}"
 _HEX = "0123456789abcdefABCDEF"
 _OCT = "01234567"
 
@@ -231,8 +232,13 @@ def tokenize_line(
 
 
 def _scan_quoted(text: str, i: int, buf: list[str]) -> int:
-    """Append the unescaped contents of the quoted string at text[i]; return the index
-    after the closing quote, or -1 when it is unterminated (contents still appended)."""
+    """Append the contents of the quoted string at text[i]; return the index after the
+    closing quote, or -1 when it is unterminated (contents still appended).
+
+    Only an escaped quote character loses its backslash; every other backslash pair is
+    kept verbatim, as keepalived's generic reader keeps it (a `regex "^\\d+"` must
+    survive). Script-like keywords apply C escapes afterwards with `c_unescape`.
+    """
     quote = text[i]
     n = len(text)
     i += 1
@@ -240,14 +246,35 @@ def _scan_quoted(text: str, i: int, buf: list[str]) -> int:
         c = text[i]
         if c == quote:
             return i + 1
-        if c != "\\":
+        if c == "\\" and i + 1 < n:
+            nxt = text[i + 1]
+            if nxt == quote:
+                buf.append(nxt)
+            else:
+                buf.append(c + nxt)
+            i += 2
+            continue
+        buf.append(c)
+        i += 1
+    return -1
+
+
+def c_unescape(text: str) -> str:
+    """keepalived's escapes in quoted script strings (`alloc_strvec_quoted_escaped`):
+    `\\a \\b \\E \\f \\n \\r \\t \\v`, `\\xHH`, up to 3 octal digits, `\\cX` (control-X);
+    any other `\\C` is C. For `script`/`notify*` values, after lexing."""
+    if "\\" not in text:
+        return text
+    buf: list[str] = []
+    n = len(text)
+    i = 0
+    while i < n:
+        c = text[i]
+        if c != "\\" or i + 1 >= n:
             buf.append(c)
             i += 1
             continue
         i += 1
-        if i >= n:
-            buf.append("\\")
-            break
         c = text[i]
         if c == "x" and i + 1 < n and text[i + 1] in _HEX:
             j = i + 1
@@ -267,7 +294,7 @@ def _scan_quoted(text: str, i: int, buf: list[str]) -> int:
         else:
             buf.append(_SIMPLE_ESCAPES.get(c, c))
             i += 1
-    return -1
+    return "".join(buf)
 
 
 def slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
@@ -429,9 +456,17 @@ class Preprocessor:
         loc_file, loc_line, loc_col = _LOC_SET
         w_text, w_loc, w_quoted = _WORD_SET
         out = self.lines
-        for raw in text.split("\n"):
+        for physical in text.split("\n"):
             lineno += 1
-            if pending is None and slow_line(raw) is None:
+            raw = physical
+            special = slow_line(raw)
+            if special is not None and pending is None and raw[special.start()] in "#!":
+                # Only a comment in the way? Cut it and take the hot path.
+                _, end, cont = decomment(raw)
+                if not cont and slow_line(raw, 0, end) is None:
+                    raw = raw[:end]
+                    special = None
+            if pending is None and special is None:
                 tokens = raw.split()
                 if not tokens:
                     continue
@@ -499,7 +534,7 @@ class Preprocessor:
     # -- one logical line ----------------------------------------------------------
 
     def _process(self, ln: _Line, depth: int, cont: bool = False) -> _Macro | None:
-        extra: list[str] = []
+        extra: list[tuple[str, int]] = []  # further lines of multi-line macros
         for _round in range(8):
             text = ln.text
             first = text[0]
@@ -514,6 +549,13 @@ class Preprocessor:
                 m = _DEFINITION.match(text)
                 if m is not None:
                     return self._define(m.group(1), m.group(2), cont)
+                if _SPACED_DEFINITION.match(text):
+                    self.diags.error(
+                        ln.loc(),
+                        "no blank allowed between a macro name and '=' "
+                        "(keepalived would read this line as a keyword); line ignored",
+                    )
+                    return None
             if first == "~" and (text.startswith("~SEQ") or text.startswith("~LST")):
                 self._generator(ln, depth)
                 return None
@@ -549,9 +591,9 @@ class Preprocessor:
             self.lines.append(words)
         if depth or not isinstance(ln.cols, int):  # generated or expanded: count growth
             self._count_chars(len(text), ln.loc())
-        for more in extra:
+        for more, col in extra:
             if more:
-                self._process(_Line(more, _col(ln.cols, 0), ln.file, ln.line), depth + 1)
+                self._process(_Line(more, col, ln.file, ln.line), depth + 1)
         return None
 
     def _conditional(self, ln: _Line) -> _Line | None:
@@ -646,7 +688,7 @@ class Preprocessor:
                 f"more than {self.opt.max_expansions} macro expansions; stopped reading", loc, True
             )
 
-    def _expand_line(self, ln: _Line, extra: list[str]) -> _Line | None:
+    def _expand_line(self, ln: _Line, extra: list[tuple[str, int]]) -> _Line | None:
         """Replace macro references in one line; None when nothing was replaced."""
         text = ln.text
         pieces: list[str] = []
@@ -684,7 +726,7 @@ class Preprocessor:
                             loc, f"multi-line macro ${name} must end its line; not expanded"
                         )
                         continue
-                    extra.extend(found.lines[1:])
+                    extra.extend((more, loc.col) for more in found.lines[1:])
                 value = found.lines[0]
             else:
                 value = found

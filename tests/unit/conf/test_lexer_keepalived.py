@@ -9,6 +9,7 @@ import pytest
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.files import MemoryFiles
 from hakeeper.conf.lexer import LexOptions, parse_keepalived_file, parse_keepalived_text
+from hakeeper.conf.preprocess import c_unescape
 from hakeeper.conf.tree import Node
 
 SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "keepalived-samples"
@@ -124,7 +125,7 @@ def test_quoted_strings_and_escapes() -> None:
     assert shape(nodes) == [
         ("notify", '/bin/echo "a b" # not a comment'),
         ("notify_backup", "/usr/bin/x  y"),
-        ("x", "tab\there", "AA\x01", ""),
+        ("x", "tab\\there", "\\x41\\101\\cA", ""),  # backslashes kept, like keepalived
         ("owner", "don't"),
         ("glued", "abc de"),
     ]
@@ -132,6 +133,20 @@ def test_quoted_strings_and_escapes() -> None:
     assert not nodes[3].args[0].quoted
     assert nodes[2].args[2].quoted  # an empty quoted string is still an argument
     assert nodes[0].args[0].loc == Location("k.conf", 1, 8)
+
+
+def test_backslashes_in_quotes_survive_for_regexes_and_c_unescape_serves_scripts() -> None:
+    nodes, diags = lex(
+        'regex "^\\d+\\\\" \'a\\\'b\'\nnotify "printf \\"%s\\n\\" \\x41\\101\\cA\\q"\n'
+    )
+    assert not diags.items
+    assert shape(nodes) == [
+        ("regex", "^\\d+\\\\", "a'b"),
+        ("notify", 'printf "%s\\n" \\x41\\101\\cA\\q'),
+    ]
+    assert c_unescape(nodes[1].args[0].text) == 'printf "%s\n" AA\x01q'
+    assert c_unescape("no escapes") == "no escapes"
+    assert c_unescape("tail\\") == "tail\\"
 
 
 def test_braces_inside_quotes_are_text() -> None:

@@ -64,7 +64,7 @@ def test_conditional_line_keeps_word_columns() -> None:
 def test_definitions_and_expansion() -> None:
     text = (
         "$IP=10.0.0.1\n"
-        "$PORT = 80\n"
+        "$PORT= 80\n"
         "$ADDR=$IP $PORT\n"
         "virtual_server $ADDR {\n"
         "  real_server ${IP} ${PORT}\n"
@@ -82,6 +82,15 @@ def test_definitions_and_expansion() -> None:
     # Expanded words point at the macro reference.
     assert nodes[0].args[0].loc == Location("/etc/keepalived/k.conf", 4, 16)
     assert nodes[0].args[1].loc == Location("/etc/keepalived/k.conf", 4, 16)
+
+
+def test_blank_before_equals_is_not_a_definition_like_keepalived() -> None:
+    nodes, diags = lex("$PORT = 80\nnext\n")
+    assert flat(nodes) == [("next",)]
+    assert messages(diags) == [
+        "/etc/keepalived/k.conf:1:1: error: no blank allowed between a macro name and '=' "
+        "(keepalived would read this line as a keyword); line ignored"
+    ]
 
 
 def test_macro_can_hold_braces_and_keywords() -> None:
@@ -113,6 +122,19 @@ def test_multiline_definition() -> None:
         ("  TCP_CHECK",),
         ("    connect_timeout", "3"),
     ]
+    # Every line of the expansion points at the reference.
+    assert nodes[0].children is not None
+    check = nodes[0].children[0]
+    assert check.loc == Location("/etc/keepalived/k.conf", 6, 3)
+    assert check.children is not None
+    assert check.children[0].loc == Location("/etc/keepalived/k.conf", 6, 3)
+
+
+def test_comment_lines_and_trailing_comments_keep_columns() -> None:
+    nodes, diags = lex("# c\n  a b   # c\n\tc ! d\n")
+    assert not diags.items
+    assert [(n.name, n.loc.line, n.loc.col) for n in nodes] == [("a", 2, 3), ("c", 3, 2)]
+    assert nodes[0].args[0].loc.col == 5
 
 
 def test_multiline_macro_must_end_its_line() -> None:
