@@ -412,3 +412,24 @@ def test_use_vmac(nodes: tuple[Node, Node]) -> None:
     b.wait_state("MASTER")
     links = [link["ifname"] for link in a.lab.ip_json(a.ns, "link", "show")]
     assert "vrrp.51" not in links, "VMAC removed on exit"
+
+
+def test_virtual_routes_and_rules_follow_master(nodes: tuple[Node, Node]) -> None:
+    a, _b = nodes
+    extra = (
+        "virtual_routes {\n        198.18.50.0/24 via 198.18.0.254\n    }\n"
+        f"    virtual_rules {{\n        from {VIP} table 100 priority 100\n    }}"
+    )
+    a.start(instance_conf(prio=150, extra=extra))
+    a.wait_state("MASTER")
+
+    def route_present() -> bool:
+        return bool(a.lab.ip_json(a.ns, "route", "show", "198.18.50.0/24"))
+
+    def rule_present() -> bool:
+        return any(r.get("src") == VIP for r in a.lab.ip_json(a.ns, "rule", "show"))
+
+    wait_until(lambda: route_present() and rule_present(), what="route and rule added")
+    a.signal(signal.SIGTERM)
+    assert a.wait_exit() == 0
+    assert not route_present() and not rule_present()

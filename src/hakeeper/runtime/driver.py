@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hakeeper.conf.model import VirtualAddress, VrrpInstance
+from hakeeper.conf.model import RouteSpec, VirtualAddress, VrrpInstance
 from hakeeper.vrrp import machine as m
 from hakeeper.vrrp.packet import Advert, ChecksumForm, DecodeError, IPAddress, encode
 
@@ -56,6 +56,14 @@ class HostOps(Protocol):
     def remove_addresses(self, ifname: str, vips: Sequence[VirtualAddress]) -> None: ...
 
     def gratuitous(self, ifname: str, vips: Sequence[VirtualAddress], count: int) -> None: ...
+
+    def add_routes(
+        self, ifname: str, routes: Sequence[RouteSpec], rules: Sequence[RouteSpec]
+    ) -> None: ...
+
+    def remove_routes(
+        self, ifname: str, routes: Sequence[RouteSpec], rules: Sequence[RouteSpec]
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -181,7 +189,9 @@ class InstanceDriver:
         if isinstance(action, m.AddVips):
             self._host_call(self.host.add_addresses, self.vips)
             self.vips_installed = True
+            self._routes(add=True)
         elif isinstance(action, m.RemoveVips):
+            self._routes(add=False)
             self._host_call(self.host.remove_addresses, self.vips)
             self.vips_installed = False
         elif isinstance(action, m.SendGratuitous):
@@ -197,6 +207,17 @@ class InstanceDriver:
             self._state_changed(action)
         elif isinstance(action, m.LogEvent):
             self._log_limited(action)
+
+    def _routes(self, *, add: bool) -> None:
+        inst = self.instance
+        if not (inst.virtual_routes or inst.virtual_rules):
+            return
+        fn = self.host.add_routes if add else self.host.remove_routes
+        try:
+            fn(self.ifname, inst.virtual_routes, inst.virtual_rules)
+        except Exception:
+            self.counters.host_errors += 1
+            log.exception("%s: virtual routes/rules failed", self.name)
 
     def _log_limited(self, event: m.LogEvent) -> None:
         """Machine log events (mismatches repeat with every advert): once per message per

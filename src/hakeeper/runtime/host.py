@@ -1,6 +1,7 @@
 """Host side effects of VRRP transitions, performed in order off the hot path.
 
-Implements `hakeeper.runtime.driver.HostOps` over the netlink adapter
+Implements `hakeeper.runtime.driver.HostOps` (VIPs, virtual_routes/virtual_rules in the
+simple `ip route`/`ip rule` subset, gratuitous ARP/NA, VMAC removal) over the netlink adapter
 (`hakeeper.io.netlink.Netlink`, coroutines) and a gratuitous ARP / unsolicited NA sender.
 The driver calls these synchronously from its state transition; each call is queued and one
 worker task performs the queue strictly in order, so "add VIPs, then GARP" and
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from hakeeper.conf.model import VirtualAddress
+from hakeeper.conf.model import RouteSpec, VirtualAddress
 from hakeeper.io import netlink as nl
 
 log = logging.getLogger("hakeeper.host")
@@ -40,6 +43,84 @@ def to_netlink(vip: VirtualAddress, ifname: str) -> nl.VirtualAddress:
         broadcast=vip.brd,
         scope=scope,
         label=vip.label,
+    )
+
+
+ROUTE_VALUE_WORDS = {"via", "gw", "dev", "src", "table", "metric", "preference", "scope", "to"}
+RULE_VALUE_WORDS = {"from", "to", "table", "lookup", "priority", "preference", "pref"}
+
+
+def _table(word: str) -> int:
+    return {"main": 254, "local": 255, "default": 253}.get(word) or int(word)
+
+
+def parse_route(words: Sequence[str], ifname: str) -> nl.Route:
+    """A `virtual_routes` line (the simple `ip route` subset) -> the adapter's Route.
+
+    `[to] PREFIX|default [via|gw IP] [dev IF] [src IP] [table N] [metric N] [scope S]`;
+    anything else raises ValueError (logged once, the route skipped). dev defaults to the
+    instance interface when there is no gateway.
+    """
+    fields: dict[str, str] = {}
+    dst: str | None = None
+    it = iter(words)
+    for word in it:
+        if word in ("no_track",):
+            continue
+        if word in ROUTE_VALUE_WORDS:
+            value = next(it, None)
+            if value is None:
+                raise ValueError(f"{word} needs a value")
+            if word == "to":
+                dst = value
+            else:
+                fields["via" if word == "gw" else "metric" if word == "preference" else word] = (
+                    value
+                )
+        elif dst is None:
+            dst = word
+        else:
+            raise ValueError(f"unsupported route word {word!r}")
+    if dst is None:
+        raise ValueError("route without destination")
+    if dst != "default":
+        dst = str(ipaddress.ip_network(dst, strict=False))
+    dev = fields.get("dev") or (ifname if "via" not in fields else None)
+    return nl.Route(
+        dst=dst,
+        via=fields.get("via"),
+        dev=dev,
+        src=fields.get("src"),
+        table=_table(fields.get("table", "main")),
+        metric=int(fields["metric"]) if "metric" in fields else None,
+        scope=fields.get("scope"),
+    )
+
+
+def parse_rule(words: Sequence[str]) -> nl.Rule:
+    """A `virtual_rules` line: `[from P] [to P] table N [priority N]` -> the adapter's Rule."""
+    fields: dict[str, str] = {}
+    it = iter(words)
+    for word in it:
+        if word == "no_track":
+            continue
+        if word not in RULE_VALUE_WORDS:
+            raise ValueError(f"unsupported rule word {word!r}")
+        value = next(it, None)
+        if value is None:
+            raise ValueError(f"{word} needs a value")
+        key = {"lookup": "table", "preference": "priority", "pref": "priority"}.get(word, word)
+        fields[key] = value
+    if "table" not in fields:
+        raise ValueError("rule without table")
+    probe = fields.get("from") or fields.get("to") or ""
+    family = socket.AF_INET6 if ":" in probe else socket.AF_INET
+    return nl.Rule(
+        table=_table(fields["table"]),
+        src=fields.get("from") if fields.get("from") != "all" else None,
+        dst=fields.get("to"),
+        priority=int(fields["priority"]) if "priority" in fields else None,
+        family=family,
     )
 
 
@@ -72,6 +153,22 @@ class NetlinkThread:
     async def remove_address(self, spec: nl.VirtualAddress) -> bool:
         assert self.netlink is not None
         return await self.call(self.netlink.remove_address, spec)
+
+    async def add_route(self, route: nl.Route) -> bool:
+        assert self.netlink is not None
+        return await self.call(self.netlink.add_route, route)
+
+    async def remove_route(self, route: nl.Route) -> bool:
+        assert self.netlink is not None
+        return await self.call(self.netlink.remove_route, route)
+
+    async def add_rule(self, rule: nl.Rule) -> bool:
+        assert self.netlink is not None
+        return await self.call(self.netlink.add_rule, rule)
+
+    async def remove_rule(self, rule: nl.Rule) -> bool:
+        assert self.netlink is not None
+        return await self.call(self.netlink.remove_rule, rule)
 
     async def interfaces(self) -> list[nl.InterfaceInfo]:
         assert self.netlink is not None
@@ -121,6 +218,7 @@ class NetlinkHost:
         self.garp = garp
         self.errors = 0
         self.done = 0
+        self._warned: set[str] = set()
         self._queue: deque[Callable[[], Awaitable[None]]] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -141,6 +239,53 @@ class NetlinkHost:
             return
         targets = [(v.dev or ifname, str(v.address.ip)) for v in vips]
         self._submit(lambda: self._garp(targets, count))
+
+    def add_routes(
+        self, ifname: str, routes: Sequence[RouteSpec], rules: Sequence[RouteSpec]
+    ) -> None:
+        """virtual_routes then virtual_rules, added while MASTER (after the VIPs)."""
+        parsed = self._parse(ifname, routes, rules)
+        self._submit(lambda: self._routes(parsed, add=True))
+
+    def remove_routes(
+        self, ifname: str, routes: Sequence[RouteSpec], rules: Sequence[RouteSpec]
+    ) -> None:
+        parsed = self._parse(ifname, routes, rules)
+        self._submit(lambda: self._routes(parsed, add=False))
+
+    def _parse(
+        self, ifname: str, routes: Sequence[RouteSpec], rules: Sequence[RouteSpec]
+    ) -> list[nl.Route | nl.Rule]:
+        out: list[nl.Route | nl.Rule] = []
+        for spec in routes:
+            try:
+                out.append(parse_route(spec.words, ifname))
+            except ValueError as exc:
+                self._warn_once(f"virtual_routes {' '.join(spec.words)!r} skipped: {exc}")
+        for spec in rules:
+            try:
+                out.append(parse_rule(spec.words))
+            except ValueError as exc:
+                self._warn_once(f"virtual_rules {' '.join(spec.words)!r} skipped: {exc}")
+        return out
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
+
+    async def _routes(self, items: list[nl.Route | nl.Rule], *, add: bool) -> None:
+        if self.netlink is None:
+            return
+        for item in items if add else list(reversed(items)):
+            try:
+                if isinstance(item, nl.Route):
+                    await (self.netlink.add_route if add else self.netlink.remove_route)(item)
+                else:
+                    await (self.netlink.add_rule if add else self.netlink.remove_rule)(item)
+            except Exception as exc:
+                self.errors += 1
+                log.error("cannot %s %s: %s", "add" if add else "remove", item, exc)
 
     def delete_link(self, ifname: str) -> None:
         """Queue the removal of a VMAC interface (after its VIPs are gone)."""

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,12 @@ class Host:
 
     def gratuitous(self, ifname: str, vips: Sequence[VirtualAddress], count: int) -> None:
         self.calls.append(("garp", ifname, count))
+
+    def add_routes(self, ifname: str, routes: Sequence[Any], rules: Sequence[Any]) -> None:
+        self.calls.append(("routes+", ifname, len(routes) + len(rules)))
+
+    def remove_routes(self, ifname: str, routes: Sequence[Any], rules: Sequence[Any]) -> None:
+        self.calls.append(("routes-", ifname, len(routes) + len(rules)))
 
 
 def make(loop: asyncio.AbstractEventLoop, prio: int) -> tuple[InstanceDriver, Sender, Host]:
