@@ -185,7 +185,7 @@ def _global_defs(raw: Raw | None) -> GlobalDefs:
     smtp = v.get("smtp_server", (None, 25))
     return GlobalDefs(
         **simple,
-        notification_email=v.get("notification_email", ()),
+        notification_email=tuple(a for line in v.get("notification_email", ()) for a in line),
         smtp_server=smtp[0],
         smtp_port=smtp[1],
         script_user=user[0],

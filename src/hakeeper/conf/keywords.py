@@ -55,7 +55,7 @@ NOT_IMPLEMENTED = "not implemented by hakeeper"
 GLOBAL_DEFS = block(
     "global_defs",
     Kw("router_id", word),
-    Kw("notification_email", items=lines.single_word),
+    Kw("notification_email", items=lines.line_words),
     Kw("notification_email_from", word),
     Kw("smtp_server", lines.smtp_server),
     Kw("smtp_helo_name", word),

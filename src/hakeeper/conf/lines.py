@@ -59,14 +59,6 @@ def name_head(node: Node, diags: Diagnostics) -> Any:
     return node.args[0].text
 
 
-@described("one STRING per line")
-def single_word(node: Node, diags: Diagnostics) -> Any:
-    if node.args:
-        diags.error(node.args[0].loc, "expected one value per line")
-        return INVALID
-    return node.keyword.text
-
-
 @described("NAME... per line")
 def line_words(node: Node, diags: Diagnostics) -> Any:
     """A value-block line as a tuple of all its words."""

@@ -133,14 +133,22 @@ def _walk(
     locs = raw.locs
     keywords = spec.keywords
     supported = Status.SUPPORTED
-    for child in children:
+    for statement in children:
+        child = statement
         word = child.keyword
         name = word.text
         kw = keywords.get(name)
-        if kw is None:
-            if not name.strip():
-                diags.warning(word.loc, "a line holds only non-ASCII blanks (e.g. U+00A0); ignored")
+        if kw is None and name.strip() != name:
+            # Blanks Python knows but keepalived does not (U+00A0 from web pages): read
+            # the line as the user meant, and say so.
+            fixed = _unblank(child)
+            diags.warning(word.loc, "non-ASCII blanks (e.g. U+00A0) on this line read as spaces")
+            if fixed is None:
                 continue
+            child, word = fixed, fixed.keyword
+            name = word.text
+            kw = keywords.get(name)
+        if kw is None:
             hint = did_you_mean(name, keywords)
             diags.error(word.loc, f"unknown keyword '{name}' in {spec.name}{hint}")
             continue
@@ -171,6 +179,14 @@ def _walk(
             values[key] = value
         locs[key] = word.loc
     return raw
+
+
+def _unblank(node: Node) -> Node | None:
+    words = [Word(w.text.strip(), w.loc, w.quoted) for w in (node.keyword, *node.args)]
+    words = [w for w in words if w.text or w.quoted]
+    if not words:
+        return None
+    return Node(words[0], tuple(words[1:]), node.children, node.open_loc, node.close_loc)
 
 
 def _unsupported(kw: Kw, child: Node, spec: BlockSpec, diags: Diagnostics) -> None:

@@ -33,6 +33,7 @@ V3_MAX_ADVERT = 40.95
 
 def check_config(config: KeepalivedConfig, diags: Diagnostics) -> KeepalivedConfig:
     """Return `config` normalised the way keepalived runs it; report every finding."""
+    config = _check_trackers(config, diags)
     subnets = _known_subnets(config)
     instances = [_check_instance(vi, config, subnets, diags) for vi in config.vrrp_instances]
     instances, groups = _check_sync_groups(instances, config.sync_groups, config, diags)
@@ -40,6 +41,33 @@ def check_config(config: KeepalivedConfig, diags: Diagnostics) -> KeepalivedConf
     servers = _check_virtual_servers(config, diags)
     return replace(
         config, vrrp_instances=tuple(instances), sync_groups=groups, virtual_servers=servers
+    )
+
+
+def _check_trackers(config: KeepalivedConfig, diags: Diagnostics) -> KeepalivedConfig:
+    """Tracker definitions without their target are removed, as keepalived does."""
+    scripts = []
+    for script in config.vrrp_scripts:
+        if script.script.strip():
+            scripts.append(script)
+        else:
+            diags.warning(script.loc, f"vrrp_script {script.name} has no 'script COMMAND'; removed")
+    files = []
+    for track in config.track_files:
+        if track.file:
+            files.append(track)
+        else:
+            diags.warning(track.loc, f"track_file {track.name} has no 'file PATH'; removed")
+    procs = []
+    for proc in config.track_processes:
+        if proc.process:
+            procs.append(proc)
+        else:
+            diags.warning(
+                proc.loc, f"vrrp_track_process {proc.name} has no 'process NAME'; removed"
+            )
+    return replace(
+        config, vrrp_scripts=tuple(scripts), track_files=tuple(files), track_processes=tuple(procs)
     )
 
 

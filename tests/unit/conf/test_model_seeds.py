@@ -43,6 +43,7 @@ def test_master_seed_model() -> None:
     assert [t.name for t in vi.track_scripts] == ["check_run"]
     assert vi.sync_group == "VG1"
     (script,) = config.vrrp_scripts
+    assert script.script == "/root/bin/nginx_check.sh"  # its line is indented with U+00A0
     assert (script.interval, script.timeout, script.weight, script.rise, script.fall) == (
         5,
         5,

@@ -163,3 +163,22 @@ def test_rule_without_preference_and_fwmark_protocol() -> None:
     assert sum("rule has no preference" in m for m in msgs) == 1
     assert any(m.startswith("7: protocol is ignored for a fwmark virtual server") for m in msgs)
     assert config.virtual_servers[0].key == ("fwmark", "3", "inet")
+
+
+def test_tracker_definitions_without_target_are_removed() -> None:
+    config, diags = build(
+        "vrrp_script s {\n interval 2\n}\ntrack_file f {\n weight 1\n}\n"
+        "vrrp_track_process p {\n quorum 1\n}\n"
+    )
+    assert warnings(diags) == [
+        "1: vrrp_script s has no 'script COMMAND'; removed",
+        "4: track_file f has no 'file PATH'; removed",
+        "7: vrrp_track_process p has no 'process NAME'; removed",
+    ]
+    assert (config.vrrp_scripts, config.track_files, config.track_processes) == ((), (), ())
+
+
+def test_notification_email_accepts_several_per_line() -> None:
+    config, diags = build("global_defs {\n notification_email {\n  a@x b@x\n  c@x\n }\n}\n")
+    assert not diags.errors
+    assert config.global_defs.notification_email == ("a@x", "b@x", "c@x")
