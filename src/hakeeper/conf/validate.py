@@ -230,13 +230,13 @@ def _check_instance(
         )
 
     _check_vip_subnets(vi, subnets, diags)
-    _check_track_refs(
+    track_scripts = _check_track_refs(
         vi.track_scripts, {s.name for s in config.vrrp_scripts}, "vrrp_script", name, diags
     )
-    _check_track_refs(
+    track_files = _check_track_refs(
         vi.track_files, {t.name for t in config.track_files}, "track_file", name, diags
     )
-    _check_track_refs(
+    track_processes = _check_track_refs(
         vi.track_processes,
         {t.name for t in config.track_processes},
         "vrrp_track_process",
@@ -245,6 +245,9 @@ def _check_instance(
     )
     return replace(
         vi,
+        track_scripts=track_scripts,
+        track_files=track_files,
+        track_processes=track_processes,
         version=version,
         advert_int=advert,
         auth_type=auth_type,
@@ -286,12 +289,17 @@ def _check_vip_subnets(
 
 def _check_track_refs(
     refs: tuple[TrackRef, ...], known: set[str], what: str, owner: str, diags: Diagnostics
-) -> None:
+) -> tuple[TrackRef, ...]:
+    """Drop references to undefined trackers (keepalived: "not found, ignoring")."""
+    kept = []
     for ref in refs:
-        if ref.name not in known:
+        if ref.name in known:
+            kept.append(ref)
+        else:
             diags.warning(
                 ref.loc, f"{owner} tracks unknown {what} '{ref.name}'; keepalived ignores it"
             )
+    return tuple(kept)
 
 
 def _check_sync_groups(

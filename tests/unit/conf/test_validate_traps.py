@@ -142,9 +142,10 @@ def test_unknown_track_script_and_sync_member() -> None:
     text = "vrrp_sync_group G {\n group {\n  VI_1\n  VI_9\n }\n}\n" + _instance(
         " track_script {\n  nosuch\n }\n"
     )
-    _, diags = build(text)
+    config, diags = build(text)
     msgs = warnings(diags)
     assert any("tracks unknown vrrp_script 'nosuch'" in m for m in msgs)
+    assert config.vrrp_instances[0].track_scripts == ()
     assert any("member 'VI_9' is not a vrrp_instance" in m for m in msgs)
 
 
