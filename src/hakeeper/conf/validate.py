@@ -311,6 +311,7 @@ def _check_sync_groups(
     by_name = {vi.name: i for i, vi in enumerate(instances)}
     scripts = {s.name: s for s in config.vrrp_scripts}
     member_of: dict[str, str] = {}
+    checked: list[SyncGroup] = []
     for group in groups:
         label = f"vrrp_sync_group {group.name}"
         if len(group.group) == 1:
@@ -336,7 +337,29 @@ def _check_sync_groups(
             if not group.sync_group_tracking_weight:
                 vi = _drop_weighted_trackers(vi, group.name, scripts, diags)
             instances[by_name[member]] = replace(vi, sync_group=group.name)
-    return instances, groups
+        checked.append(
+            replace(
+                group,
+                track_scripts=_check_track_refs(
+                    group.track_scripts, set(scripts), "vrrp_script", label, diags
+                ),
+                track_files=_check_track_refs(
+                    group.track_files,
+                    {t.name for t in config.track_files},
+                    "track_file",
+                    label,
+                    diags,
+                ),
+                track_processes=_check_track_refs(
+                    group.track_processes,
+                    {t.name for t in config.track_processes},
+                    "vrrp_track_process",
+                    label,
+                    diags,
+                ),
+            )
+        )
+    return instances, tuple(checked)
 
 
 def _drop_weighted_trackers(

@@ -183,3 +183,17 @@ def test_notification_email_accepts_several_per_line() -> None:
     config, diags = build("global_defs {\n notification_email {\n  a@x b@x\n  c@x\n }\n}\n")
     assert not diags.errors
     assert config.global_defs.notification_email == ("a@x", "b@x", "c@x")
+
+
+def test_sync_group_level_track_refs_are_checked() -> None:
+    text = (
+        "vrrp_script ok {\n script /bin/true\n}\n"
+        "vrrp_sync_group G {\n group {\n  VI_1\n }\n track_script {\n  ok weight 5\n  gone\n }\n}\n"
+        + _instance("")
+    )
+    config, diags = build(text)
+    (group,) = config.sync_groups
+    assert [(t.name, t.weight) for t in group.track_scripts] == [
+        ("ok", 5)
+    ]  # group level keeps weights
+    assert any("vrrp_sync_group G tracks unknown vrrp_script 'gone'" in m for m in warnings(diags))
