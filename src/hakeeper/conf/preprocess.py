@@ -6,8 +6,8 @@ quotes; `\\#`, `\\!` escape them), `@ID`/`@^ID` lines are kept or dropped agains
 config id, `$NAME=value` (multi-line with a trailing `\\`) defines a macro, `~SEQ`/`~SEQx`/
 `~LST` repeat the rest of the line with a variable bound, `$NAME`/`${NAME}` are
 replaced recursively, and `include GLOB` (plus the `includer|m|w|b|a` variants) splices
-other files in. The result is a flat list of logical lines of `Word`s (braces are
-separate words); `hakeeper.conf.lexer` builds the block tree from it.
+other files in. Each logical line's words go to `hakeeper.conf.blocks.TreeBuilder` at once;
+`hakeeper.conf.lexer` holds the public entry points.
 
 Deliberate differences from keepalived: no undetected include loops (an error), bounded
 expansion (line length, recursion depth, generated lines: errors instead of a hang),
@@ -19,15 +19,37 @@ a word, so `don't` stays one plain word.
 
 from __future__ import annotations
 
-import itertools
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from hakeeper.conf.blocks import TreeBuilder, make_node
 from hakeeper.conf.diagnostics import Diagnostics, Location
-from hakeeper.conf.tree import Word
+from hakeeper.conf.lexwords import (
+    LOC_SETTERS,
+    WORD_SETTERS,
+    WS,
+    c_unescape,
+    col_at,
+    cols_between,
+    decomment,
+    expand_braces,
+    parse_number,
+    tokenize_line,
+)
+from hakeeper.conf.tree import Node, Word
+
+__all__ = [
+    "FileReader",
+    "LexOptions",
+    "Preprocessor",
+    "c_unescape",
+    "decomment",
+    "expand_braces",
+    "parse_number",
+]
 
 if TYPE_CHECKING:
     import random
@@ -70,13 +92,6 @@ class LexOptions:
     max_total_chars: int = 32 * 1024 * 1024
 
 
-# -- characters -----------------------------------------------------------------
-
-_WS = " \t\f\v\r\n"
-_WORD_BREAK = _WS + "{}"
-_COMMENT_SPECIAL = re.compile(r"[#!\"'\\]")
-_TOKEN_SPECIAL = re.compile(r"[\"'\\]|\$\{")
-_FAST_TOKEN = re.compile(r"[{}]|[^\s{}]+")
 # A line needs the full pipeline when it may hold a comment, quote, escape, macro,
 # conditional or generator, or a character that str.split() and keepalived disagree on
 # as whitespace (anything but printable ASCII, tab and the CR of CRLF files). Includes
@@ -90,288 +105,10 @@ _REFERENCE = re.compile(
 _UNBRACED_END = " \t,)"
 _INCLUDE = re.compile(r"include([rmwba]?)[ \t]+(.*)\Z", re.S)
 _GLOB_MAGIC = re.compile(r"[*?\[]")
-_SIMPLE_ESCAPES = {
-    "a": "\a",
-    "b": "\b",
-    "E": "\x1b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-    "v": "\v",
-}
-_UNQUOTED_ESCAPABLE = "#!\"'{}"
-_HEX = "0123456789abcdefABCDEF"
-_OCT = "01234567"
 
 
 class _OverflowError(Exception):
     """Internal: an expansion exceeded a bound; caught per line, never escapes."""
-
-
-def decomment(line: str) -> tuple[int, int, bool]:
-    """Return (start, end, continued) of the meaningful part of a physical line.
-
-    Leading/trailing blanks and a `#`/`!` comment outside quotes are cut; a trailing
-    `\\` (outside quotes) is cut too and reported as `continued`.
-    """
-    stripped = line.lstrip(_WS)
-    start = len(line) - len(stripped)
-    if not stripped or stripped[0] in "#!":
-        return start, start, False
-    end = len(line)
-    cont = False
-    match = _COMMENT_SPECIAL.search(line, start)
-    if match is not None:
-        i = match.start()
-        n = len(line)
-        quote = ""
-        while i < n:
-            c = line[i]
-            if quote:
-                if c == "\\":
-                    i += 2
-                    continue
-                if c == quote:
-                    quote = ""
-            elif c == "\\":
-                if i + 1 >= n or line[i + 1] in "\r\n":
-                    end, cont = i, True
-                    break
-                i += 2
-                continue
-            elif c in "#!":
-                end = i
-                break
-            elif c == '"' or (c == "'" and (i == 0 or line[i - 1] in _WORD_BREAK)):
-                quote = c
-            i += 1
-    while end > start and line[end - 1] in _WS:
-        end -= 1
-    return start, end, cont
-
-
-def _col(cols: int | list[int], i: int) -> int:
-    if isinstance(cols, int):
-        return cols + i
-    if i < len(cols):
-        return cols[i]
-    return cols[-1] if cols else 1
-
-
-def _cols(cols: int | list[int], start: int, end: int) -> Iterable[int]:
-    if isinstance(cols, int):
-        return range(cols + start, cols + end)
-    return cols[start:end]
-
-
-def tokenize_line(
-    text: str, cols: int | list[int], file: str, line: int, diags: Diagnostics
-) -> list[Word]:
-    """Split one decommented, expanded line into words; `{` and `}` are words of their own."""
-    new = object.__new__
-    loc_file, loc_line, loc_col = _LOC_SET
-    w_text, w_loc, w_quoted = _WORD_SET
-    words: list[Word] = []
-    if _TOKEN_SPECIAL.search(text) is None:
-        for m in _FAST_TOKEN.finditer(text):
-            loc = new(Location)
-            loc_file(loc, file)
-            loc_line(loc, line)
-            loc_col(loc, _col(cols, m.start()))
-            word = new(Word)
-            w_text(word, m.group())
-            w_loc(word, loc)
-            w_quoted(word, False)
-            words.append(word)
-        return words
-    n = len(text)
-    i = 0
-    while i < n:
-        c = text[i]
-        if c in _WS:
-            i += 1
-            continue
-        start = i
-        if c in "{}":
-            words.append(Word(c, Location(file, line, _col(cols, i))))
-            i += 1
-            continue
-        buf: list[str] = []
-        quoted = False
-        while i < n:
-            c = text[i]
-            if c in _WORD_BREAK:
-                break
-            if c == '"' or (c == "'" and i == start):
-                quoted = True
-                i = _scan_quoted(text, i, buf)
-                if i < 0:
-                    diags.error(
-                        Location(file, line, _col(cols, start)),
-                        f"unterminated quoted string (missing closing {c})",
-                    )
-                    i = n
-                    break
-                continue
-            if c == "$" and i + 1 < n and text[i + 1] == "{":
-                # An unexpanded ${NAME} stays one word (keepalived would split it at '{').
-                close = text.find("}", i + 2)
-                if close > 0:
-                    buf.append(text[i : close + 1])
-                    i = close + 1
-                    continue
-            if c == "\\" and i + 1 < n and text[i + 1] in _UNQUOTED_ESCAPABLE:
-                buf.append(text[i + 1])
-                i += 2
-                continue
-            buf.append(c)
-            i += 1
-        words.append(Word("".join(buf), Location(file, line, _col(cols, start)), quoted))
-    return words
-
-
-def _scan_quoted(text: str, i: int, buf: list[str]) -> int:
-    """Append the contents of the quoted string at text[i]; return the index after the
-    closing quote, or -1 when it is unterminated (contents still appended).
-
-    Only an escaped quote character loses its backslash; every other backslash pair is
-    kept verbatim, as keepalived's generic reader keeps it (a `regex "^\\d+"` must
-    survive). Script-like keywords apply C escapes afterwards with `c_unescape`.
-    """
-    quote = text[i]
-    n = len(text)
-    i += 1
-    while i < n:
-        c = text[i]
-        if c == quote:
-            return i + 1
-        if c == "\\" and i + 1 < n:
-            nxt = text[i + 1]
-            if nxt == quote:
-                buf.append(nxt)
-            else:
-                buf.append(c + nxt)
-            i += 2
-            continue
-        buf.append(c)
-        i += 1
-    return -1
-
-
-def c_unescape(text: str) -> str:
-    """keepalived's escapes in quoted script strings (`alloc_strvec_quoted_escaped`):
-    `\\a \\b \\E \\f \\n \\r \\t \\v`, `\\xHH`, up to 3 octal digits, `\\cX` (control-X);
-    any other `\\C` is C. For `script`/`notify*` values, after lexing."""
-    if "\\" not in text:
-        return text
-    buf: list[str] = []
-    n = len(text)
-    i = 0
-    while i < n:
-        c = text[i]
-        if c != "\\" or i + 1 >= n:
-            buf.append(c)
-            i += 1
-            continue
-        i += 1
-        c = text[i]
-        if c == "x" and i + 1 < n and text[i + 1] in _HEX:
-            j = i + 1
-            while j < n and j < i + 3 and text[j] in _HEX:
-                j += 1
-            buf.append(chr(int(text[i + 1 : j], 16)))
-            i = j
-        elif c == "c" and i + 1 < n:
-            buf.append(chr(ord(text[i + 1]) & 0x1F))
-            i += 2
-        elif c in _OCT:
-            j = i
-            while j < n and j < i + 3 and text[j] in _OCT:
-                j += 1
-            buf.append(chr(int(text[i:j], 8) & 0xFF))
-            i = j
-        else:
-            buf.append(_SIMPLE_ESCAPES.get(c, c))
-            i += 1
-    return "".join(buf)
-
-
-def slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
-    """The raw slot setter of a frozen slots dataclass field (bypasses the frozen check).
-
-    Building ~10^5 frozen Words/Nodes through their generated __init__ costs about twice
-    as much; the objects built this way are identical and stay immutable afterwards.
-    """
-    setter: Callable[[object, object], None] = vars(cls)[name].__set__
-    return setter
-
-
-_LOC_SET = (
-    slot_setter(Location, "file"),
-    slot_setter(Location, "line"),
-    slot_setter(Location, "col"),
-)
-_WORD_SET = (slot_setter(Word, "text"), slot_setter(Word, "loc"), slot_setter(Word, "quoted"))
-
-
-def parse_number(text: str) -> int | None:
-    """A C `strtol(s, 0)`-style integer: decimal, 0x hex, leading-0 octal, optional sign."""
-    s = text.strip()
-    sign = 1
-    if s[:1] in "+-" and s:
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    if not s:
-        return None
-    try:
-        if s[:2] in ("0x", "0X"):
-            return sign * int(s[2:], 16)
-        if len(s) > 1 and s[0] == "0":
-            return sign * int(s[1:], 8)
-        if not s.isdigit():
-            return None
-        return sign * int(s)
-    except ValueError:
-        return None
-
-
-def expand_braces(pattern: str, limit: int = 1024) -> list[str]:
-    """Shell/GLOB_BRACE `{a,b}` alternation (nested; `\\{` is literal); at most `limit`."""
-    depth = 0
-    open_at = -1
-    commas: list[int] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            if depth == 0:
-                open_at = i
-                commas = []
-            depth += 1
-        elif c == "}" and depth > 0:
-            depth -= 1
-            if depth == 0:
-                if not commas:
-                    open_at = -1
-                    i += 1
-                    continue
-                head, tail = pattern[:open_at], pattern[i + 1 :]
-                bounds = [open_at, *commas, i]
-                out: list[str] = []
-                for a, b in itertools.pairwise(bounds):
-                    for rest in expand_braces(pattern[a + 1 : b] + tail, limit):
-                        out.append(head + rest)
-                        if len(out) >= limit:
-                            return out
-                return out
-        elif c == "," and depth == 1:
-            commas.append(i)
-        i += 1
-    return [pattern]
 
 
 @dataclass(slots=True)
@@ -390,7 +127,7 @@ class _Line:
     line: int
 
     def loc(self, i: int = 0) -> Location:
-        return Location(self.file, self.line, _col(self.cols, i))
+        return Location(self.file, self.line, col_at(self.cols, i))
 
     def cut(self, i: int) -> _Line:
         cols = self.cols + i if isinstance(self.cols, int) else self.cols[i:]
@@ -411,7 +148,7 @@ class Preprocessor:
         self.diags = diags
         self.opt = options
         self.reader = reader
-        self.lines: list[list[Word]] = []
+        self.tree = TreeBuilder(diags)
         self._macros: dict[str, _Macro] = {}
         self._stack: list[str] = []
         self._pwd = "."
@@ -425,13 +162,14 @@ class Preprocessor:
 
     # -- files -------------------------------------------------------------------
 
-    def run(self, text: str, filename: str) -> list[list[Word]]:
+    def run(self, text: str, filename: str) -> tuple[Node, ...]:
+        """Preprocess `text` (named `filename`) and what it includes; return the tree."""
         try:
             absolute = self.reader.absolute(filename)
         except (OSError, ValueError):
             absolute = filename
         self._file(text, filename, absolute)
-        return self.lines
+        return self.tree.finish()
 
     def _file(self, text: str, name: str, absolute: str) -> None:
         saved = (self._pwd, self._display_dir)
@@ -453,9 +191,9 @@ class Preprocessor:
         lineno = 0
         slow_line = _SLOW_LINE.search
         new = object.__new__
-        loc_file, loc_line, loc_col = _LOC_SET
-        w_text, w_loc, w_quoted = _WORD_SET
-        out = self.lines
+        loc_file, loc_line, loc_col = LOC_SETTERS
+        w_text, w_loc, w_quoted = WORD_SETTERS
+        tree = self.tree
         for physical in text.split("\n"):
             lineno += 1
             raw = physical
@@ -470,8 +208,9 @@ class Preprocessor:
                 tokens = raw.split()
                 if not tokens:
                     continue
+                braces = "{" in raw or "}" in raw
                 if not tokens[0].startswith("include") and (
-                    ("{" not in raw and "}" not in raw)
+                    not braces
                     or tokens.count("{") + tokens.count("}") == raw.count("{") + raw.count("}")
                 ):
                     # Hot path (most lines): nothing to decomment, expand or include.
@@ -491,13 +230,17 @@ class Preprocessor:
                         w_quoted(word, False)
                         words.append(word)
                         pos += len(token)
-                    out.append(words)
+                    if braces:
+                        tree.line(words)
+                    else:  # the commonest line: one plain statement
+                        tree.stack[-1].children.append(make_node(words[0], tuple(words[1:])))
+                        tree.pending = True
                     continue
             if self._stopped:
                 return
             start, end, cont = decomment(raw)
             if pending is not None:
-                if not raw.strip(_WS):
+                if not raw.strip(WS):
                     pending = self._finish_macro(pending)
                 elif start != end or cont:
                     if start != end:
@@ -588,7 +331,7 @@ class Preprocessor:
                 return None
         words = tokenize_line(text, ln.cols, ln.file, ln.line, self.diags)
         if words:
-            self.lines.append(words)
+            self.tree.line(words)
         if depth or not isinstance(ln.cols, int):  # generated or expanded: count growth
             self._count_chars(len(text), ln.loc())
         for more, col in extra:
@@ -734,7 +477,7 @@ class Preprocessor:
             if not stop:
                 value = self._expand_value(value, loc, 1, length + start - pos)
             pieces.append(text[pos:start])
-            cols.extend(_cols(ln.cols, pos, start))
+            cols.extend(cols_between(ln.cols, pos, start))
             pieces.append(value)
             cols.extend([loc.col] * len(value))
             length += start - pos + len(value)
@@ -749,7 +492,7 @@ class Preprocessor:
         if not changed:
             return None
         pieces.append(text[pos:])
-        cols.extend(_cols(ln.cols, pos, len(text)))
+        cols.extend(cols_between(ln.cols, pos, len(text)))
         new_text = "".join(pieces)
         # Like keepalived, decomment again: a '#' or '!' that a macro (say ${_HASH})
         # put outside quotes starts a comment. This also restores the invariant of no
@@ -887,7 +630,7 @@ class Preprocessor:
     # -- includes ----------------------------------------------------------------------
 
     def _include(self, ln: _Line, variant: str, target: str) -> None:
-        pattern = target.strip(_WS)
+        pattern = target.strip(WS)
         if len(pattern) >= 2 and pattern[0] == pattern[-1] and pattern[0] in "\"'":
             pattern = pattern[1:-1]
         keyword = "include" + variant

@@ -9,7 +9,7 @@ import pytest
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.files import MemoryFiles
 from hakeeper.conf.lexer import LexOptions, parse_keepalived_file, parse_keepalived_text
-from hakeeper.conf.preprocess import c_unescape
+from hakeeper.conf.lexwords import c_unescape
 from hakeeper.conf.tree import Node
 
 SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "keepalived-samples"

@@ -9,7 +9,7 @@ import pytest
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.files import MemoryFiles
 from hakeeper.conf.lexer import LexOptions, parse_keepalived_file, parse_keepalived_text
-from hakeeper.conf.preprocess import decomment, expand_braces, parse_number
+from hakeeper.conf.lexwords import decomment, expand_braces, parse_number
 from hakeeper.conf.tree import Node
 
 

@@ -1,0 +1,294 @@
+"""keepalived.conf words: comment cutting, tokenizing one line, quotes and escapes.
+
+The character-level half of keepalived's reader (lib/parser.c `decomment`,
+`alloc_strvec`, `alloc_strvec_quoted_escaped`), re-implemented: `#`/`!` start a comment
+outside quotes (`\\#`, `\\!` escape them), whitespace separates words, `{` and `}` are
+words of their own, `"..."` (anywhere) and `'...'` (at the start of a word) quote.
+Inside quotes only an escaped quote loses its backslash, as keepalived's generic reader
+keeps backslashes; `c_unescape` applies the C escapes keepalived gives script strings.
+Also the small parsers the preprocessor shares: strtol-like numbers and `{a,b}` globs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable
+
+from hakeeper.conf.blocks import slot_setter
+from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.tree import Word
+
+WS = " \t\f\v\r\n"
+WORD_BREAK = WS + "{}"
+_COMMENT_SPECIAL = re.compile(r"[#!\"'\\]")
+_TOKEN_SPECIAL = re.compile(r"[\"'\\]|\$\{")
+_FAST_TOKEN = re.compile(r"[{}]|[^\s{}]+")
+_SIMPLE_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "E": "\x1b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+_UNQUOTED_ESCAPABLE = "#!\"'{}"
+_HEX = "0123456789abcdefABCDEF"
+_OCT = "01234567"
+
+
+def decomment(line: str) -> tuple[int, int, bool]:
+    """Return (start, end, continued) of the meaningful part of a physical line.
+
+    Leading/trailing blanks and a `#`/`!` comment outside quotes are cut; a trailing
+    `\\` (outside quotes) is cut too and reported as `continued`.
+    """
+    stripped = line.lstrip(WS)
+    start = len(line) - len(stripped)
+    if not stripped or stripped[0] in "#!":
+        return start, start, False
+    end = len(line)
+    cont = False
+    match = _COMMENT_SPECIAL.search(line, start)
+    if match is not None:
+        i = match.start()
+        n = len(line)
+        quote = ""
+        while i < n:
+            c = line[i]
+            if quote:
+                if c == "\\":
+                    i += 2
+                    continue
+                if c == quote:
+                    quote = ""
+            elif c == "\\":
+                if i + 1 >= n or line[i + 1] in "\r\n":
+                    end, cont = i, True
+                    break
+                i += 2
+                continue
+            elif c in "#!":
+                end = i
+                break
+            elif c == '"' or (c == "'" and (i == 0 or line[i - 1] in WORD_BREAK)):
+                quote = c
+            i += 1
+    while end > start and line[end - 1] in WS:
+        end -= 1
+    return start, end, cont
+
+
+def col_at(cols: int | list[int], i: int) -> int:
+    if isinstance(cols, int):
+        return cols + i
+    if i < len(cols):
+        return cols[i]
+    return cols[-1] if cols else 1
+
+
+def cols_between(cols: int | list[int], start: int, end: int) -> Iterable[int]:
+    if isinstance(cols, int):
+        return range(cols + start, cols + end)
+    return cols[start:end]
+
+
+def tokenize_line(
+    text: str, cols: int | list[int], file: str, line: int, diags: Diagnostics
+) -> list[Word]:
+    """Split one decommented, expanded line into words; `{` and `}` are words of their own."""
+    new = object.__new__
+    loc_file, loc_line, loc_col = LOC_SETTERS
+    w_text, w_loc, w_quoted = WORD_SETTERS
+    words: list[Word] = []
+    if _TOKEN_SPECIAL.search(text) is None:
+        for m in _FAST_TOKEN.finditer(text):
+            loc = new(Location)
+            loc_file(loc, file)
+            loc_line(loc, line)
+            loc_col(loc, col_at(cols, m.start()))
+            word = new(Word)
+            w_text(word, m.group())
+            w_loc(word, loc)
+            w_quoted(word, False)
+            words.append(word)
+        return words
+    n = len(text)
+    i = 0
+    while i < n:
+        c = text[i]
+        if c in WS:
+            i += 1
+            continue
+        start = i
+        if c in "{}":
+            words.append(Word(c, Location(file, line, col_at(cols, i))))
+            i += 1
+            continue
+        buf: list[str] = []
+        quoted = False
+        while i < n:
+            c = text[i]
+            if c in WORD_BREAK:
+                break
+            if c == '"' or (c == "'" and i == start):
+                quoted = True
+                i = _scan_quoted(text, i, buf)
+                if i < 0:
+                    diags.error(
+                        Location(file, line, col_at(cols, start)),
+                        f"unterminated quoted string (missing closing {c})",
+                    )
+                    i = n
+                    break
+                continue
+            if c == "$" and i + 1 < n and text[i + 1] == "{":
+                # An unexpanded ${NAME} stays one word (keepalived would split it at '{').
+                close = text.find("}", i + 2)
+                if close > 0:
+                    buf.append(text[i : close + 1])
+                    i = close + 1
+                    continue
+            if c == "\\" and i + 1 < n and text[i + 1] in _UNQUOTED_ESCAPABLE:
+                buf.append(text[i + 1])
+                i += 2
+                continue
+            buf.append(c)
+            i += 1
+        words.append(Word("".join(buf), Location(file, line, col_at(cols, start)), quoted))
+    return words
+
+
+def _scan_quoted(text: str, i: int, buf: list[str]) -> int:
+    """Append the contents of the quoted string at text[i]; return the index after the
+    closing quote, or -1 when it is unterminated (contents still appended).
+
+    Only an escaped quote character loses its backslash; every other backslash pair is
+    kept verbatim, as keepalived's generic reader keeps it (a `regex "^\\d+"` must
+    survive). Script-like keywords apply C escapes afterwards with `c_unescape`.
+    """
+    quote = text[i]
+    n = len(text)
+    i += 1
+    while i < n:
+        c = text[i]
+        if c == quote:
+            return i + 1
+        if c == "\\" and i + 1 < n:
+            nxt = text[i + 1]
+            if nxt == quote:
+                buf.append(nxt)
+            else:
+                buf.append(c + nxt)
+            i += 2
+            continue
+        buf.append(c)
+        i += 1
+    return -1
+
+
+def c_unescape(text: str) -> str:
+    """keepalived's escapes in quoted script strings (`alloc_strvec_quoted_escaped`):
+    `\\a \\b \\E \\f \\n \\r \\t \\v`, `\\xHH`, up to 3 octal digits, `\\cX` (control-X);
+    any other `\\C` is C. For `script`/`notify*` values, after lexing."""
+    if "\\" not in text:
+        return text
+    buf: list[str] = []
+    n = len(text)
+    i = 0
+    while i < n:
+        c = text[i]
+        if c != "\\" or i + 1 >= n:
+            buf.append(c)
+            i += 1
+            continue
+        i += 1
+        c = text[i]
+        if c == "x" and i + 1 < n and text[i + 1] in _HEX:
+            j = i + 1
+            while j < n and j < i + 3 and text[j] in _HEX:
+                j += 1
+            buf.append(chr(int(text[i + 1 : j], 16)))
+            i = j
+        elif c == "c" and i + 1 < n:
+            buf.append(chr(ord(text[i + 1]) & 0x1F))
+            i += 2
+        elif c in _OCT:
+            j = i
+            while j < n and j < i + 3 and text[j] in _OCT:
+                j += 1
+            buf.append(chr(int(text[i:j], 8) & 0xFF))
+            i = j
+        else:
+            buf.append(_SIMPLE_ESCAPES.get(c, c))
+            i += 1
+    return "".join(buf)
+
+
+LOC_SETTERS = (
+    slot_setter(Location, "file"),
+    slot_setter(Location, "line"),
+    slot_setter(Location, "col"),
+)
+WORD_SETTERS = (slot_setter(Word, "text"), slot_setter(Word, "loc"), slot_setter(Word, "quoted"))
+
+
+def parse_number(text: str) -> int | None:
+    """A C `strtol(s, 0)`-style integer: decimal, 0x hex, leading-0 octal, optional sign."""
+    s = text.strip()
+    sign = 1
+    if s[:1] in "+-" and s:
+        sign = -1 if s[0] == "-" else 1
+        s = s[1:]
+    if not s:
+        return None
+    try:
+        if s[:2] in ("0x", "0X"):
+            return sign * int(s[2:], 16)
+        if len(s) > 1 and s[0] == "0":
+            return sign * int(s[1:], 8)
+        if not s.isdigit():
+            return None
+        return sign * int(s)
+    except ValueError:
+        return None
+
+
+def expand_braces(pattern: str, limit: int = 1024) -> list[str]:
+    """Shell/GLOB_BRACE `{a,b}` alternation (nested; `\\{` is literal); at most `limit`."""
+    depth = 0
+    open_at = -1
+    commas: list[int] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            if depth == 0:
+                open_at = i
+                commas = []
+            depth += 1
+        elif c == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                if not commas:
+                    open_at = -1
+                    i += 1
+                    continue
+                head, tail = pattern[:open_at], pattern[i + 1 :]
+                bounds = [open_at, *commas, i]
+                out: list[str] = []
+                for a, b in itertools.pairwise(bounds):
+                    for rest in expand_braces(pattern[a + 1 : b] + tail, limit):
+                        out.append(head + rest)
+                        if len(out) >= limit:
+                            return out
+                return out
+        elif c == "," and depth == 1:
+            commas.append(i)
+        i += 1
+    return [pattern]
