@@ -23,7 +23,7 @@ WS = " \t\f\v\r\n"
 WORD_BREAK = WS + "{}"
 _COMMENT_SPECIAL = re.compile(r"[#!\"'\\]")
 _TOKEN_SPECIAL = re.compile(r"[\"'\\]|\$\{")
-_FAST_TOKEN = re.compile(r"[{}]|[^\s{}]+")
+_FAST_TOKEN = re.compile(r"[{}]|[^ \t\f\v\r\n{}]+")  # keepalived whitespace only
 _SIMPLE_ESCAPES = {
     "a": "\a",
     "b": "\b",

@@ -190,6 +190,14 @@ def test_open_brace_without_keyword_is_an_error_and_its_content_is_kept() -> Non
     assert shape(nodes) == [{("a",): []}, ("b",), ("c",)]
 
 
+def test_only_ascii_blanks_separate_words() -> None:
+    # keepalived splits on " \\t\\f\\n\\r\\v"; a no-break space or \\x1c is part of a word,
+    # on the hot path and on the full pipeline alike.
+    nodes, diags = lex("a\xa0b c\x1cd\nx\xa0y # comment\n")
+    assert not diags.items
+    assert shape(nodes) == [("a\xa0b", "c\x1cd"), ("x\xa0y",)]
+
+
 def test_crlf_and_blank_lines() -> None:
     nodes, diags = lex("a {\r\n\r\n  b 1\r\n}\r\n")
     assert not diags.items

@@ -179,3 +179,65 @@ def test_large_config_lexes_in_linear_time() -> None:
     assert not diags.items
     assert _check_tree(nodes) == 1 + 1 + 400 * (3 + 5 * 4)
     assert elapsed < 5  # generous: ~0.1 s on an idle laptop
+
+
+# -- round trip: a random well-formed tree, printed in random layouts, lexes back ---------
+
+_WORD = st.text(alphabet="abcxyz0189_./:-", min_size=1, max_size=8).filter(
+    lambda w: not w.startswith("include")
+)
+_QUOTED = st.text(alphabet="ab c#!{}'$", min_size=0, max_size=8)
+_ARG = st.one_of(_WORD.map(lambda w: (w, False)), _QUOTED.map(lambda q: (q, True)))
+
+
+def _statements(depth: int) -> st.SearchStrategy[list[tuple[str, list[tuple[str, bool]], object]]]:
+    children: st.SearchStrategy[object] = (
+        st.one_of(st.none(), st.deferred(lambda: _statements(depth - 1)))
+        if depth > 0
+        else st.none()
+    )
+    return st.lists(st.tuples(_WORD, st.lists(_ARG, max_size=3), children), max_size=4)
+
+
+def _render(stmts: list[tuple[str, list[tuple[str, bool]], object]], layout: st.DataObject) -> str:
+    out: list[str] = []
+    for keyword, args, children in stmts:
+        words = [keyword] + [
+            '"' + text.replace('"', '\\"') + '"' if quoted else text for text, quoted in args
+        ]
+        line = " ".join(words)
+        if children is None:
+            out.append(line + layout.draw(st.sampled_from(["", "  # note", "\t! note"])) + "\n")
+            continue
+        brace = layout.draw(st.sampled_from([" {", "{", "\n{", "\n\n  {"]))
+        body = _render(children, layout)  # type: ignore[arg-type]
+        out.append(line + brace + "\n" + body + layout.draw(st.sampled_from(["}", "  }"])) + "\n")
+    return "".join(out)
+
+
+def _expected(stmts: list[tuple[str, list[tuple[str, bool]], object]]) -> list[object]:
+    got: list[object] = []
+    for keyword, args, children in stmts:
+        item = (keyword, tuple(args))
+        got.append({item: _expected(children)} if children is not None else item)  # type: ignore[arg-type]
+    return got
+
+
+def _actual(nodes: tuple[Node, ...]) -> list[object]:
+    got: list[object] = []
+    for n in nodes:
+        item = (n.name, tuple((w.text, w.quoted) for w in n.args))
+        got.append({item: _actual(n.children)} if n.children is not None else item)
+    return got
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_statements(3), st.data())
+def test_keepalived_round_trip(
+    stmts: list[tuple[str, list[tuple[str, bool]], object]], layout: st.DataObject
+) -> None:
+    text = _render(stmts, layout)
+    diags = Diagnostics()
+    nodes = parse_keepalived_text(text, "k.conf", diags, options=LexOptions(files=MemoryFiles({})))
+    assert not diags.items, text
+    assert _actual(nodes) == _expected(stmts), text
