@@ -9,22 +9,50 @@ tests and `hakeeper check` on text without touching the disk.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob as globmod
 import os
 import posixpath
 import socket
+import stat
 from collections.abc import Mapping
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+"""Config files larger than this are refused (an include glob could hit /proc/kcore)."""
 
 
 class OsFiles:
-    """Read config files from disk (bytes decoded as UTF-8 with surrogateescape)."""
+    """Read config files from disk (bytes decoded as UTF-8 with surrogateescape).
+
+    Like keepalived (`check_glob_file`), only regular, non-executable files are read;
+    the file is opened non-blocking so a FIFO or device matched by a glob cannot hang
+    the reader, and anything over `MAX_FILE_BYTES` is refused.
+    """
 
     def read_text(self, path: str) -> str:
-        if os.path.isdir(path):
-            raise IsADirectoryError(21, "is a directory", path)
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", errors="surrogateescape")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", path)
+            if st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+                raise OSError(errno.EPERM, "is executable (keepalived refuses it)", path)
+            chunks: list[bytes] = []
+            remaining = MAX_FILE_BYTES + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            os.close(fd)
+        if remaining <= 0:
+            raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES} bytes", path)
+        return b"".join(chunks).decode("utf-8", errors="surrogateescape")
 
     def glob(self, pattern: str) -> list[str]:
         return sorted(p for p in globmod.glob(pattern) if not os.path.isdir(p))
