@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_daemon_vrrp import A_IP, B_IP, VIP, Node, nodes  # noqa: F401 (fixture)
+from test_daemon_vrrp import A_IP, B_IP, VIP, Node, nodes, workdir  # noqa: F401 (fixtures)
 
 from hakeeper.lab.netns import wait_until
 
@@ -68,11 +68,11 @@ class Keepalived:
 @pytest.mark.parametrize("version", [2, 3])
 def test_hakeeper_master_keepalived_backup(
     nodes: tuple[Node, Node],  # noqa: F811
-    tmp_path: Path,
+    workdir: Path,  # noqa: F811
     version: int,
 ) -> None:
     a, b = nodes
-    ka = Keepalived(b, tmp_path)
+    ka = Keepalived(b, workdir)
     ka.start(conf(version, 100))
     a.start(conf(version, 150))
     a.wait_state("MASTER", timeout=8.0)
@@ -87,11 +87,11 @@ def test_hakeeper_master_keepalived_backup(
 @pytest.mark.parametrize("version", [2, 3])
 def test_keepalived_master_hakeeper_backup(
     nodes: tuple[Node, Node],  # noqa: F811
-    tmp_path: Path,
+    workdir: Path,  # noqa: F811
     version: int,
 ) -> None:
     a, b = nodes
-    ka = Keepalived(a, tmp_path)
+    ka = Keepalived(a, workdir)
     ka.start(conf(version, 150))
     wait_until(lambda: a.has(VIP), timeout=8.0, what="keepalived master")
     b.start(conf(version, 100))

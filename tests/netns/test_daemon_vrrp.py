@@ -9,10 +9,13 @@ to a few hundred ms, so the whole module runs in well under a minute.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +134,18 @@ class Node:
 
 
 @pytest.fixture
-def nodes(lab: Lab, tmp_path: Path) -> tuple[Node, Node]:
+def workdir() -> Iterator[Path]:
+    """A private directory (not tmp_path: concurrent pytest sessions on this machine prune
+    each other's basetemp, which would pull config files from under running daemons)."""
+    path = Path(tempfile.mkdtemp(prefix="hkdaemon-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def nodes(lab: Lab, workdir: Path) -> tuple[Node, Node]:
     sw = lab.add_switch()
     a = lab.add_ns("a")
     b = lab.add_ns("b")
@@ -141,7 +155,7 @@ def nodes(lab: Lab, tmp_path: Path) -> tuple[Node, Node]:
     lab.addr(b, "eth0", f"{B_IP}/24")
     lab.addr(a, "eth0", "2001:db8:18::1/64")
     lab.addr(b, "eth0", "2001:db8:18::2/64")
-    return Node(lab, a, "a", tmp_path), Node(lab, b, "b", tmp_path)
+    return Node(lab, a, "a", workdir), Node(lab, b, "b", workdir)
 
 
 def _elapsed_until(pred: Any, timeout: float) -> float:
@@ -212,9 +226,9 @@ def test_sigterm_sends_priority_zero_and_removes_vips(nodes: tuple[Node, Node]) 
     assert not a.pid_file.exists()
 
 
-def test_track_script_failure_moves_vip_and_back(nodes: tuple[Node, Node], tmp_path: Path) -> None:
+def test_track_script_failure_moves_vip_and_back(nodes: tuple[Node, Node], workdir: Path) -> None:
     a, b = nodes
-    flag = tmp_path / "healthy"
+    flag = workdir / "healthy"
     flag.write_text("ok")
     script = f"""
 vrrp_script chk {{
@@ -296,9 +310,9 @@ def test_ipv6_vrrpv3(nodes: tuple[Node, Node]) -> None:
     wait_until(lambda: b.has(VIP6), timeout=FAILOVER_TIMEOUT, what="IPv6 VIP on b")
 
 
-def test_sync_group_moves_together(nodes: tuple[Node, Node], tmp_path: Path) -> None:
+def test_sync_group_moves_together(nodes: tuple[Node, Node], workdir: Path) -> None:
     a, b = nodes
-    flag = tmp_path / "svc_up"
+    flag = workdir / "svc_up"
     flag.write_text("ok")
     vip2 = "198.18.0.101"
     group = """
@@ -345,11 +359,11 @@ vrrp_script chk {{
 
 
 def test_sighup_reload_keeps_state_and_rejects_bad_config(
-    nodes: tuple[Node, Node], tmp_path: Path
+    nodes: tuple[Node, Node], workdir: Path
 ) -> None:
     a, b = nodes
-    notify_out = tmp_path / "notify.txt"
-    notify = tmp_path / "notify.sh"
+    notify_out = workdir / "notify.txt"
+    notify = workdir / "notify.sh"
     notify.write_text(f'#!/bin/sh\necho "$@" >> {notify_out}\n')
     notify.chmod(0o755)
     vi1 = instance_conf(prio=150, extra=f"notify {notify}")
