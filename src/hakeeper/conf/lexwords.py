@@ -20,10 +20,13 @@ from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.tree import Word
 
 WS = " \t\f\v\r\n"
-WORD_BREAK = WS + "{}"
+"""keepalived's blanks. Python's other ones (U+00A0 pasted from web pages, ...) also
+separate words here, as the user meant; `ODD_BLANK` finds them so the preprocessor can
+say that keepalived itself would keep them inside words."""
+ODD_BLANK = re.compile(r"[^\S \t\n\r\f\v]")
 _COMMENT_SPECIAL = re.compile(r"[#!\"'\\]")
 _TOKEN_SPECIAL = re.compile(r"[\"'\\]|\$\{")
-_FAST_TOKEN = re.compile(r"[{}]|[^ \t\f\v\r\n{}]+")  # keepalived whitespace only
+_FAST_TOKEN = re.compile(r"[{}]|[^\s{}]+")
 _SIMPLE_ESCAPES = {
     "a": "\a",
     "b": "\b",
@@ -39,13 +42,17 @@ _HEX = "0123456789abcdefABCDEF"
 _OCT = "01234567"
 
 
+def _breaks(c: str) -> bool:
+    return c.isspace() or c in "{}"
+
+
 def decomment(line: str) -> tuple[int, int, bool]:
     """Return (start, end, continued) of the meaningful part of a physical line.
 
     Leading/trailing blanks and a `#`/`!` comment outside quotes are cut; a trailing
     `\\` (outside quotes) is cut too and reported as `continued`.
     """
-    stripped = line.lstrip(WS)
+    stripped = line.lstrip()
     start = len(line) - len(stripped)
     if not stripped or stripped[0] in "#!":
         return start, start, False
@@ -73,10 +80,10 @@ def decomment(line: str) -> tuple[int, int, bool]:
             elif c in "#!":
                 end = i
                 break
-            elif c == '"' or (c == "'" and (i == 0 or line[i - 1] in WORD_BREAK)):
+            elif c == '"' or (c == "'" and (i == 0 or _breaks(line[i - 1]))):
                 quote = c
             i += 1
-    while end > start and line[end - 1] in WS:
+    while end > start and line[end - 1].isspace():
         end -= 1
     return start, end, cont
 
@@ -119,7 +126,7 @@ def tokenize_line(
     i = 0
     while i < n:
         c = text[i]
-        if c in WS:
+        if c.isspace():
             i += 1
             continue
         start = i
@@ -131,7 +138,7 @@ def tokenize_line(
         quoted = False
         while i < n:
             c = text[i]
-            if c in WORD_BREAK:
+            if _breaks(c):
                 break
             if c == '"' or (c == "'" and i == start):
                 quoted = True

@@ -29,8 +29,8 @@ from hakeeper.conf.blocks import TreeBuilder, make_node
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.lexwords import (
     LOC_SETTERS,
+    ODD_BLANK,
     WORD_SETTERS,
-    WS,
     c_unescape,
     col_at,
     cols_between,
@@ -189,6 +189,8 @@ class Preprocessor:
     def _physical_lines(self, text: str, name: str) -> None:
         pending: _Macro | None = None
         lineno = 0
+        odd_lines = 0
+        odd_first: Location | None = None
         slow_line = _SLOW_LINE.search
         new = object.__new__
         loc_file, loc_line, loc_col = LOC_SETTERS
@@ -238,9 +240,14 @@ class Preprocessor:
                     continue
             if self._stopped:
                 return
+            odd = ODD_BLANK.search(raw)
+            if odd is not None:
+                odd_lines += 1
+                if odd_first is None:
+                    odd_first = Location(name, lineno, odd.start() + 1)
             start, end, cont = decomment(raw)
             if pending is not None:
-                if not raw.strip(WS):
+                if not raw.strip():
                     pending = self._finish_macro(pending)
                 elif start != end or cont:
                     if start != end:
@@ -256,6 +263,12 @@ class Preprocessor:
                 continue
             ln = _Line(raw[start:end], start + 1, name, lineno)
             pending = self._process(ln, 0, cont)
+        if odd_first is not None:
+            self.diags.warning(
+                odd_first,
+                f"non-ASCII blanks (e.g. U+00A0) read as spaces on {odd_lines} line(s) of this "
+                "file; keepalived itself would keep them inside words",
+            )
         self._count_chars(len(text), Location(name, lineno, 1))
 
     def _count_chars(self, n: int, loc: Location) -> None:
@@ -345,7 +358,7 @@ class Preprocessor:
         ofs = 2 if negate else 1
         end = ofs
         n = len(text)
-        while end < n and text[end] not in " \t":
+        while end < n and not text[end].isspace():
             end += 1
         if end >= n:
             return None
@@ -353,7 +366,7 @@ class Preprocessor:
         matches = config_id is not None and text[ofs:end] == config_id
         if matches == negate:
             return None
-        while end < n and text[end] in " \t":
+        while end < n and text[end].isspace():
             end += 1
         return ln.cut(end)
 
@@ -630,7 +643,7 @@ class Preprocessor:
     # -- includes ----------------------------------------------------------------------
 
     def _include(self, ln: _Line, variant: str, target: str) -> None:
-        pattern = target.strip(WS)
+        pattern = target.strip()
         if len(pattern) >= 2 and pattern[0] == pattern[-1] and pattern[0] in "\"'":
             pattern = pattern[1:-1]
         keyword = "include" + variant

@@ -190,12 +190,16 @@ def test_open_brace_without_keyword_is_an_error_and_its_content_is_kept() -> Non
     assert shape(nodes) == [{("a",): []}, ("b",), ("c",)]
 
 
-def test_only_ascii_blanks_separate_words() -> None:
-    # keepalived splits on " \\t\\f\\n\\r\\v"; a no-break space or \\x1c is part of a word,
-    # on the hot path and on the full pipeline alike.
-    nodes, diags = lex("a\xa0b c\x1cd\nx\xa0y # comment\n")
-    assert not diags.items
-    assert shape(nodes) == [("a\xa0b", "c\x1cd"), ("x\xa0y",)]
+def test_non_ascii_blanks_separate_words_with_one_warning_per_file() -> None:
+    # keepalived splits on " \\t\\f\\n\\r\\v" only; U+00A0 pasted from a web page is read
+    # as the blank the user meant, on every path, and said once per file.
+    text = '\xa0 global_defs {\n\xa0\xa0 router_id\xa0a b # c\n\xa0 script "x\xa0y"\n}\n'
+    nodes, diags = lex(text)
+    assert shape(nodes) == [{("global_defs",): [("router_id", "a", "b"), ("script", "x\xa0y")]}]
+    assert messages(diags) == [
+        "k.conf:1:1: warning: non-ASCII blanks (e.g. U+00A0) read as spaces on 3 line(s) "
+        "of this file; keepalived itself would keep them inside words"
+    ]
 
 
 def test_crlf_and_blank_lines() -> None:
