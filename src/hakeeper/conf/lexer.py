@@ -3,10 +3,10 @@
 keepalived dialect (keepalived.conf(5), lib/parser.c): a statement ends at the end of
 its line; `{` opens a block, on the keyword's line or alone on the next line; several
 braces and statements may share a line (`virtual_ipaddress { 10.0.0.1 }`, `} }`).
-Comments, quotes, `@ID` lines, macros, generators and includes are handled first by
-`hakeeper.conf.preprocess`. nginx dialect (nginx's ngx_conf_read_token): statements end
-at `;`, `#` comments start at a token, `"`/`'` strings with `\\` escapes, `$var` and
-`include` are left to the nginx reader.
+Comments, quotes and words are `hakeeper.conf.lexwords`; `@ID` lines, macros,
+generators and includes `hakeeper.conf.preprocess`; blocks `hakeeper.conf.blocks`.
+nginx dialect (nginx's ngx_conf_read_token): statements end at `;`, `#` comments start
+at a token, `"`/`'` strings with `\\` escapes, `$var` and `include` are left to the nginx reader.
 
 Every problem goes to the `Diagnostics` sink; any input (binary junk, 10^5 braces,
 macro bombs) ends in a tree plus diagnostics in bounded time, never an exception.

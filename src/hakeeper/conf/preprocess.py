@@ -14,7 +14,11 @@ expansion (line length, recursion depth, generated lines: errors instead of a ha
 a warning for undefined `${NAME}` / unquoted `$NAME`, a warning when a defined `$NAME`
 is glued to text (keepalived silently leaves it unexpanded: write `${NAME}`), and
 `${_ENV VAR}` for environment values. A `'` opens a quoted string only at the start of
-a word, so `don't` stays one plain word.
+a word, so `don't` stays one plain word (keepalived's comment cutter ignores `'`
+altogether). An unexpanded `${NAME}` stays one word. `$NAME = v` (blank before `=`),
+which keepalived reads as a keyword, is an error. Non-ASCII blanks separate words, with
+a warning. Only keepalived's generic reading of quotes is applied (backslashes kept);
+`lexwords.c_unescape` gives script strings keepalived's C escapes.
 """
 
 from __future__ import annotations
