@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hakeeper.conf.model import KeepalivedConfig, Script, SyncGroup, VrrpInstance
+from hakeeper.conf.model import KeepalivedConfig, SyncGroup, VrrpInstance
 from hakeeper.io.vrrp_socket import interface_ipv4, interface_ipv6_linklocal
 from hakeeper.runtime.control import DEFAULT_CONTROL_PATH, ControlError, ControlServer
 from hakeeper.runtime.driver import InstanceDriver
 from hakeeper.runtime.host import Announcers, NetlinkHost, NetlinkThread
-from hakeeper.runtime.notify import Exec, NotifyRunner, NotifyScripts, exec_with_timeout
+from hakeeper.runtime.notify import Exec, NotifyRunner, NotifyScripts, RunAs, exec_with_timeout
 from hakeeper.runtime.params import ParamsError, instance_family, instance_params, socket_key
 from hakeeper.runtime.process import LoopWatchdog, write_json_atomic
 from hakeeper.runtime.smtp import SmtpAlerter, SmtpSettings
@@ -86,16 +86,24 @@ class ReloadStats:
     last_summary: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _scripts(obj: VrrpInstance | SyncGroup) -> NotifyScripts:
-    def cmd(s: Script | None) -> str | None:
-        return s.command if s is not None else None
-
+def _scripts(obj: VrrpInstance | SyncGroup, default: RunAs | None = None) -> NotifyScripts:
+    """The notify scripts of an instance/group, each with who it runs as."""
+    fields = {
+        "master": obj.notify_master,
+        "backup": obj.notify_backup,
+        "fault": obj.notify_fault,
+        "stop": obj.notify_stop,
+        "notify": obj.notify,
+    }
+    run_as: dict[str, RunAs] = {}
+    for key, script in fields.items():
+        if script is not None and script.user:
+            run_as[key] = RunAs(script.user, script.group)
+        elif script is not None and default is not None:
+            run_as[key] = default
     return NotifyScripts(
-        master=cmd(obj.notify_master),
-        backup=cmd(obj.notify_backup),
-        fault=cmd(obj.notify_fault),
-        stop=cmd(obj.notify_stop),
-        notify=cmd(obj.notify),
+        **{k: (s.command if s is not None else None) for k, s in fields.items()},
+        run_as=run_as or None,
     )
 
 
@@ -450,7 +458,9 @@ class Daemon:
             sg = next((g for g in self.config.sync_groups if g.name == group.name), None)
             log.info("VRRP_Group(%s) Syncing instances to %s state", group.name, state.value)
             if sg is not None:
-                self.notify.transition(_scripts(sg), "GROUP", sg.name, state.value, 0)
+                self.notify.transition(
+                    _scripts(sg, self._default_run_as()), "GROUP", sg.name, state.value, 0
+                )
                 if self.smtp is not None and self._smtp_enabled(sg.smtp_alert):
                     self.smtp.vrrp_transition(sg.name, state.value, group=True)
 
@@ -458,7 +468,9 @@ class Daemon:
         name = driver.name
         inst = driver.instance
         state = "STOP" if change.new is m.State.INIT else change.new.value
-        self.notify.transition(_scripts(inst), "INSTANCE", name, state, change.priority)
+        self.notify.transition(
+            _scripts(inst, self._default_run_as()), "INSTANCE", name, state, change.priority
+        )
         if self.smtp is not None and self._smtp_enabled(inst.smtp_alert):
             self.smtp.vrrp_transition(name, state)
         if change.new is m.State.INIT:
@@ -467,6 +479,10 @@ class Daemon:
         group = self.sync_groups.get(sg.name) if sg is not None else None
         if group is not None and self._by_machine.get(id(driver.machine)) is driver:
             self._reconcile(group, driver, [change])
+
+    def _default_run_as(self) -> RunAs | None:
+        g = self.config.global_defs
+        return RunAs(g.script_user, g.script_group) if g.script_user else None
 
     def _smtp_enabled(self, own: bool | None) -> bool:
         g = self.config.global_defs

@@ -6,6 +6,7 @@ keepalived.conf(5), `notify*` of vrrp_instance and vrrp_sync_group:
 * `notify` runs after the state-specific script with four arguments appended:
   `INSTANCE|GROUP`, the instance/group name, the target state
   (`MASTER|BACKUP|FAULT|STOP`), and the priority (0 for groups);
+* a script configured with `USER [GROUP]` (or global `script_user`) runs as that user;
 * scripts of one instance or group run strictly in order (one queue each), each bounded by
   a timeout after which its process group is killed; the VRRP loop never waits for them.
 
@@ -30,8 +31,25 @@ log = logging.getLogger("hakeeper.notify")
 DEFAULT_TIMEOUT = 30.0
 MAX_PENDING = 256
 
-Exec = Callable[[Sequence[str], float], Awaitable[int | None]]
-"""Run argv with a timeout; return the exit status, or None when it could not run/timed out."""
+Exec = Callable[..., Awaitable[int | None]]
+"""`exec_fn(argv, timeout[, user=, group=])`: run argv with a timeout; return the exit status,
+or None when it could not run or timed out. `user`/`group` are passed only when configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """Who a script runs as (keepalived `script USER [GROUP]` / global `script_user`)."""
+
+    user: str | None = None
+    group: str | None = None
+
+    def kwargs(self) -> dict[str, str]:
+        out = {}
+        if self.user:
+            out["user"] = self.user
+        if self.group:
+            out["group"] = self.group
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +61,10 @@ class NotifyScripts:
     fault: str | None = None
     stop: str | None = None
     notify: str | None = None
+    run_as: dict[str, RunAs] | None = None  # per field name, when not root
+
+    def who(self, field_name: str) -> RunAs:
+        return (self.run_as or {}).get(field_name, RunAs())
 
     @property
     def empty(self) -> bool:
@@ -57,30 +79,38 @@ def split_command(command: str) -> list[str]:
         return command.split()
 
 
-def notify_commands(
+def notify_jobs(
     scripts: NotifyScripts, kind: str, name: str, state: str, priority: int
-) -> list[list[str]]:
-    """The argv lists to run, in order, when `name` (`kind` INSTANCE|GROUP) enters `state`."""
-    out: list[list[str]] = []
-    specific = {
-        "MASTER": scripts.master,
-        "BACKUP": scripts.backup,
-        "FAULT": scripts.fault,
-        "STOP": scripts.stop,
-    }.get(state)
-    if specific:
+) -> list[tuple[list[str], RunAs]]:
+    """(argv, run-as) to run, in order, when `name` (`kind` INSTANCE|GROUP) enters `state`."""
+    out: list[tuple[list[str], RunAs]] = []
+    field_name = {"MASTER": "master", "BACKUP": "backup", "FAULT": "fault", "STOP": "stop"}.get(
+        state
+    )
+    specific = getattr(scripts, field_name) if field_name else None
+    if specific and field_name:
         argv = split_command(specific)
         if argv:
-            out.append(argv)
+            out.append((argv, scripts.who(field_name)))
     if scripts.notify:
         argv = split_command(scripts.notify)
         if argv:
-            out.append([*argv, kind, name, state, str(priority)])
+            out.append(([*argv, kind, name, state, str(priority)], scripts.who("notify")))
     return out
 
 
-async def exec_with_timeout(argv: Sequence[str], timeout: float) -> int | None:
-    """Default `Exec`: run without a shell in a new session, kill the group on timeout."""
+def notify_commands(
+    scripts: NotifyScripts, kind: str, name: str, state: str, priority: int
+) -> list[list[str]]:
+    """The argv lists of `notify_jobs` (what keepalived would exec, in order)."""
+    return [argv for argv, _who in notify_jobs(scripts, kind, name, state, priority)]
+
+
+async def exec_with_timeout(
+    argv: Sequence[str], timeout: float, *, user: str | None = None, group: str | None = None
+) -> int | None:
+    """Default `Exec`: run without a shell in a new session (as `user`/`group` when given),
+    kill the whole process group on timeout."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -88,8 +118,10 @@ async def exec_with_timeout(argv: Sequence[str], timeout: float) -> int | None:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
+            user=user,
+            group=group,
         )
-    except OSError as exc:
+    except (OSError, KeyError, ValueError) as exc:  # KeyError: unknown user/group name
         log.warning("cannot run %s: %s", argv[0], exc)
         return None
     try:
@@ -116,7 +148,7 @@ class NotifyRunner:
         self.ran = 0
         self.failed = 0
         self.dropped = 0
-        self._queues: dict[str, deque[list[str]]] = {}
+        self._queues: dict[str, deque[tuple[list[str], RunAs]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def transition(
@@ -125,16 +157,16 @@ class NotifyRunner:
         """Queue the scripts for one transition (no-op when none are configured)."""
         if scripts.empty:
             return
-        for argv in notify_commands(scripts, kind, name, state, priority):
-            self.submit(f"{kind}:{name}", argv)
+        for argv, who in notify_jobs(scripts, kind, name, state, priority):
+            self.submit(f"{kind}:{name}", argv, who)
 
-    def submit(self, key: str, argv: list[str]) -> None:
+    def submit(self, key: str, argv: list[str], who: RunAs | None = None) -> None:
         queue = self._queues.setdefault(key, deque())
         if len(queue) >= MAX_PENDING:
             self.dropped += 1
             log.warning("notify queue for %s full, dropping %s", key, argv[0])
             return
-        queue.append(argv)
+        queue.append((argv, who or RunAs()))
         task = self._tasks.get(key)
         if task is None or task.done():
             loop = asyncio.get_running_loop()
@@ -163,9 +195,9 @@ class NotifyRunner:
     async def _drain(self, key: str) -> None:
         queue = self._queues[key]
         while queue:
-            argv = queue.popleft()
+            argv, who = queue.popleft()
             try:
-                status = await self._exec(argv, self.timeout)
+                status = await self._exec(argv, self.timeout, **who.kwargs())
             except Exception:
                 log.exception("notify %s crashed", argv[0])
                 status = None

@@ -27,7 +27,7 @@ from hakeeper.conf.model import (
     VrrpInstance,
     VrrpScript,
 )
-from hakeeper.runtime.notify import Exec, split_command
+from hakeeper.runtime.notify import Exec, RunAs, split_command
 from hakeeper.vrrp import track
 
 log = logging.getLogger("hakeeper.track")
@@ -88,12 +88,16 @@ class Tracker:
         self._file_task: asyncio.Task[None] | None = None
         self.warnings_logged: set[str] = set()
         self._watcher: Any = None
+        self.default_user: str | None = None
+        self.default_group: str | None = None
         self._watch_links = watch_links
 
     # ------------------------------------------------------------------ config
 
     def configure(self, cfg: KeepalivedConfig) -> None:
         """Start/stop/restart script runners to match `cfg`; unchanged scripts keep state."""
+        self.default_user = cfg.global_defs.script_user
+        self.default_group = cfg.global_defs.script_group
         wanted = {s.name: s for s in cfg.vrrp_scripts if self._referenced(cfg, s.name)}
         for name in list(self.scripts):
             if name not in wanted or wanted[name] != self.scripts[name].script:
@@ -152,9 +156,12 @@ class Tracker:
             log.error("VRRP_Script(%s) is empty", script.name)
             return
         timeout = script.timeout or script.interval
+        user = script.user or self.default_user
+        group = script.group if script.user else self.default_group
+        who = RunAs(user, group).kwargs()
         while True:
             started = self.loop.time()
-            status = await self.exec_fn(argv, timeout)
+            status = await self.exec_fn(argv, timeout, **who)
             runner.runs += 1
             runner.last_status = status
             if runner.counter.record(status == 0):

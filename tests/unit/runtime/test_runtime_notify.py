@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import shutil
 import stat
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from hakeeper.runtime.notify import (
     NotifyRunner,
     NotifyScripts,
+    RunAs,
     exec_with_timeout,
     notify_commands,
 )
@@ -108,3 +114,32 @@ def test_missing_script_counts_as_failure(tmp_path: Path) -> None:
 
     runner = asyncio.run(go())
     assert runner.failed == 1
+
+
+def test_script_runs_as_configured_user() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    work = Path(tempfile.mkdtemp(prefix="hknotify-"))  # tmp_path is not traversable by nobody
+    try:
+        work.chmod(0o777)
+        out = work / "uid.txt"
+        script = _script(work, "who.sh", f"id -u > {out}\n")
+        Path(script).chmod(0o755)
+        scripts = NotifyScripts(master=script, run_as={"master": RunAs("nobody")})
+
+        async def go() -> None:
+            runner = NotifyRunner()
+            runner.transition(scripts, "INSTANCE", "VI_1", "MASTER", 100)
+            assert await runner.wait_idle(10.0)
+
+        asyncio.run(go())
+        assert int(out.read_text()) == pwd.getpwnam("nobody").pw_uid
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_unknown_user_is_a_failure_not_a_crash(tmp_path: Path) -> None:
+    async def go() -> int | None:
+        return await exec_with_timeout(["/bin/true"], 5.0, user="no-such-user-hk")
+
+    assert asyncio.run(go()) is None
