@@ -289,7 +289,8 @@ class Daemon:
                 await self._start_instance(inst)
                 summary["added"].append(name)
             elif (
-                run.inst != inst
+                run.driver is None  # failed to start last time (e.g. no interface): retry
+                or run.inst != inst
                 or self._group_of(old, name) != self._group_of(cfg, name)
                 or self._runtime_key(old, run.inst) != self._runtime_key(cfg, inst)
             ):
@@ -389,6 +390,7 @@ class Daemon:
         run = self.instances.pop(name, None)
         if run is None or run.driver is None:
             return
+        log.debug("stopping %s", name)
         run.driver.stop()
         if run.group is not None:
             self.pool.release(run.group, run.driver)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fakewire import FakeWire
 
+from hakeeper.io.vrrp_socket import VrrpSocketConfig
 from hakeeper.runtime.daemon import Daemon, DaemonOptions
 from hakeeper.vrrp.packet import decode
 
@@ -57,14 +58,16 @@ class Harness:
         self.ran.append(tuple(argv))
         return 0 if self.script_ok.get(argv[0], True) else 1
 
-    def start(self, name: str, ip: str, text: str) -> Daemon:
+    def start(self, name: str, ip: str, text: str, factory: Any = None) -> Daemon:
         path = self.tmp / f"{name}.conf"
         path.write_text(text)
         options = DaemonOptions(
             config_file=str(path), control_path=None, use_netlink=False,
             status_file=str(self.tmp / f"{name}.json"),
         )  # fmt: skip
-        daemon = Daemon(options, socket_factory=self.wire.factory(ip), exec_fn=self.exec_fn)
+        daemon = Daemon(
+            options, socket_factory=factory or self.wire.factory(ip), exec_fn=self.exec_fn
+        )
         self.daemons[name] = daemon
         self.tasks[name] = asyncio.get_running_loop().create_task(daemon.run())
         return daemon
@@ -330,5 +333,31 @@ vrrp_track_file tf {{
         await until(lambda: state(a) == "FAULT", what="file FAULT")
         value.write_text("0\n")
         await until(lambda: state(a) == "MASTER", what="recovered")
+
+    run_scenario(tmp_path, body)
+
+
+def test_instance_that_failed_to_start_is_retried_on_reload(tmp_path: Path) -> None:
+    missing = {"eth9"}
+
+    async def body(h: Harness) -> None:
+        make = h.wire.factory(A_IP)
+
+        def factory(config: VrrpSocketConfig) -> Any:
+            if config.ifname in missing:
+                raise OSError(19, "No such device")
+            return make(config)
+
+        text = conf(inst(prio=150).replace("eth0", "eth9"), inst("VI_2", prio=150, vrid=52))
+        a = h.start("a", A_IP, text, factory=factory)
+        await until(lambda: state(a, "VI_2") == "MASTER")
+        assert a.status()["instances"][0]["state"] == "NOT_RUNNING"
+        assert "No such device" in a.status()["instances"][0]["error"]
+        missing.clear()  # the interface appears; the same file is reloaded
+        a.request("hup")
+        await until(lambda: a.reloads.ok == 1)
+        assert a.reloads.last_summary["changed"] == ["VI_1"]
+        assert a.reloads.last_summary["unchanged"] == ["VI_2"]
+        await until(lambda: state(a) == "MASTER", what="VI_1 started on reload")
 
     run_scenario(tmp_path, body)
