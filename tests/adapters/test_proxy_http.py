@@ -278,13 +278,20 @@ def test_head_and_close_delimited_and_no_content_responses() -> None:
             writer.write(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 1234" in head
+            writer.write(b"GET /nc HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(reader)).status == 204
+            # raw relay: the upstream's own framing (EOF) holds, so the client is closed too
             writer.write(b"GET /eof HTTP/1.1\r\nHost: x\r\n\r\n")
             resp = await read_response(reader)
             assert resp.body == b"until-close"
-            assert resp.header(b"Transfer-Encoding") == b"chunked"
-            writer.write(b"GET /nc HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (await read_response(reader)).status == 204
+            assert await read_until_closed(reader) == b""
             writer.close()
+            # rebuilt head (client asked for close): EOF-delimited body re-framed as chunks
+            resp = await request(
+                px.port, b"GET /eof HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert resp.body == b"until-close"
+            assert resp.header(b"Transfer-Encoding") == b"chunked"
 
     run(main())
 

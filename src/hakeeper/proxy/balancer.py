@@ -36,7 +36,7 @@ class Balancer(Protocol):
 class RoundRobin:
     """Unweighted round-robin with nginx's max_fails/fail_timeout passive health."""
 
-    __slots__ = ("_checked", "_fails", "_next", "fail_timeout", "max_fails", "peers")
+    __slots__ = ("_checked", "_fails", "_index", "_next", "fail_timeout", "max_fails", "peers")
 
     def __init__(
         self, peers: Collection[Peer], max_fails: int = 1, fail_timeout: float = 10.0
@@ -47,6 +47,7 @@ class RoundRobin:
         self._next = 0
         self._fails = [0] * len(self.peers)
         self._checked = [0.0] * len(self.peers)
+        self._index = {p: i for i, p in enumerate(self.peers)}
 
     def count(self) -> int:
         return len(self.peers)
@@ -74,12 +75,12 @@ class RoundRobin:
         return None
 
     def report(self, peer: Peer, ok: bool, now: float) -> None:
-        try:
-            i = self.peers.index(peer)
-        except ValueError:
+        i = self._index.get(peer)
+        if i is None:
             return
         if ok:
-            self._fails[i] = 0
+            if self._fails[i]:
+                self._fails[i] = 0
         else:
             self._fails[i] += 1
             self._checked[i] = now

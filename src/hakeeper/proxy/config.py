@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Variables a header rule value may use (nginx names).
 VARIABLES = frozenset(
@@ -58,9 +59,12 @@ IDEMPOTENT_METHODS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """One upstream server address (`server host:port` in an `upstream` block)."""
+class Peer(NamedTuple):
+    """One upstream server address (`server host:port` in an `upstream` block).
+
+    A NamedTuple rather than a dataclass: it is hashed on every request (pool lookup),
+    and a tuple hashes and compares in C.
+    """
 
     host: str
     port: int

@@ -72,6 +72,20 @@ class Engine:
         self.up_version = b" HTTP/" + config.http_version.encode("ascii") + b"\r\n"
         self.up_keepalive = config.http_version == "1.1" and config.upstream_keepalive > 0
         self.retry_statuses = config.retry.statuses()
+        # hot-path copies of settings (one attribute read instead of three)
+        t, lim = config.timeouts, config.limits
+        self.t_header, self.t_body, self.t_send = t.client_header, t.client_body, t.send
+        self.t_keepalive, self.t_read, self.t_psend = t.keepalive, t.proxy_read, t.proxy_send
+        self.header_line, self.header_total = lim.header_line, lim.header_total
+        self.max_body = lim.max_body or (1 << 62)
+        self.ka_requests = lim.keepalive_requests
+        self.up_ka_requests = lim.upstream_keepalive_requests
+        self.drop = self.rules.drop
+        self.http_vars = self.rules.http_vars
+        self.static_rules = self.rules.static if not self.rules.dynamic else b""
+        # a cached clock like nginx's: refreshed by every sweep and by loop callbacks
+        # that need precision; deadlines may fire up to one timer_resolution early
+        self.now = self.loop.time()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self._schedule_sweep()
@@ -124,10 +138,13 @@ class Engine:
 
     def _sweep(self) -> None:
         try:
-            now = self.loop.time()
-            for client in [c for c in self.clients if c.deadline and c.deadline <= now]:
+            self.now = now = self.loop.time()
+            # deadlines were set from the cached clock (up to one resolution stale), so
+            # they expire one resolution late rather than early
+            limit = now - self.config.timer_resolution
+            for client in [c for c in self.clients if c.deadline and c.deadline <= limit]:
                 client.on_timeout()
-            for up in [u for u in self.upstreams if u.deadline and u.deadline <= now]:
+            for up in [u for u in self.upstreams if u.deadline and u.deadline <= limit]:
                 if up.kind == K_IDLE:
                     self.pool.remove(up)
                     up.close()

@@ -17,6 +17,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from hakeeper.proxy.config import ProxyConfig
@@ -215,11 +216,14 @@ def host_without_port(host: bytes) -> bytes:
     return host.partition(b":")[0].lower()
 
 
+# Host values nginx refuses (`ngx_http_validate_host`): '/', '\\', NUL, '..', and an
+# unclosed IPv6 bracket; one regex search so the hot path makes a single C call.
+BAD_HOST = re.compile(rb"[/\\\x00]|\.\.|^\[[^\]]*$")
+
+
 def valid_host(host: bytes) -> bool:
     """nginx `ngx_http_validate_host`: no '/', no '\\0', no '..', sane brackets."""
-    if not host or b"/" in host or b"\x00" in host or b"\\" in host or b".." in host:
-        return False
-    return not (host.startswith(b"[") and b"]" not in host)
+    return bool(host) and BAD_HOST.search(host) is None
 
 
 def request_status(

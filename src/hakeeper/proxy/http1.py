@@ -29,6 +29,7 @@ from httptools import (
 from hakeeper.proxy.config import IDEMPOTENT_METHODS, Peer
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.framing import (
+    BAD_HOST,
     CONTINUE_100,
     CRLF,
     LAST_CHUNK,
@@ -69,6 +70,7 @@ _SPECIAL = {
     b"transfer-encoding": H_TE,
 }
 _TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_host_ok = BAD_HOST.search  # None means no forbidden sequence
 
 
 class _RejectError(Exception):
@@ -80,68 +82,41 @@ class _RejectError(Exception):
 
 
 class Request:
-    """One request's parse results and relay state (the only per-request object)."""
+    """One request's parse results and relay state (the only per-request object).
 
-    __slots__ = (
-        "body",
-        "body_sent",
-        "buffer_all",
-        "chunked",
-        "clen",
-        "complete",
-        "connection",
-        "expect",
-        "extra",
-        "head",
-        "headers_done",
-        "host",
-        "host_count",
-        "hsize",
-        "is_upgrade",
-        "keep_alive",
-        "lines",
-        "method",
-        "received",
-        "responded",
-        "sent",
-        "start",
-        "target",
-        "tried",
-        "tries",
-        "upgrade",
-        "version",
-        "xff",
-    )
+    Immutable defaults live on the class so creating one costs three list allocations.
+    """
+
+    method = b""
+    target = b""
+    version = "1.1"
+    host = b""
+    host_count = 0
+    xff = b""
+    upgrade = b""
+    connection = b""
+    extra: list[tuple[bytes, bytes]] | None = None
+    expect = False
+    clen = -1
+    chunked = False
+    keep_alive = True
+    head = b""
+    received = 0
+    hsize = 0
+    headers_done = False
+    complete = False
+    sent = False
+    body_sent = False
+    buffer_all = False
+    is_upgrade = False
+    responded = False
+    tries = 0
+    start = 0.0
 
     def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.version = "1.1"
         self.lines: list[bytes] = []
-        self.host = b""
-        self.host_count = 0
-        self.xff = b""
-        self.upgrade = b""
-        self.connection = b""
-        self.extra: list[tuple[bytes, bytes]] | None = None
-        self.expect = False
-        self.clen = -1
-        self.chunked = False
-        self.keep_alive = True
-        self.head = b""
         self.body: list[bytes] = []
-        self.received = 0
-        self.hsize = 0
-        self.headers_done = False
-        self.complete = False
-        self.sent = False
-        self.body_sent = False
-        self.buffer_all = False
-        self.is_upgrade = False
-        self.responded = False
         self.tried: list[Peer] = []
-        self.tries = 0
-        self.start = 0.0
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -210,7 +185,7 @@ class ClientProtocol(asyncio.Protocol):
             self.remote_addr = self.key.encode("ascii")
             self.remote_port = str(peer[1]).encode("ascii")
         self.kind = C_HEADER
-        self.deadline = engine.loop.time() + engine.config.timeouts.client_header
+        self.deadline = engine.now + engine.t_header
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -245,17 +220,17 @@ class ClientProtocol(asyncio.Protocol):
             up.transport.pause_reading()
             up.deadline = 0.0
         self.kind = C_SEND
-        self.deadline = self.engine.loop.time() + self.engine.config.timeouts.send
+        self.deadline = self.engine.now + self.engine.t_send
 
     def resume_writing(self) -> None:
         up = self.up
         engine = self.engine
         if up is not None and up.transport is not None:
             up.transport.resume_reading()
-            up.deadline = engine.loop.time() + engine.config.timeouts.proxy_read
+            up.deadline = engine.now + engine.t_read
         if self.tunnel:
             self.kind = C_TUNNEL
-            self.deadline = engine.loop.time() + engine.config.timeouts.proxy_read
+            self.deadline = engine.now + engine.t_read
         else:
             self.kind = C_NONE
             self.deadline = 0.0
@@ -265,7 +240,7 @@ class ClientProtocol(asyncio.Protocol):
             up = self.up
             if up is not None and up.transport is not None:
                 up.transport.write(data)
-                self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+                self.deadline = self.engine.now + self.engine.t_read
             return
         if self.error or self.closed:
             return
@@ -309,13 +284,14 @@ class ClientProtocol(asyncio.Protocol):
         if self.active is None:
             engine = self.engine
             self.kind = C_HEADER
-            self.deadline = engine.loop.time() + engine.config.timeouts.client_header
+            self.deadline = engine.now + engine.t_header
 
     def on_url(self, url: bytes) -> None:
         req = self.cur
         assert req is not None
-        req.target += url
-        if len(req.target) > self.engine.config.limits.header_line:
+        target = req.target + url if req.target else url
+        req.target = target
+        if len(target) > self.engine.header_line:
             raise _RejectError(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -323,12 +299,12 @@ class ClientProtocol(asyncio.Protocol):
         assert req is not None
         if req.headers_done:
             return  # trailer fields of a chunked body: dropped, like nginx 1.22
+        engine = self.engine
         size = len(name) + len(value)
-        limits = self.engine.config.limits
-        if size > limits.header_line:
+        if size > engine.header_line:
             raise _RejectError(400)
         req.hsize += size + 4
-        if req.hsize > limits.header_total:
+        if req.hsize > engine.header_total:
             raise _RejectError(400)
         low = name.lower()
         special = _SPECIAL.get(low)
@@ -348,12 +324,11 @@ class ClientProtocol(asyncio.Protocol):
                 req.connection = value
             elif special == H_EXPECT:
                 req.expect = value.lower() == b"100-continue"
-        rules = self.engine.rules
-        if rules.http_vars and low in rules.http_vars:
+        if engine.http_vars and low in engine.http_vars:
             if req.extra is None:
                 req.extra = []
             req.extra.append((low, value))
-        if low not in rules.drop:
+        if low not in engine.drop:
             req.lines.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
@@ -362,28 +337,48 @@ class ClientProtocol(asyncio.Protocol):
         req.headers_done = True
         parser = self.parser
         engine = self.engine
-        config = engine.config
-        req.method = parser.get_method()
-        req.version = parser.get_http_version()
-        req.keep_alive = parser.should_keep_alive()
-        req.is_upgrade = parser.should_upgrade()
-        if req.method == b"CONNECT":
-            raise _RejectError(405)
-        status = request_status(
-            req.version, req.host_count, req.host, req.clen, config.limits.max_body
-        )
-        if status:
-            raise _RejectError(status)
-        if self.served >= config.limits.keepalive_requests or self.draining:
-            req.keep_alive = False
+        req.method = method = parser.get_method()
+        req.version = version = parser.get_http_version()
+        keep = parser.should_keep_alive()
+        if parser.should_upgrade():
+            if method == b"CONNECT":
+                raise _RejectError(405)
+            req.is_upgrade = True
+        host = req.host
+        if not (
+            version == "1.1"
+            and req.host_count == 1
+            and req.clen <= engine.max_body
+            and host
+            and _host_ok(host) is None
+        ):
+            status = request_status(
+                version, req.host_count, host, req.clen, engine.config.limits.max_body
+            )
+            if status:
+                raise _RejectError(status)
+        if self.served >= engine.ka_requests or self.draining:
+            keep = False
+        req.keep_alive = keep
         engine.stats.requests += 1
-        if req.chunked and not engine.up_version.endswith(b"1.1\r\n"):
-            req.buffer_all = True  # HTTP/1.0 upstream: needs a Content-Length
+        if req.chunked:
+            if engine.up_version.endswith(b"1.1\r\n"):
+                req.head = self._build_head(req, _TE_CHUNKED)
+            else:
+                req.buffer_all = True  # HTTP/1.0 upstream: needs a Content-Length
+        elif engine.static_rules or not engine.rules.dynamic:
+            req.head = b"".join(
+                (method, b" ", req.target, engine.up_version, engine.static_rules, *req.lines, CRLF)
+            )
         else:
-            req.head = self._build_head(req, _TE_CHUNKED if req.chunked else b"")
-        req.start = engine.loop.time()
+            req.head = self._build_head(req, b"")
+        req.start = engine.now
         if self.active is None:
-            self._start(req)
+            self.active = req
+            if req.expect:
+                self._start(req)
+            else:
+                self._try(req)
         else:
             self.queue.append(req)
             self.block(B_QUEUE)
@@ -399,7 +394,7 @@ class ClientProtocol(asyncio.Protocol):
             raise _RejectError(413)
         active = req is self.active
         if active:
-            self.deadline = self.engine.loop.time() + self.engine.config.timeouts.client_body
+            self.deadline = self.engine.now + self.engine.t_body
         up = self.up
         if active and up is not None and req.sent and not req.buffer_all:
             transport = up.transport
@@ -464,7 +459,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _try(self, req: Request) -> None:
         engine = self.engine
-        now = engine.loop.time()
+        now = engine.now
         peer = engine.balancer.pick(self.key, req.tried, now)
         if peer is None:
             engine.stats.no_live_upstream += 1
@@ -503,14 +498,27 @@ class ClientProtocol(asyncio.Protocol):
         transport = up.transport
         assert transport is not None
         self.up = up
-        up.lend(self, req.method == b"HEAD", req.is_upgrade)
-        if self.kind == C_CONNECT:
+        head_request = req.method == b"HEAD"
+        upgrade = req.is_upgrade
+        # raw relay when the upstream's framing is valid for this client unchanged
+        raw = (
+            req.keep_alive
+            and req.version == "1.1"
+            and not head_request
+            and not upgrade
+            and not self.draining
+        )
+        up.lend(self, head_request, upgrade, raw)
+        if req.complete:
             self.kind = C_NONE
             self.deadline = 0.0
-        if not req.complete:
+        else:
             self.kind = C_BODY
-            self.deadline = self.engine.loop.time() + self.engine.config.timeouts.client_body
-        if req.buffer_all:
+            self.deadline = self.engine.now + self.engine.t_body
+        if not (req.body or req.chunked or req.buffer_all):
+            transport.write(req.head)  # the common case: a bodiless request
+            req.sent = True
+        elif req.buffer_all:
             if req.complete:
                 self._send_buffered(req, up)
         else:
@@ -531,7 +539,8 @@ class ClientProtocol(asyncio.Protocol):
             else:
                 transport.write(req.head)
             req.sent = True
-        self.unblock(B_ATTACH)
+        if self.blocked & B_ATTACH:
+            self.unblock(B_ATTACH)
 
     def _send_buffered(self, req: Request, up: UpstreamProtocol) -> None:
         transport = up.transport
@@ -557,7 +566,7 @@ class ClientProtocol(asyncio.Protocol):
             return False
         engine = self.engine
         if status in engine.retry_statuses and self._can_retry(req, f"http_{status}"):
-            engine.balancer.report(up.peer, status in (403, 404), engine.loop.time())
+            engine.balancer.report(up.peer, status in (403, 404), engine.now)
             self.up = None
             up.detach()
             engine.stats.retries += 1
@@ -591,6 +600,31 @@ class ClientProtocol(asyncio.Protocol):
         # held back so that head and first body piece leave in one send (flush_head)
         self.held = b"".join(parts)
         return True
+
+    def raw_head(self, up: UpstreamProtocol, status: int, keep: bool) -> None:
+        """Raw path: a final response started; its head is relayed with its bytes."""
+        req = self.active
+        if req is None or up is not self.up:
+            return
+        engine = self.engine
+        if status in engine.retry_statuses and self._can_retry(req, f"http_{status}"):
+            engine.balancer.report(up.peer, status in (403, 404), engine.now)
+            self.up = None
+            up.detach()
+            engine.stats.retries += 1
+            self._try(req)
+            return
+        req.responded = True
+        if not keep or not req.complete:
+            req.keep_alive = False  # upstream closes or is EOF-delimited: so do we
+
+    def resp_raw(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(data)
+        stats = self.engine.stats
+        stats.peak_buffered = max(stats.peak_buffered, transport.get_write_buffer_size())
 
     def flush_head(self) -> None:
         """Send a response head still held back (the upstream read ended without body)."""
@@ -631,7 +665,7 @@ class ClientProtocol(asyncio.Protocol):
             self.held = b""
         elif self.held:
             self.flush_head()
-        now = engine.loop.time()
+        now = engine.now
         engine.balancer.report(up.peer, True, now)
         engine.stats.responses += 1
         if (
@@ -639,12 +673,26 @@ class ClientProtocol(asyncio.Protocol):
             and req.complete
             and engine.up_keepalive
             and not up.failed
-            and up.requests < engine.config.limits.upstream_keepalive_requests
+            and up.requests < engine.up_ka_requests
             and engine.pool.put(up, now)
         ):
             up.client = None
         else:
             up.close()
+        # _finish, inlined for the common keep-alive case
+        self.active = None
+        if (
+            req.keep_alive
+            and not self.queue
+            and not self.blocked
+            and not self.error
+            and not self.draining
+            and self.cur is None
+            and not self.closed
+        ):
+            self.kind = C_IDLE
+            self.deadline = now + engine.t_keepalive
+            return
         self._finish(req)
 
     def upstream_failed(self, up: UpstreamProtocol | None, kind: str) -> None:
@@ -657,7 +705,7 @@ class ClientProtocol(asyncio.Protocol):
             up.detach()
         engine.stats.upstream_errors += 1
         if req.tried:
-            engine.balancer.report(req.tried[-1], False, engine.loop.time())
+            engine.balancer.report(req.tried[-1], False, engine.now)
         if req.responded:
             self.abort()
             return
@@ -684,11 +732,11 @@ class ClientProtocol(asyncio.Protocol):
         self.blocked = B_UPGRADE
         self.unblock(B_UPGRADE)
         self.kind = C_TUNNEL
-        self.deadline = engine.loop.time() + engine.config.timeouts.proxy_read
+        self.deadline = engine.now + engine.t_read
 
     def tunnel_out(self, data: bytes) -> None:
         self._write(data)
-        self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+        self.deadline = self.engine.now + self.engine.t_read
 
     # -- request outcomes ---------------------------------------------------------------
     def _can_retry(self, req: Request, kind: str) -> bool:
@@ -702,7 +750,7 @@ class ClientProtocol(asyncio.Protocol):
             return False
         if req.tries >= engine.balancer.count():
             return False
-        if policy.timeout and engine.loop.time() - req.start >= policy.timeout:
+        if policy.timeout and engine.now - req.start >= policy.timeout:
             return False
         return not (
             req.sent and req.method not in IDEMPOTENT_METHODS and "non_idempotent" not in policy.on
@@ -719,7 +767,8 @@ class ClientProtocol(asyncio.Protocol):
 
     def _finish(self, req: Request) -> None:
         self.active = None
-        self.unblock(B_ATTACH | B_UPSTREAM_FULL)
+        if self.blocked:
+            self.unblock(B_ATTACH | B_UPSTREAM_FULL)
         keep = req.keep_alive and not self.draining and not self.closed
         if keep and self.queue:
             nxt = self.queue.popleft()
@@ -735,11 +784,12 @@ class ClientProtocol(asyncio.Protocol):
         engine = self.engine
         if self.cur is None:
             self.kind = C_IDLE
-            self.deadline = engine.loop.time() + engine.config.timeouts.keepalive
+            self.deadline = engine.now + engine.t_keepalive
         else:
             self.kind = C_HEADER if not self.cur.headers_done else C_BODY
-            self.deadline = engine.loop.time() + engine.config.timeouts.client_header
-        self.unblock(B_QUEUE)
+            self.deadline = engine.now + engine.t_header
+        if self.blocked:
+            self.unblock(B_QUEUE)
 
     def _bad_request(self, status: int) -> None:
         engine = self.engine

@@ -40,10 +40,12 @@ class UpstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "chunked",
         "client",
+        "complete",
         "deadline",
         "engine",
         "failed",
         "framing",
+        "garbage",
         "got_head",
         "has_length",
         "head_request",
@@ -52,8 +54,11 @@ class UpstreamProtocol(asyncio.Protocol):
         "lines",
         "parser",
         "peer",
+        "raw",
+        "raw_parser",
         "reason",
         "requests",
+        "reusable",
         "status",
         "transport",
         "tunnel",
@@ -65,6 +70,11 @@ class UpstreamProtocol(asyncio.Protocol):
         self.peer = peer
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
+        self.raw_parser: HttpResponseParser | None = None
+        self.raw = False
+        self.complete = False
+        self.garbage = False
+        self.reusable = False
         self.client: ClientProtocol | None = None
         self.lines: list[bytes] = []
         self.status = 0
@@ -111,14 +121,14 @@ class UpstreamProtocol(asyncio.Protocol):
         if client is not None:
             client.block(2)
             self.kind = K_SEND
-            self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_send
+            self.deadline = self.engine.now + self.engine.t_psend
 
     def resume_writing(self) -> None:
         client = self.client
         if client is not None:
             client.unblock(2)
             self.kind = K_READ
-            self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+            self.deadline = self.engine.now + self.engine.t_read
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -129,7 +139,36 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.tunnel:
             client.tunnel_out(data)
             return
-        self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+        engine = self.engine
+        self.deadline = engine.now + engine.t_read
+        if self.raw:
+            # fast path: llhttp only delimits the response; its bytes go out unmodified
+            try:
+                self.raw_parser.feed_data(data)  # type: ignore[union-attr]
+            except HttpParserError as exc:
+                if exc.__context__ is not None:
+                    log.error("proxy: internal error while relaying", exc_info=exc.__context__)
+                    engine.stats.internal_errors += 1
+                self._garbage(client)
+                return
+            if self.client is not client:
+                return  # discarded for a retry (proxy_next_upstream http_5xx)
+            if self.garbage:
+                self._garbage(client)  # bytes beyond the response: never relay them
+                return
+            transport = client.transport
+            if transport is not None:
+                transport.write(data)
+                if client.kind == 4:  # C_SEND: the client is slow, watch the buffer
+                    stats = engine.stats
+                    stats.peak_buffered = max(
+                        stats.peak_buffered, transport.get_write_buffer_size()
+                    )
+            if self.complete:
+                self.complete = False
+                self.client = None
+                client.resp_done(self, self.reusable)
+            return
         try:
             self.parser.feed_data(data)
             if client.held:
@@ -146,6 +185,39 @@ class UpstreamProtocol(asyncio.Protocol):
                 log.error("proxy: internal error while relaying", exc_info=exc.__context__)
                 self.engine.stats.internal_errors += 1
             self._garbage(client)
+
+    # raw-mode parser callbacks (installed on a _RawCallbacks proxy object)
+    def raw_message_begin(self) -> None:
+        if self.complete:
+            self.garbage = True
+
+    def raw_headers_complete(self) -> None:
+        parser = self.raw_parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if status < 200:
+            return  # interim answers pass through as they are
+        client = self.client
+        if client is None:
+            return
+        keep = parser.should_keep_alive()
+        self.status = status
+        self.got_head = True
+        self.framing = "length" if keep else "close"
+        req = client.active
+        if req is None:
+            return
+        if status in self.engine.retry_statuses or not keep or not req.complete:
+            client.raw_head(self, status, keep)
+        else:
+            req.responded = True
+
+    def raw_message_complete(self) -> None:
+        parser = self.raw_parser
+        assert parser is not None
+        if self.got_head:
+            self.complete = True
+            self.reusable = parser.should_keep_alive()
 
     def _garbage(self, client: ClientProtocol) -> None:
         self.engine.stats.upstream_invalid += 1
@@ -224,17 +296,29 @@ class UpstreamProtocol(asyncio.Protocol):
         client.resp_done(self, reusable)
 
     # -- engine API ---------------------------------------------------------------------
-    def lend(self, client: ClientProtocol, head_request: bool, upgrade: bool) -> None:
-        """Bind to one request: the client's head and body follow via `transport`."""
+    def lend(
+        self, client: ClientProtocol, head_request: bool, upgrade: bool, raw: bool = False
+    ) -> None:
+        """Bind to one request: the client's head and body follow via `transport`.
+
+        `raw`: relay the response bytes unmodified (the client speaks HTTP/1.1 with
+        keep-alive and the request is neither HEAD nor Upgrade, so the upstream's
+        framing, chunked included, is valid for it as is).
+        """
         self.client = client
-        self.head_request = head_request
-        self.upgrade_ok = upgrade
+        self.raw = raw
+        if raw:
+            if self.raw_parser is None:
+                self.raw_parser = HttpResponseParser(_RawCallbacks(self))
+        else:
+            self.head_request = head_request
+            self.upgrade_ok = upgrade
         self.got_head = False
         self.status = 0
         self.framing = "none"
         self.requests += 1
         self.kind = K_READ
-        self.deadline = self.engine.loop.time() + self.engine.config.timeouts.proxy_read
+        self.deadline = self.engine.now + self.engine.t_read
 
     def detach(self) -> None:
         """The client gave up on this request; the connection cannot be reused."""
@@ -262,21 +346,32 @@ class UpstreamProtocol(asyncio.Protocol):
                 client.upstream_failed(self, "timeout")
 
 
+class _RawCallbacks:
+    """The few llhttp callbacks the raw path needs (no per-header or body callbacks)."""
+
+    __slots__ = ("on_headers_complete", "on_message_begin", "on_message_complete")
+
+    def __init__(self, up: UpstreamProtocol) -> None:
+        self.on_message_begin = up.raw_message_begin
+        self.on_headers_complete = up.raw_headers_complete
+        self.on_message_complete = up.raw_message_complete
+
+
 class Pool:
     """Idle keep-alive upstream connections per peer; LIFO; at most `size` in total."""
 
-    __slots__ = ("_idle", "_order", "size")
+    __slots__ = ("_idle", "count", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.count = 0
         self._idle: dict[Peer, list[UpstreamProtocol]] = {}
-        self._order: dict[UpstreamProtocol, None] = {}  # insertion order = age
 
     def get(self, peer: Peer) -> UpstreamProtocol | None:
         stack = self._idle.get(peer)
         while stack:
             conn = stack.pop()
-            self._order.pop(conn, None)
+            self.count -= 1
             transport = conn.transport
             if transport is not None and not transport.is_closing():
                 return conn
@@ -286,29 +381,36 @@ class Pool:
         """Keep `conn` idle; False (and the caller closes it) when pooling is off."""
         if self.size <= 0:
             return False
-        if len(self._order) >= self.size:
-            oldest = next(iter(self._order))
-            self.remove(oldest)
-            oldest.close()
+        stack = self._idle.get(conn.peer)
+        if stack is None:
+            stack = self._idle[conn.peer] = []
+        if self.count >= self.size:
+            # full: close the longest-idle connection (bottom of a stack)
+            victim_stack = stack or max(self._idle.values(), key=len)
+            victim = victim_stack.pop(0)
+            self.count -= 1
+            victim.close()
         conn.idle_since = now
         conn.kind = K_IDLE
         conn.deadline = now + conn.engine.config.timeouts.upstream_keepalive
-        self._idle.setdefault(conn.peer, []).append(conn)
-        self._order[conn] = None
+        conn.complete = False
+        conn.garbage = False
+        stack.append(conn)
+        self.count += 1
         return True
 
     def remove(self, conn: UpstreamProtocol) -> None:
-        if self._order.pop(conn, 0) is None:
-            stack = self._idle.get(conn.peer)
-            if stack:
-                stack.remove(conn)
+        stack = self._idle.get(conn.peer)
+        if stack and conn in stack:
+            stack.remove(conn)
+            self.count -= 1
 
     def idle(self) -> int:
-        return len(self._order)
+        return self.count
 
     def close_all(self) -> None:
-        conns = list(self._order)
-        self._order.clear()
+        conns = [c for stack in self._idle.values() for c in stack]
         self._idle.clear()
+        self.count = 0
         for conn in conns:
             conn.close()

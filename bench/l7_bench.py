@@ -1,0 +1,321 @@
+"""L7 side-by-side benchmark: nginx 1.22 as reverse proxy vs hakeeper's proxy engine.
+
+One run measures, with the same backend and the same load generator:
+- backend: nginx itself (1 worker) answering a 100-byte body from a `return 200`
+  location on its own port, pinned to CPU 1 with wrk (as in anchors/measured.md);
+- nginx proxy: 1 worker, `upstream { keepalive 64; }`, `proxy_http_version 1.1`,
+  `proxy_set_header Connection ""`, pinned to CPU 0;
+- hakeeper: the `hakeeper.proxy` engine, 1 worker (one process), same settings,
+  pinned to CPU 0; optionally 2 workers (SO_REUSEPORT, both CPUs; noisy on 2 vCPUs);
+each with `wrk -t1 -c50 -d10s --latency` keep-alive and with `-H 'Connection: close'`.
+It records req/s, p50/p99 latency, the proxy processes' CPU% from /proc/PID/stat deltas,
+and req/s per proxy core = req/s / (CPU% / 100), then prints a table with ratios vs nginx.
+
+Usage: .venv/bin/python bench/l7_bench.py [--duration 10] [--connections 50]
+       [--workers2] [--json out.json]
+Needs nginx, wrk and taskset. Everything listens on 127.0.0.1 and is stopped at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BODY = b"x" * 100
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
+
+
+def proc_tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for k in kids:
+        out.extend(proc_tree(int(k)))
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+NGINX_BACKEND = """
+worker_processes 1;
+daemon off;
+pid {dir}/backend.pid;
+error_log {dir}/backend.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ return 200 "{body}"; }}
+  }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes 1;
+daemon off;
+pid {dir}/proxy.pid;
+error_log {dir}/proxy.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+HAKEEPER_SERVE = """
+import signal, sys, asyncio, uvloop
+from hakeeper.proxy.config import Limits, Peer, ProxyConfig, keepalive_headers
+from hakeeper.proxy.engine import Engine
+from hakeeper.proxy.server import Master
+
+port, backend, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+config = ProxyConfig(
+    peers=(Peer("127.0.0.1", backend),), http_version="1.1", headers=keepalive_headers(),
+    upstream_keepalive=64, limits=Limits(keepalive_requests=1_000_000),
+)
+if workers == 1:
+    async def main() -> None:
+        engine = Engine(config)
+        await engine.start_listening("127.0.0.1", port, backlog=4096)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        engine.close()
+    uvloop.run(main())
+else:
+    master = Master(config, port=port, workers=workers)
+    master.start()
+    signal.sigwait([signal.SIGTERM])
+    master.stop(graceful=False)
+"""
+
+
+@dataclass
+class Result:
+    target: str
+    mode: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_pct: float
+    per_core: float
+    errors: int
+
+
+def parse_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        return float("nan")
+    value = float(m.group(1))
+    return {"us": value / 1000, "ms": value, "s": value * 1000}[m.group(2)]
+
+
+def run_wrk(
+    port: int, duration: int, connections: int, close: bool, cpu: str
+) -> tuple[float, float, float, int]:
+    cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    cmd.append(f"http://127.0.0.1:{port}/")
+    out = subprocess.run(
+        cmd, check=False, capture_output=True, text=True, timeout=duration + 30
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return rps, p50, p99, errors
+
+
+def measure(name: str, pid: int, port: int, args: argparse.Namespace, wrk_cpu: str) -> list[Result]:
+    results = []
+    for mode, close in (("keep-alive", False), ("close", True)):
+        # short warm-up so pools and caches are filled
+        run_wrk(port, 1, args.connections, close, wrk_cpu)
+        pids = proc_tree(pid)
+        t0, c0 = time.monotonic(), cpu_ticks(pids)
+        rps, p50, p99, errors = run_wrk(port, args.duration, args.connections, close, wrk_cpu)
+        t1, c1 = time.monotonic(), cpu_ticks(proc_tree(pid))
+        cpu = 100.0 * (c1 - c0) / CLK_TCK / (t1 - t0)
+        per_core = rps / (cpu / 100.0) if cpu > 0 else float("nan")
+        results.append(Result(name, mode, rps, p50, p99, cpu, per_core, errors))
+        print(
+            f"  {name:22} {mode:10} {rps:9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+            f"CPU {cpu:5.1f}%  per core {per_core:8.0f}  errors {errors}",
+            flush=True,
+        )
+    return results
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def table(results: list[Result]) -> str:
+    ref = {r.mode: r for r in results if r.target == "nginx 1.22"}
+    lines = [
+        "| target | mode | req/s | p50 / p99 ms | proxy CPU % | req/s per proxy core "
+        "| vs nginx (per core) | p99 vs nginx |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = ref.get(r.mode)
+        ratio = f"{r.per_core / base.per_core:.2f}x" if base else "-"
+        p99r = f"{r.p99_ms / base.p99_ms:.2f}x" if base else "-"
+        lines.append(
+            f"| {r.target} | {r.mode} | {r.rps:,.0f} | {r.p50_ms:.2f} / {r.p99_ms:.2f} "
+            f"| {r.cpu_pct:.0f} | {r.per_core:,.0f} | {ratio} | {p99r} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--workers2", action="store_true", help="also run hakeeper with 2 workers")
+    ap.add_argument("--skip-nginx", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin") is None:
+            print(f"missing {tool}", file=sys.stderr)
+            return 2
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    work = Path(tempfile.mkdtemp(prefix=f"hk-l7bench-{secrets.token_hex(3)}-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    results: list[Result] = []
+    try:
+        bport = free_port()
+        (work / "backend.conf").write_text(
+            NGINX_BACKEND.format(dir=work, port=bport, body=BODY.decode())
+        )
+        backend = subprocess.Popen(
+            ["taskset", "-c", "1", nginx, "-p", str(work), "-c", str(work / "backend.conf")]
+        )
+        procs.append(backend)
+        wait_port(bport)
+        print(f"backend: nginx return 200 (100-byte body) on :{bport}, CPU 1")
+        rps, _p50, p99, _ = run_wrk(bport, 3, args.connections, False, "1")
+        print(f"  direct (no proxy, same CPU as wrk): {rps:.0f} req/s p99 {p99:.2f} ms")
+
+        if not args.skip_nginx:
+            nport = free_port()
+            (work / "proxy.conf").write_text(
+                NGINX_PROXY.format(dir=work, port=nport, backend=bport)
+            )
+            nproxy = subprocess.Popen(
+                ["taskset", "-c", "0", nginx, "-p", str(work), "-c", str(work / "proxy.conf")]
+            )
+            procs.append(nproxy)
+            wait_port(nport)
+            results += measure("nginx 1.22", nproxy.pid, nport, args, "1")
+            stop(nproxy)
+
+        hport = free_port()
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+        hk = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                "0",
+                sys.executable,
+                "-c",
+                HAKEEPER_SERVE,
+                str(hport),
+                str(bport),
+                "1",
+            ],
+            env=env,
+        )
+        procs.append(hk)
+        wait_port(hport)
+        results += measure("hakeeper (1 worker)", hk.pid, hport, args, "1")
+        stop(hk)
+
+        if args.workers2:
+            hport2 = free_port()
+            hk2 = subprocess.Popen(
+                [sys.executable, "-c", HAKEEPER_SERVE, str(hport2), str(bport), "2"], env=env
+            )
+            procs.append(hk2)
+            wait_port(hport2)
+            results += measure("hakeeper (2 workers)", hk2.pid, hport2, args, "0,1")
+            stop(hk2)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
