@@ -137,6 +137,7 @@ if workers == 1:
 else:
     master = Master(config, port=port, workers=workers)
     master.start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # after the fork only
     signal.sigwait([signal.SIGTERM])
     master.stop(graceful=False)
 """

@@ -332,3 +332,34 @@ def test_idle_keepalive_and_body_timeouts() -> None:
             await wait_for(lambda: not px.engine.clients and not backend.conns)
 
     run(main())
+
+
+def test_upstream_bytes_beyond_the_response_are_never_relayed() -> None:
+    def desync(conn: BackendConn, seen: Seen) -> None:
+        # a second, unsolicited response glued to the first: response splitting
+        conn.send(simple_response(body=b"ok") + simple_response(body=b"evil"))
+
+    async def main() -> None:
+        backend = Backend(desync)
+        async with proxy_with([backend]) as px:
+            reader, writer = await connect(px.port)
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = await read_until_closed(reader)
+            assert b"evil" not in data  # the client connection is cut instead
+            writer.close()
+            assert px.engine.stats.upstream_invalid == 1
+            await wait_for(lambda: not px.engine.clients and px.engine.pool.idle() == 0)
+
+    run(main())
+
+
+def test_invalid_upstream_response_is_502() -> None:
+    def broken(conn: BackendConn, seen: Seen) -> None:
+        conn.send(b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async def main() -> None:
+        async with proxy_with([Backend(broken)]) as px:
+            resp = await request(px.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert resp.status == 502
+
+    run(main())
