@@ -18,6 +18,7 @@ from fakewire import FakeWire
 
 from hakeeper.io.vrrp_socket import VrrpSocketConfig
 from hakeeper.runtime.daemon import Daemon, DaemonOptions
+from hakeeper.runtime.process import loop_factory
 from hakeeper.vrrp.packet import decode
 
 A_IP, B_IP = "198.18.0.1", "198.18.0.2"
@@ -107,7 +108,9 @@ def run_scenario(tmp_path: Path, body: Callable[[Harness], Awaitable[Any]]) -> A
         finally:
             await h.stop_all()
 
-    return asyncio.run(go())
+    # the production loop (hakeeper run uses uvloop), so its quirks show up here too
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(go())
 
 
 def test_election_and_sigterm_priority_zero(tmp_path: Path) -> None:

@@ -143,3 +143,20 @@ def test_unknown_user_is_a_failure_not_a_crash(tmp_path: Path) -> None:
         return await exec_with_timeout(["/bin/true"], 5.0, user="no-such-user-hk")
 
     assert asyncio.run(go()) is None
+
+
+@pytest.mark.parametrize("as_nobody", [False, True])
+def test_exec_works_on_uvloop(as_nobody: bool) -> None:
+    """The daemon runs on uvloop, whose subprocess_exec rejects user=/group= arguments."""
+    if as_nobody and os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    uvloop = pytest.importorskip("uvloop")
+    kwargs = {"user": "nobody"} if as_nobody else {}
+
+    async def go() -> tuple[int | None, int | None]:
+        ok = await exec_with_timeout(["/bin/true"], 5.0, **kwargs)
+        bad = await exec_with_timeout(["/bin/false"], 5.0, **kwargs)
+        return ok, bad
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(go()) == (0, 1)
