@@ -36,6 +36,8 @@ class Balancer(Protocol):
 class RoundRobin:
     """Unweighted round-robin with nginx's max_fails/fail_timeout passive health."""
 
+    uses_key = False  # pick() ignores the client address (the engine may skip computing it)
+
     __slots__ = ("_checked", "_fails", "_index", "_next", "fail_timeout", "max_fails", "peers")
 
     def __init__(
@@ -60,17 +62,22 @@ class RoundRobin:
         )
 
     def pick(self, key: str, tried: Collection[Peer], now: float) -> Peer | None:
-        n = len(self.peers)
-        for step in range(n):
-            i = (self._next + step) % n
-            peer = self.peers[i]
+        peers = self.peers
+        fails = self._fails
+        n = len(peers)
+        i = self._next
+        for _ in range(n):
+            j = i
+            peer = peers[j]
+            i = i + 1 if i + 1 < n else 0
             if tried and peer in tried:
                 continue
-            if not self._usable(i, now):
-                continue
-            self._next = (i + 1) % n
-            if now - self._checked[i] > self.fail_timeout:
-                self._checked[i] = now
+            if fails[j]:
+                if not self._usable(j, now):
+                    continue
+                if now - self._checked[j] > self.fail_timeout:
+                    self._checked[j] = now  # the one request that probes a recovered peer
+            self._next = i
             return peer
         return None
 

@@ -86,6 +86,9 @@ class Engine:
         # a cached clock like nginx's: refreshed by every sweep and by loop callbacks
         # that need precision; deadlines may fire up to one timer_resolution early
         self.now = self.loop.time()
+        # the client address is only needed by dynamic header rules or a keyed balancer
+        self.needs_addr = bool(self.rules.dynamic) or getattr(self.balancer, "uses_key", True)
+        self.hosts_ok: dict[bytes, bool] = {}  # Host values already validated
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self._schedule_sweep()

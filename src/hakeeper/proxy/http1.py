@@ -29,7 +29,6 @@ from httptools import (
 from hakeeper.proxy.config import IDEMPOTENT_METHODS, Peer
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.framing import (
-    BAD_HOST,
     CONTINUE_100,
     CRLF,
     LAST_CHUNK,
@@ -38,6 +37,7 @@ from hakeeper.proxy.framing import (
     error_response,
     request_status,
     status_line,
+    valid_host,
 )
 from hakeeper.proxy.upstream import UpstreamProtocol
 
@@ -70,7 +70,15 @@ _SPECIAL = {
     b"transfer-encoding": H_TE,
 }
 _TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_host_ok = BAD_HOST.search  # None means no forbidden sequence
+
+
+def _remember_host(cache: dict[bytes, bool], host: bytes) -> bool:
+    """Validate a Host value once; hosts repeat, so later requests hit the cache."""
+    ok = valid_host(host)
+    if len(cache) > 4096:
+        cache.clear()
+    cache[host] = ok
+    return ok
 
 
 class _RejectError(Exception):
@@ -179,11 +187,12 @@ class ClientProtocol(asyncio.Protocol):
         engine = self.engine
         engine.clients.add(self)
         engine.stats.accepted += 1
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.key = str(peer[0])
-            self.remote_addr = self.key.encode("ascii")
-            self.remote_port = str(peer[1]).encode("ascii")
+        if engine.needs_addr:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and len(peer) >= 2:
+                self.key = str(peer[0])
+                self.remote_addr = self.key.encode("ascii")
+                self.remote_port = str(peer[1]).encode("ascii")
         self.kind = C_HEADER
         self.deadline = engine.now + engine.t_header
 
@@ -349,8 +358,7 @@ class ClientProtocol(asyncio.Protocol):
             version == "1.1"
             and req.host_count == 1
             and req.clen <= engine.max_body
-            and host
-            and _host_ok(host) is None
+            and (engine.hosts_ok.get(host) or _remember_host(engine.hosts_ok, host))
         ):
             status = request_status(
                 version, req.host_count, host, req.clen, engine.config.limits.max_body
