@@ -48,6 +48,7 @@ log = logging.getLogger("hakeeper.daemon")
 
 SHUTDOWN_DRAIN = 3.0
 NOTIFY_STOP_WAIT = 5.0
+SMTP_EXIT_WAIT = 3.0
 
 Loader = Callable[[str, str | None], tuple[KeepalivedConfig | None, Any]]
 
@@ -216,8 +217,11 @@ class Daemon:
                         self._dump_status()
                 except Exception:  # keep serving: VIPs stay correct, the bug is logged
                     log.exception("handling %s failed", event)
-            await self._shutdown()
         finally:
+            try:  # also after a crash: masters resign and VIPs go, as on SIGTERM
+                await self._shutdown()
+            except Exception:
+                log.exception("shutdown failed")
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             await self._close_resources()
@@ -239,8 +243,8 @@ class Daemon:
             self._stop_instance(name)
         await self.host.drain(SHUTDOWN_DRAIN)
         await self.notify.wait_idle(NOTIFY_STOP_WAIT)
-        if self.smtp is not None:
-            await self.smtp.drain(self.config.global_defs.smtp_connect_timeout)
+        if self.smtp is not None:  # a dead relay must not hold the exit for long
+            await self.smtp.drain(min(SMTP_EXIT_WAIT, self.config.global_defs.smtp_connect_timeout))
 
     async def _close_resources(self) -> None:
         if self.watchdog is not None:
