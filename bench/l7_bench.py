@@ -118,7 +118,7 @@ HAKEEPER_SERVE = """
 import signal, sys, asyncio, uvloop
 from hakeeper.proxy.config import Limits, Peer, ProxyConfig, keepalive_headers
 from hakeeper.proxy.engine import Engine
-from hakeeper.proxy.server import Master
+from hakeeper.proxy.server import Master, tune_gc
 
 port, backend, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 config = ProxyConfig(
@@ -127,6 +127,7 @@ config = ProxyConfig(
 )
 if workers == 1:
     async def main() -> None:
+        tune_gc()
         engine = Engine(config)
         await engine.start_listening("127.0.0.1", port, backlog=4096)
         stop = asyncio.Event()

@@ -199,6 +199,10 @@ class ClientProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.engine.clients.discard(self)
+        # break reference cycles (parser -> bound methods -> self) so plain reference
+        # counting frees the connection; the cyclic GC stays out of the hot path
+        self.parser = None  # type: ignore[assignment]
+        self.transport = None
         self.deadline = 0.0
         if self.connecting is not None:
             self.connecting.cancel()
@@ -858,7 +862,8 @@ class ClientProtocol(asyncio.Protocol):
     def drain(self) -> None:
         """Graceful stop: finish the current request, then close; idle ones close now."""
         self.draining = True
-        if self.active is None and self.cur is None and not self.tunnel:
+        # idle keep-alive connections close now; a fresh one gets its first request served
+        if self.served and self.active is None and self.cur is None and not self.tunnel:
             self.close()
 
     def close(self) -> None:

@@ -101,6 +101,8 @@ class UpstreamProtocol(asyncio.Protocol):
         engine = self.engine
         engine.upstreams.discard(self)
         engine.pool.remove(self)
+        self.parser = None  # type: ignore[assignment]  # break parser <-> self cycles
+        self.raw_parser = None
         client = self.client
         self.client = None
         self.failed = True
