@@ -371,7 +371,11 @@ class Daemon:
             if inst.use_vmac:
                 live, vmac = await self._with_vmac(inst)
             key = socket_key(live, self.config.global_defs)
-            group = self.pool.acquire(key, inst.unicast_ttl)
+            group = self.pool.acquire(
+                key,
+                inst.unicast_ttl,
+                check_unicast_src=self.config.global_defs.vrrp_check_unicast_src,
+            )
             source = group.sock.source
             primary = ipaddress.ip_address(source) if source else None
             params = instance_params(live, self.config.global_defs, primary)

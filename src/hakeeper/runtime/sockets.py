@@ -32,7 +32,9 @@ SocketFactory = Callable[[VrrpSocketConfig], VrrpSocket]
 class SocketGroup:
     """One socket and the drivers sharing it (by VRID)."""
 
-    def __init__(self, key: SocketKey, sock: VrrpSocket, unicast_ttl: int = 255) -> None:
+    def __init__(
+        self, key: SocketKey, sock: VrrpSocket, *, check_unicast_src: bool = False
+    ) -> None:
         self.key = key
         self.sock = sock
         self.drivers: dict[int, InstanceDriver] = {}
@@ -41,7 +43,8 @@ class SocketGroup:
         # decode() is a pure function of (payload, src, dst, ttl) and a steady master sends
         # byte-identical adverts, so the last good decodes are remembered (checksum and all).
         self._decoded: dict[tuple[bytes, str, str, int], Advert] = {}
-        self._peers = frozenset(key.unicast_peers)
+        # keepalived accepts unicast adverts from anyone unless vrrp_check_unicast_src
+        self._peers = frozenset(key.unicast_peers) if check_unicast_src else frozenset()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.sock.attach(loop, self.on_packet)
@@ -128,7 +131,9 @@ class SocketPool:
         self.factory = factory
         self.groups: dict[SocketKey, SocketGroup] = {}
 
-    def acquire(self, key: SocketKey, unicast_ttl: int = 255) -> SocketGroup:
+    def acquire(
+        self, key: SocketKey, unicast_ttl: int = 255, *, check_unicast_src: bool = False
+    ) -> SocketGroup:
         group = self.groups.get(key)
         if group is None:
             config = VrrpSocketConfig(
@@ -139,7 +144,7 @@ class SocketPool:
                 mcast_group=key.group,
                 unicast_ttl=unicast_ttl,
             )
-            group = SocketGroup(key, self.factory(config), unicast_ttl)
+            group = SocketGroup(key, self.factory(config), check_unicast_src=check_unicast_src)
             group.attach(self.loop)
             self.groups[key] = group
         return group
