@@ -146,6 +146,7 @@ class ClientProtocol(asyncio.Protocol):
         "key",
         "kind",
         "parser",
+        "picked",
         "queue",
         "remote_addr",
         "remote_port",
@@ -164,6 +165,7 @@ class ClientProtocol(asyncio.Protocol):
         self.active: Request | None = None
         self.queue: deque[Request] = deque()
         self.up: UpstreamProtocol | None = None
+        self.picked: Peer | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.early: list[bytes] = []
         self.held = b""
@@ -211,6 +213,7 @@ class ClientProtocol(asyncio.Protocol):
         self.up = None
         if up is not None:
             up.detach()
+        self._report(True)  # the client went away: not the upstream's fault (nginx state 0)
         self.active = None
         self.cur = None
         self.queue.clear()
@@ -479,6 +482,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         req.tried.append(peer)
         req.tries += 1
+        self.picked = peer  # owes the balancer exactly one report()
         up = engine.pool.get(peer)
         if up is not None:
             engine.stats.upstream_reused += 1
@@ -578,7 +582,7 @@ class ClientProtocol(asyncio.Protocol):
             return False
         engine = self.engine
         if status in engine.retry_statuses and self._can_retry(req, f"http_{status}"):
-            engine.balancer.report(up.peer, status in (403, 404), engine.now)
+            self._report(status in (403, 404))
             self.up = None
             up.detach()
             engine.stats.retries += 1
@@ -620,7 +624,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         engine = self.engine
         if status in engine.retry_statuses and self._can_retry(req, f"http_{status}"):
-            engine.balancer.report(up.peer, status in (403, 404), engine.now)
+            self._report(status in (403, 404))
             self.up = None
             up.detach()
             engine.stats.retries += 1
@@ -678,6 +682,7 @@ class ClientProtocol(asyncio.Protocol):
         elif self.held:
             self.flush_head()
         now = engine.now
+        self.picked = None
         engine.balancer.report(up.peer, True, now)
         engine.stats.responses += 1
         if (
@@ -716,8 +721,7 @@ class ClientProtocol(asyncio.Protocol):
         if up is not None:
             up.detach()
         engine.stats.upstream_errors += 1
-        if req.tried:
-            engine.balancer.report(req.tried[-1], False, engine.now)
+        self._report(False)
         if req.responded:
             self.abort()
             return
@@ -751,6 +755,13 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = self.engine.now + self.engine.t_read
 
     # -- request outcomes ---------------------------------------------------------------
+    def _report(self, ok: bool) -> None:
+        """Settle the pending pick with the balancer (least_conn counts, passive health)."""
+        peer = self.picked
+        if peer is not None:
+            self.picked = None
+            self.engine.balancer.report(peer, ok, self.engine.now)
+
     def _can_retry(self, req: Request, kind: str) -> bool:
         engine = self.engine
         policy = engine.config.retry
@@ -815,6 +826,7 @@ class ClientProtocol(asyncio.Protocol):
             self.up = None
             if up is not None:
                 up.detach()
+            self._report(True)
             if self.connecting is not None:
                 self.connecting.cancel()
                 self.connecting = None

@@ -226,10 +226,8 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.client is client:
             self.client = None
             self.failed = True
-            if self.got_head:
-                client.abort()
-            else:
-                client.upstream_failed(self, "invalid_header")
+            # after the head went out the client is cut (upstream_failed aborts it)
+            client.upstream_failed(self, "invalid_header")
         self.close()
 
     # -- httptools callbacks ------------------------------------------------------------
@@ -342,10 +340,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.abort()
         if client is not None:
             self.engine.stats.upstream_timeouts += 1
-            if self.got_head:
-                client.abort()
-            else:
-                client.upstream_failed(self, "timeout")
+            client.upstream_failed(self, "timeout")
 
 
 class _RawCallbacks:
