@@ -12,7 +12,7 @@ It records req/s, p50/p99 latency, the proxy processes' CPU% from /proc/PID/stat
 and req/s per proxy core = req/s / (CPU% / 100), then prints a table with ratios vs nginx.
 
 Usage: .venv/bin/python bench/l7_bench.py [--duration 10] [--connections 50]
-       [--workers2] [--json out.json]
+       [--workers2] [--floor] [--json out.json]
 Needs nginx, wrk and taskset. Everything listens on 127.0.0.1 and is stopped at exit.
 """
 
@@ -144,6 +144,32 @@ else:
 """
 
 
+BARE_UVLOOP = """
+import asyncio, signal, sys, uvloop
+RESP = b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\n" + b"x" * 100
+CLOSE = b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\nConnection: close\\r\\n\\r\\n" + b"x" * 100
+
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        if b"onnection: close" in data:
+            self.transport.write(CLOSE)
+            self.transport.close()
+        else:
+            self.transport.write(RESP)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_server(Answer, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+
+uvloop.run(main())
+"""
+
+
 @dataclass
 class Result:
     target: str
@@ -241,6 +267,12 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--workers2", action="store_true", help="also run hakeeper with 2 workers")
     ap.add_argument("--skip-nginx", action="store_true")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a bare uvloop server answering itself (no proxying): "
+        "the per-connection/per-request cost any uvloop Protocol pays on this box",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
@@ -298,6 +330,16 @@ def main() -> int:
         wait_port(hport)
         results += measure("hakeeper (1 worker)", hk.pid, hport, args, "1")
         stop(hk)
+
+        if args.floor:
+            fport = free_port()
+            floor = subprocess.Popen(
+                ["taskset", "-c", "0", sys.executable, "-c", BARE_UVLOOP, str(fport)], env=env
+            )
+            procs.append(floor)
+            wait_port(fport)
+            results += measure("floor: bare uvloop", floor.pid, fport, args, "1")
+            stop(floor)
 
         if args.workers2:
             hport2 = free_port()

@@ -89,15 +89,16 @@ class Engine:
         # the client address is only needed by dynamic header rules or a keyed balancer
         self.needs_addr = bool(self.rules.dynamic) or getattr(self.balancer, "uses_key", True)
         self.hosts_ok: dict[bytes, bool] = {}  # Host values already validated
+        from hakeeper.proxy.http1 import ClientProtocol  # noqa: PLC0415 (import cycle)
+
+        self._client_class = ClientProtocol
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self._schedule_sweep()
 
     # -- connections --------------------------------------------------------------------
     def protocol_factory(self) -> ClientProtocol:
-        from hakeeper.proxy.http1 import ClientProtocol  # noqa: PLC0415 (import cycle)
-
-        return ClientProtocol(self)
+        return self._client_class(self)
 
     async def connect(self, peer: Peer) -> UpstreamProtocol:
         """Open a new upstream connection (the caller bounds it with a deadline)."""
