@@ -389,6 +389,19 @@ def test_sighup_reload_keeps_state_and_rejects_bad_config(
     assert after["counters"]["transitions"] == before["counters"]["transitions"]
     assert after["last_transition"] == before["last_transition"]
     assert a.has(VIP)
+    # 3. change the MASTER instance itself: replaced in place, no failover to b
+    b_transitions = b.instance()["counters"]["transitions"]
+    a.write(
+        instance_conf(prio=160, extra=f"notify {notify}")
+        + instance_conf("VI_2", prio=150, vrid=52, vip="198.18.0.101/24")
+    )
+    a.signal(signal.SIGHUP)
+    wait_until(lambda: a.status()["reloads"]["ok"] == 2, what="second reload")
+    assert a.status()["reloads"]["last_summary"]["changed"] == ["VI_1"]
+    assert a.state() == "MASTER" and a.instance()["effective_priority"] == 160
+    wait_until(lambda: b.instance()["master_priority"] == 160, what="b hears the new priority")
+    assert b.instance()["counters"]["transitions"] == b_transitions
+    assert a.has(VIP)
     # SIGUSR1 dumps the same status JSON to the status file
     a.signal(signal.SIGUSR1)
     wait_until(a.status_file.exists, what="status file")

@@ -7,7 +7,9 @@ keepalived(8) behaviours, exabgp-style structure (shared/STYLE.md):
 * SIGHUP: the file is loaded aside; on any error the diagnostics are logged and the
   running config stays; otherwise instances are sorted into removed / added / changed /
   unchanged and only the first three are touched: an unchanged instance keeps its state,
-  its VIPs and its timers; tracked scripts keep their rise/fall state unless they changed;
+  its VIPs and its timers; a changed MASTER is replaced without resigning (no priority 0,
+  VIPs it keeps are never removed) and its successor starts as MASTER, then the normal
+  election applies; tracked scripts keep their rise/fall state unless they changed;
 * SIGUSR1: the status JSON (the same as the control socket's `status`) is written to the
   status file (keepalived writes /tmp/keepalived.data);
 * state changes run the notify scripts with keepalived's arguments, send `smtp_alert`
@@ -77,6 +79,7 @@ class Running:
     group: SocketGroup | None
     error: str = ""
     vmac: str | None = None
+    promote: bool = False  # reloaded while MASTER: go straight back to MASTER
 
 
 @dataclass(slots=True)
@@ -298,8 +301,11 @@ class Daemon:
                 or self._group_of(old, name) != self._group_of(cfg, name)
                 or self._runtime_key(old, run.inst) != self._runtime_key(cfg, inst)
             ):
-                self._stop_instance(name)
+                was_master = run.driver is not None and run.driver.state is m.State.MASTER
+                self._stop_instance(name, successor=inst if was_master else None)
                 await self._start_instance(inst)
+                new_run = self.instances[name]
+                new_run.promote = was_master and new_run.driver is not None
                 summary["changed"].append(name)
             else:
                 summary["unchanged"].append(name)
@@ -394,12 +400,16 @@ class Daemon:
             return
         self.instances[inst.name] = Running(inst, driver, group, vmac=vmac)
 
-    def _stop_instance(self, name: str) -> None:
+    def _stop_instance(self, name: str, successor: VrrpInstance | None = None) -> None:
+        """Stop an instance; with a `successor` (reload of a MASTER) hand over quietly."""
         run = self.instances.pop(name, None)
         if run is None or run.driver is None:
             return
-        log.debug("stopping %s", name)
-        run.driver.stop()
+        if successor is not None and run.vmac is None:
+            keep = successor.virtual_ipaddresses + successor.virtual_ipaddress_excluded
+            run.driver.hand_over(keep)
+        else:
+            run.driver.stop()
         if run.group is not None:
             self.pool.release(run.group, run.driver)
         if run.vmac is not None:
@@ -430,7 +440,8 @@ class Daemon:
                     run.error = f"waiting for first result of {', '.join(ev.pending)}"
                 else:
                     run.error = ""
-                    drv.start()
+                    drv.start(resume_master=run.promote)  # changed on reload while MASTER
+                    run.promote = False
         for group in self.sync_groups.values():
             self._reconcile(group, None, [])
 

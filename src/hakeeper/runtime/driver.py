@@ -118,6 +118,7 @@ class InstanceDriver:
         self._src: IPAddress | None = ipaddress.ip_address(sender.source) if sender.source else None
         self._running = False
         self._log_seen: dict[str, tuple[float, int]] = {}
+        self._quiet = False
 
     # ------------------------------------------------------------------ inputs
 
@@ -133,9 +134,22 @@ class InstanceDriver:
     def running(self) -> bool:
         return self._running
 
-    def start(self) -> None:
+    def start(self, *, resume_master: bool = False) -> None:
+        """Start the machine; `resume_master` (a changed MASTER replaced on reload) goes
+        straight to MASTER without notifying, as the role did not change for the outside."""
         self._running = True
-        self._apply(self.machine.start(self.loop.time()))
+        now = self.loop.time()
+        actions = self.machine.start(now)
+        if not resume_master or self.machine.state is not m.State.BACKUP:
+            self._apply(actions)
+            return
+        actions = [a for a in actions if not isinstance(a, m.StateChanged)]
+        actions += self.machine.force_master(now, "resumed MASTER after reload")
+        self._quiet = True
+        try:
+            self._apply(actions)
+        finally:
+            self._quiet = False
 
     def stop(self) -> None:
         """Shutdown (SIGTERM / removed on reload): master sends priority 0, VIPs removed."""
@@ -144,6 +158,23 @@ class InstanceDriver:
         self._apply(self.machine.shutdown(self.loop.time()))
         self._running = False
         self._cancel_timer()
+
+    def hand_over(self, keep: Sequence[VirtualAddress]) -> None:
+        """Reload of a changed instance that is MASTER: stop without resigning.
+
+        No priority-0 advert, no STOP notification, and only the VIPs the successor will not
+        carry are removed, so the replacement driver can take over without a VIP flap.
+        """
+        if not self._running:
+            return
+        self.machine.shutdown(self.loop.time())  # state and timers only; actions dropped
+        self._running = False
+        self._cancel_timer()
+        kept = {(v.address, v.dev or self.ifname) for v in keep}
+        gone = [v for v in self.vips if (v.address, v.dev or self.ifname) not in kept]
+        self._routes(add=False)
+        self._host_call(self.host.remove_addresses, gone)
+        self.vips_installed = False
 
     def on_advert(self, advert: Advert) -> None:
         if self._running:
@@ -259,7 +290,7 @@ class InstanceDriver:
         log.info(
             "VRRP_Instance(%s) Entering %s STATE (%s)", self.name, change.new.value, change.reason
         )
-        if self.on_state is not None:
+        if self.on_state is not None and not self._quiet:
             try:
                 self.on_state(self, change)
             except Exception:

@@ -364,3 +364,31 @@ def test_instance_that_failed_to_start_is_retried_on_reload(tmp_path: Path) -> N
         await until(lambda: state(a) == "MASTER", what="VI_1 started on reload")
 
     run_scenario(tmp_path, body)
+
+
+def test_changed_master_is_replaced_without_failover(tmp_path: Path) -> None:
+    notify = 'notify "/bin/n.sh"'
+
+    async def body(h: Harness) -> None:
+        a = h.start("a", A_IP, conf(inst(prio=150, body=notify)))
+        b = h.start("b", B_IP, conf(inst(prio=100)))
+        await until(lambda: state(a) == "MASTER" and state(b) == "BACKUP")
+        b_transitions = b.instances["VI_1"].driver.counters.transitions  # type: ignore[union-attr]
+        old = a.instances["VI_1"].driver
+        ran_before = len(h.ran)
+        sent_before = len(h.wire.sent)
+        h.rewrite("a", conf(inst(prio=160, body=notify)))
+        a.request("hup")
+        await until(lambda: a.reloads.ok == 1)
+        new = a.instances["VI_1"].driver
+        assert new is not old and new is not None
+        assert state(a) == "MASTER", "the successor resumes MASTER at once"
+        await until(lambda: len(h.wire.sent) > sent_before + 5, what="adverts after reload")
+        from_a = [p for s, p in h.wire.sent[sent_before:] if s == A_IP]
+        src, dst = ipaddress.ip_address(A_IP), ipaddress.ip_address("224.0.0.18")
+        prios = {getattr(decode(p, src=src, dst=dst), "priority", None) for p in from_a}
+        assert prios == {160}, "no priority-0 resignation, new priority advertised"
+        assert b.instances["VI_1"].driver.counters.transitions == b_transitions  # type: ignore[union-attr]
+        assert h.ran[ran_before:] == [], "no notify: the role did not change"
+
+    run_scenario(tmp_path, body)
