@@ -276,12 +276,14 @@ class Daemon:
         old = self.config
         self.config = cfg
         settings = _smtp_settings(cfg)
-        if settings != (self.smtp.settings if self.smtp else None):
-            if self.smtp is not None:
-                self.smtp.settings = settings or self.smtp.settings
-            elif settings is not None:
-                self.smtp = SmtpAlerter(settings)
-                self.smtp.start()
+        if settings is None and self.smtp is not None:
+            await self.smtp.close()  # smtp_server/notification_email removed
+            self.smtp = None
+        elif settings is not None and self.smtp is not None:
+            self.smtp.settings = settings
+        elif settings is not None:
+            self.smtp = SmtpAlerter(settings)
+            self.smtp.start()
         self.tracker.configure(cfg)
         old_by_name = {i.name: i for i in old.vrrp_instances} if not initial else {}
         new_by_name = {i.name: i for i in cfg.vrrp_instances}
