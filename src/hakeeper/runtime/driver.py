@@ -283,6 +283,10 @@ class InstanceDriver:
             log.exception("%s: address change on %s failed", self.name, self.ifname)
 
     def _state_changed(self, change: m.StateChanged) -> None:
+        if change.old is m.State.INIT and change.new is not m.State.MASTER:
+            # keepalived "removing VIPs" at start: a daemon killed while MASTER left them
+            self._routes(add=False)
+            self._host_call(self.host.remove_addresses, self.vips)
         self.counters.transitions += 1
         self.last_transition_wall = time.time()
         self.last_transition_mono = self.loop.time()
