@@ -1,0 +1,598 @@
+"""nginx.conf reader for the L7 tier: directive table -> frozen model -> proxy settings.
+
+Reads the syntax tree of `hakeeper.conf.lexer.parse_nginx_text` for the directives
+operators use in front of web servers (see ../shared/anchors/dataplane.md 1.1, 1.6, 1.9):
+`worker_processes`, `events`, `http`, `upstream` (`server` with weight/max_fails/
+fail_timeout/backup/down/max_conns; `least_conn`, `ip_hash`, `hash KEY [consistent]`,
+`random [two]`, `keepalive*`), `server` (`listen`, `server_name`), `location` (`=`, `^~`,
+`~`, `~*`, prefix), `proxy_pass`, `proxy_set_header`, `proxy_http_version`,
+`proxy_*_timeout`, `proxy_next_upstream*`, `return`, `client_*` limits, logs. Like
+`ngx_conf_handler`, an unknown directive, a directive in the wrong block or with the
+wrong number of arguments is an error naming file:line; values merge outside-in
+(http -> server -> location; `proxy_set_header` only when the inner level has none).
+`match_location` follows nginx's order (exact, longest prefix, `^~`, regexes in order).
+Pure: no I/O (`include` is resolved by the caller-supplied `include` callback).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.tree import Node, Word
+
+IncludeFn = Callable[[str, Location, Diagnostics], Sequence[Node]]
+
+_TIME = re.compile(r"(\d+)(ms|s|m|h|d)?")
+_SIZE = re.compile(r"(\d+)([kKmMgG])?")
+_TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, None: 1}
+
+
+def parse_time(text: str) -> float | None:
+    """nginx time: `500ms`, `30s`, `1m`, `2h`, plain seconds; None if malformed."""
+    total = 0.0
+    pos = 0
+    for m in _TIME.finditer(text):
+        if m.start() != pos:
+            return None
+        total += int(m.group(1)) * _TIME_UNITS[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) and text else None
+
+
+def parse_size(text: str) -> int | None:
+    """nginx size: `1m`, `8k`, plain bytes; None if malformed."""
+    m = _SIZE.fullmatch(text)
+    if not m:
+        return None
+    unit = m.group(2).lower() if m.group(2) else None
+    return int(m.group(1)) * _SIZE_UNITS[unit]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamServer:
+    host: str
+    port: int
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    backup: bool = False
+    down: bool = False
+    max_conns: int = 0
+    loc: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    servers: tuple[UpstreamServer, ...]
+    method: str = "round_robin"  # a key of hakeeper.balance.NGINX_BALANCERS
+    hash_key: str = ""
+    keepalive: int = 0
+    keepalive_timeout: float = 60.0
+    keepalive_requests: int = 1000
+    loc: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+    default_server: bool = False
+    reuseport: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """The proxy_* values in effect in one location (after merging)."""
+
+    headers: tuple[tuple[str, str], ...] = (("Host", "$proxy_host"), ("Connection", "close"))
+    http_version: str = "1.0"
+    connect_timeout: float = 60.0
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
+    next_upstream: tuple[str, ...] = ("error", "timeout")
+    next_upstream_tries: int = 0
+    next_upstream_timeout: float = 0.0
+    client_max_body_size: int = 1 << 20
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    keepalive_requests: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLocation:
+    """One `location` block (or a server-level `return`, with an empty pattern)."""
+
+    modifier: str  # "", "=", "^~", "~", "~*"
+    pattern: str
+    proxy_pass: str | None = None  # "http://name[:port][/uri]"
+    return_code: int | None = None
+    return_text: str = ""
+    settings: ProxySettings = field(default_factory=ProxySettings)
+    loc: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    listens: tuple[Listen, ...]
+    names: tuple[str, ...]
+    locations: tuple[HttpLocation, ...]
+    loc: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NginxConfig:
+    worker_processes: str = "1"
+    worker_connections: int = 512
+    upstreams: tuple[Upstream, ...] = ()
+    servers: tuple[Server, ...] = ()
+
+    def upstream(self, name: str) -> Upstream | None:
+        return next((u for u in self.upstreams if u.name == name), None)
+
+
+def match_location(locations: Sequence[HttpLocation], uri: str) -> HttpLocation | None:
+    """nginx's location choice for `uri` (ngx_http_core_find_location order)."""
+    best: HttpLocation | None = None
+    for loc in locations:
+        if loc.modifier == "=" and uri == loc.pattern:
+            return loc
+        longer = best is None or len(loc.pattern) > len(best.pattern)
+        if loc.modifier in ("", "^~") and uri.startswith(loc.pattern) and longer:
+            best = loc
+    if best is not None and best.modifier == "^~":
+        return best
+    for loc in locations:
+        if loc.modifier in ("~", "~*"):
+            flags = re.IGNORECASE if loc.modifier == "~*" else 0
+            if re.search(loc.pattern, uri, flags):
+                return loc
+    return best
+
+
+# -- the directive table ---------------------------------------------------------------
+MAIN, EVENTS, HTTP, UPSTREAM, SERVER, LOCATION = (
+    "main",
+    "events",
+    "http",
+    "upstream",
+    "server",
+    "location",
+)
+_ANY_HTTP = frozenset({HTTP, SERVER, LOCATION})
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    contexts: frozenset[str]
+    min_args: int
+    max_args: int  # -1 = unbounded
+    block: bool = False
+
+
+def _spec(contexts: set[str] | frozenset[str], lo: int, hi: int, block: bool = False) -> _Spec:
+    return _Spec(frozenset(contexts), lo, hi, block)
+
+
+DIRECTIVES: dict[str, _Spec] = {
+    "user": _spec({MAIN}, 1, 2),
+    "pid": _spec({MAIN}, 1, 1),
+    "daemon": _spec({MAIN}, 1, 1),
+    "worker_processes": _spec({MAIN}, 1, 1),
+    "worker_rlimit_nofile": _spec({MAIN}, 1, 1),
+    "error_log": _spec({MAIN, HTTP, SERVER, LOCATION}, 1, 2),
+    "events": _spec({MAIN}, 0, 0, block=True),
+    "worker_connections": _spec({EVENTS}, 1, 1),
+    "use": _spec({EVENTS}, 1, 1),
+    "multi_accept": _spec({EVENTS}, 1, 1),
+    "http": _spec({MAIN}, 0, 0, block=True),
+    "include": _spec({MAIN, EVENTS, HTTP, UPSTREAM, SERVER, LOCATION}, 1, 1),
+    "access_log": _spec(_ANY_HTTP, 1, -1),
+    "log_format": _spec({HTTP}, 2, -1),
+    "default_type": _spec(_ANY_HTTP, 1, 1),
+    "sendfile": _spec(_ANY_HTTP, 1, 1),
+    "tcp_nopush": _spec(_ANY_HTTP, 1, 1),
+    "tcp_nodelay": _spec(_ANY_HTTP, 1, 1),
+    "types_hash_max_size": _spec({HTTP}, 1, 1),
+    "server_tokens": _spec(_ANY_HTTP, 1, 1),
+    "upstream": _spec({HTTP}, 1, 1, block=True),
+    "server": _spec({HTTP, UPSTREAM}, 0, -1),  # block in http, statement in upstream
+    "least_conn": _spec({UPSTREAM}, 0, 0),
+    "ip_hash": _spec({UPSTREAM}, 0, 0),
+    "hash": _spec({UPSTREAM}, 1, 2),
+    "random": _spec({UPSTREAM}, 0, 2),
+    "keepalive": _spec({UPSTREAM}, 1, 1),
+    "keepalive_requests": _spec({UPSTREAM, HTTP, SERVER, LOCATION}, 1, 1),
+    "keepalive_timeout": _spec({UPSTREAM, HTTP, SERVER, LOCATION}, 1, 2),
+    "listen": _spec({SERVER}, 1, -1),
+    "server_name": _spec({SERVER}, 1, -1),
+    "location": _spec({SERVER, LOCATION}, 1, 2, block=True),
+    "root": _spec(_ANY_HTTP, 1, 1),
+    "index": _spec(_ANY_HTTP, 1, -1),
+    "return": _spec({SERVER, LOCATION}, 1, 2),
+    "proxy_pass": _spec({LOCATION}, 1, 1),
+    "proxy_set_header": _spec(_ANY_HTTP, 2, 2),
+    "proxy_http_version": _spec(_ANY_HTTP, 1, 1),
+    "proxy_connect_timeout": _spec(_ANY_HTTP, 1, 1),
+    "proxy_read_timeout": _spec(_ANY_HTTP, 1, 1),
+    "proxy_send_timeout": _spec(_ANY_HTTP, 1, 1),
+    "proxy_next_upstream": _spec(_ANY_HTTP, 1, -1),
+    "proxy_next_upstream_tries": _spec(_ANY_HTTP, 1, 1),
+    "proxy_next_upstream_timeout": _spec(_ANY_HTTP, 1, 1),
+    "proxy_buffering": _spec(_ANY_HTTP, 1, 1),
+    "proxy_request_buffering": _spec(_ANY_HTTP, 1, 1),
+    "client_max_body_size": _spec(_ANY_HTTP, 1, 1),
+    "client_header_timeout": _spec({HTTP, SERVER}, 1, 1),
+    "client_body_timeout": _spec(_ANY_HTTP, 1, 1),
+}
+
+_SETTING_DIRECTIVES = frozenset(
+    {
+        "proxy_http_version",
+        "proxy_connect_timeout",
+        "proxy_read_timeout",
+        "proxy_send_timeout",
+        "proxy_next_upstream",
+        "proxy_next_upstream_tries",
+        "proxy_next_upstream_timeout",
+        "client_max_body_size",
+        "client_header_timeout",
+        "client_body_timeout",
+        "keepalive_timeout",
+        "keepalive_requests",
+    }
+)
+_NEXT_UPSTREAM = frozenset(
+    {"error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504"}
+    | {"http_403", "http_404", "http_429", "non_idempotent", "off"}
+)
+
+
+class _Reader:
+    def __init__(self, diags: Diagnostics, include: IncludeFn | None) -> None:
+        self.diags = diags
+        self.include = include
+
+    # -- generic checks -----------------------------------------------------------------
+    def expand(self, nodes: Sequence[Node], context: str) -> list[Node]:
+        """Check every statement against the table; splice `include`s in place."""
+        out: list[Node] = []
+        for node in nodes:
+            spec = DIRECTIVES.get(node.name)
+            if spec is None:
+                self.diags.error(node.loc, f'unknown directive "{node.name}"')
+                continue
+            if context not in spec.contexts:
+                self.diags.error(node.loc, f'"{node.name}" directive is not allowed here')
+                continue
+            n = len(node.args)
+            if n < spec.min_args or (spec.max_args >= 0 and n > spec.max_args):
+                self.diags.error(
+                    node.loc, f'invalid number of arguments in "{node.name}" directive'
+                )
+                continue
+            wants_block = spec.block or (node.name == "server" and context == HTTP)
+            if wants_block != node.is_block:
+                what = "has no opening" if wants_block else "is not terminated by"
+                sep = '"{"' if wants_block else '";"'
+                self.diags.error(node.loc, f'directive "{node.name}" {what} {sep}')
+                continue
+            if node.name == "include":
+                if self.include is None:
+                    self.diags.error(node.loc, "include is not supported here")
+                else:
+                    out.extend(
+                        self.expand(self.include(node.args[0].text, node.loc, self.diags), context)
+                    )
+                continue
+            out.append(node)
+        return out
+
+    def number(self, node: Node, text: str, low: int = 0) -> int | None:
+        if not text.isdigit() or int(text) < low:
+            self.diags.error(node.loc, f'invalid value "{text}" in "{node.name}" directive')
+            return None
+        return int(text)
+
+    def time(self, node: Node, text: str) -> float | None:
+        value = parse_time(text)
+        if value is None:
+            self.diags.error(node.loc, f'invalid time "{text}" in "{node.name}" directive')
+        return value
+
+    # -- blocks -------------------------------------------------------------------------
+    def main(self, nodes: Sequence[Node]) -> NginxConfig:
+        config = NginxConfig()
+        for node in self.expand(nodes, MAIN):
+            if node.name == "worker_processes":
+                text = node.args[0].text
+                if text != "auto" and self.number(node, text, 1) is None:
+                    continue
+                config = replace(config, worker_processes=text)
+            elif node.name == "events":
+                for ev in self.expand(node.children or (), EVENTS):
+                    if ev.name == "worker_connections":
+                        value = self.number(ev, ev.args[0].text, 1)
+                        if value is not None:
+                            config = replace(config, worker_connections=value)
+            elif node.name == "http":
+                upstreams, servers = self.http(node)
+                config = replace(config, upstreams=upstreams, servers=servers)
+        return config
+
+    def http(self, block: Node) -> tuple[tuple[Upstream, ...], tuple[Server, ...]]:
+        children = self.expand(block.children or (), HTTP)
+        settings = self.settings(children, ProxySettings())
+        upstreams: list[Upstream] = []
+        for node in children:
+            if node.name == "upstream":
+                up = self.upstream(node)
+                if any(u.name == up.name for u in upstreams):
+                    self.diags.error(node.loc, f'duplicate upstream "{up.name}"')
+                else:
+                    upstreams.append(up)
+        servers = [self.server(node, settings) for node in children if node.name == "server"]
+        known = {u.name for u in upstreams}
+        for server in servers:
+            for loc in server.locations:
+                if loc.proxy_pass is not None:
+                    host = _pass_host(loc.proxy_pass)
+                    if ":" not in host and host not in known and not _is_ip(host):
+                        self.diags.error(loc.loc, f'host not found in upstream "{host}"')
+        return tuple(upstreams), tuple(servers)
+
+    def upstream(self, block: Node) -> Upstream:
+        up = Upstream(name=block.args[0].text, servers=(), loc=block.loc)
+        servers: list[UpstreamServer] = []
+        for node in self.expand(block.children or (), UPSTREAM):
+            args = node.arg_texts()
+            if node.name == "server":
+                if not args:
+                    self.diags.error(node.loc, 'invalid number of arguments in "server" directive')
+                    continue
+                server = self.upstream_server(node)
+                if server is not None:
+                    servers.append(server)
+            elif node.name in ("least_conn", "ip_hash"):
+                up = replace(up, method=node.name)
+            elif node.name == "hash":
+                if len(args) == 2 and args[1] != "consistent":
+                    self.diags.error(node.loc, f'invalid parameter "{args[1]}"')
+                    continue
+                method = "hash_consistent" if len(args) == 2 else "hash"
+                up = replace(up, method=method, hash_key=args[0])
+            elif node.name == "random":
+                if args not in ((), ("two",), ("two", "least_conn")):
+                    self.diags.error(node.loc, f'invalid parameter "{" ".join(args)}"')
+                    continue
+                up = replace(up, method="random_two" if args else "random")
+            elif node.name == "keepalive":
+                value = self.number(node, args[0], 1)
+                if value is not None:
+                    up = replace(up, keepalive=value)
+            elif node.name == "keepalive_timeout":
+                t = self.time(node, args[0])
+                if t is not None:
+                    up = replace(up, keepalive_timeout=t)
+            elif node.name == "keepalive_requests":
+                value = self.number(node, args[0])
+                if value is not None:
+                    up = replace(up, keepalive_requests=value)
+        if not servers:
+            self.diags.error(block.loc, f'no servers are inside upstream "{up.name}"')
+        if up.method in ("ip_hash", "hash", "hash_consistent", "random", "random_two"):
+            for s in servers:
+                if s.backup:
+                    self.diags.error(s.loc, 'balancing method does not support parameter "backup"')
+        return replace(up, servers=tuple(servers))
+
+    def upstream_server(self, node: Node) -> UpstreamServer | None:
+        hostport = node.args[0].text
+        host, _, port_text = hostport.rpartition(":")
+        if not host or not port_text.isdigit():
+            host, port_text = hostport, "80"
+        server = UpstreamServer(host=host.strip("[]"), port=int(port_text), loc=node.loc)
+        for word in node.args[1:]:
+            key, eq, value = word.text.partition("=")
+            if key == "backup" and not eq:
+                server = replace(server, backup=True)
+            elif key == "down" and not eq:
+                server = replace(server, down=True)
+            elif key in ("weight", "max_fails", "max_conns") and eq:
+                n = self.number(node, value, 1 if key == "weight" else 0)
+                if n is None:
+                    return None
+                if key == "weight":
+                    server = replace(server, weight=n)
+                elif key == "max_fails":
+                    server = replace(server, max_fails=n)
+                else:
+                    server = replace(server, max_conns=n)
+            elif key == "fail_timeout" and eq:
+                t = self.time(node, value)
+                if t is None:
+                    return None
+                server = replace(server, fail_timeout=t)
+            else:
+                self.diags.error(node.loc, f'invalid parameter "{word.text}"')
+                return None
+        return server
+
+    def server(self, block: Node, inherited: ProxySettings) -> Server:
+        children = self.expand(block.children or (), SERVER)
+        settings = self.settings(children, inherited)
+        listens: list[Listen] = []
+        names: list[str] = []
+        locations: list[HttpLocation] = []
+        for node in children:
+            if node.name == "listen":
+                listen = self.listen(node)
+                if listen is not None:
+                    listens.append(listen)
+            elif node.name == "server_name":
+                names.extend(node.arg_texts())
+            elif node.name == "location":
+                locations.extend(self.location(node, settings))
+            elif node.name == "return":
+                locations.append(self.return_location(node, settings))
+        return Server(
+            tuple(listens) or (Listen("0.0.0.0", 80),), tuple(names), tuple(locations), block.loc
+        )
+
+    def listen(self, node: Node) -> Listen | None:
+        text = node.args[0].text
+        host, _, port_text = text.rpartition(":")
+        if not port_text.isdigit():
+            if text.isdigit():
+                host, port_text = "0.0.0.0", text
+            else:
+                host, port_text = text, "80"
+        host = (host or "0.0.0.0").strip("[]")
+        flags = set(node.arg_texts()[1:])
+        unknown = flags - {"default_server", "default", "reuseport", "backlog", "deferred"}
+        unknown = {f for f in unknown if not f.startswith("backlog=")}
+        if unknown:
+            self.diags.error(node.loc, f'invalid parameter "{sorted(unknown)[0]}"')
+            return None
+        port = int(port_text)
+        if not 0 < port < 65536:
+            self.diags.error(node.loc, f'invalid port in "{text}" of the "listen" directive')
+            return None
+        return Listen(host, port, bool(flags & {"default_server", "default"}), "reuseport" in flags)
+
+    def location(self, block: Node, inherited: ProxySettings) -> list[HttpLocation]:
+        args = block.arg_texts()
+        modifier, pattern = ("", args[0]) if len(args) == 1 else (args[0], args[1])
+        if modifier not in ("", "=", "^~", "~", "~*"):
+            self.diags.error(block.loc, f'invalid location modifier "{modifier}"')
+            return []
+        if modifier in ("~", "~*"):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                self.diags.error(block.loc, f'pcre2_compile() failed: {exc} in "{pattern}"')
+                return []
+        children = self.expand(block.children or (), LOCATION)
+        settings = self.settings(children, inherited)
+        out: list[HttpLocation] = []
+        here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc)
+        for node in children:
+            if node.name == "proxy_pass":
+                url = node.args[0].text
+                if not url.startswith("http://"):
+                    self.diags.error(node.loc, f'invalid URL prefix in "{url}"')
+                    continue
+                here = replace(here, proxy_pass=url)
+            elif node.name == "return":
+                ret = self.return_location(node, settings)
+                here = replace(here, return_code=ret.return_code, return_text=ret.return_text)
+            elif node.name == "location":
+                out.extend(self.location(node, settings))
+        return [here, *out]
+
+    def return_location(self, node: Node, settings: ProxySettings) -> HttpLocation:
+        args = node.arg_texts()
+        code = self.number(node, args[0]) if args[0].isdigit() else None
+        if code is None or not 0 <= code <= 999:
+            self.diags.error(node.loc, f'invalid return code "{args[0]}"')
+            code = 500
+        text = args[1] if len(args) > 1 else ""
+        return HttpLocation(
+            "", "", return_code=code, return_text=text, settings=settings, loc=node.loc
+        )
+
+    def settings(self, nodes: Sequence[Node], inherited: ProxySettings) -> ProxySettings:
+        """Merge this level's proxy_* / client_* values over the enclosing level's."""
+        s = inherited
+        headers: list[tuple[str, str]] = []
+        for node in nodes:
+            args = node.arg_texts()
+            name = node.name
+            if name == "proxy_set_header":
+                headers.append((args[0], args[1]))
+            elif name not in _SETTING_DIRECTIVES:
+                continue
+            elif name == "proxy_http_version":
+                if args[0] not in ("1.0", "1.1"):
+                    self.diags.error(node.loc, f'invalid value "{args[0]}" in "{name}" directive')
+                else:
+                    s = replace(s, http_version=args[0])
+            elif name in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout"):
+                t = self.time(node, args[0])
+                if t is not None and name == "proxy_connect_timeout":
+                    s = replace(s, connect_timeout=t)
+                elif t is not None and name == "proxy_read_timeout":
+                    s = replace(s, read_timeout=t)
+                elif t is not None:
+                    s = replace(s, send_timeout=t)
+            elif name in ("client_header_timeout", "client_body_timeout"):
+                t = self.time(node, args[0])
+                if t is not None and name == "client_header_timeout":
+                    s = replace(s, client_header_timeout=t)
+                elif t is not None:
+                    s = replace(s, client_body_timeout=t)
+            elif name == "keepalive_timeout":
+                t = self.time(node, args[0])
+                if t is not None:
+                    s = replace(s, keepalive_timeout=t)
+            elif name == "keepalive_requests":
+                n = self.number(node, args[0])
+                if n is not None:
+                    s = replace(s, keepalive_requests=n)
+            elif name == "proxy_next_upstream":
+                bad = [a for a in args if a not in _NEXT_UPSTREAM]
+                if bad:
+                    self.diags.error(node.loc, f'invalid value "{bad[0]}" in "{name}" directive')
+                else:
+                    s = replace(s, next_upstream=tuple(args))
+            elif name == "proxy_next_upstream_tries":
+                n = self.number(node, args[0])
+                if n is not None:
+                    s = replace(s, next_upstream_tries=n)
+            elif name == "proxy_next_upstream_timeout":
+                t = self.time(node, args[0])
+                if t is not None:
+                    s = replace(s, next_upstream_timeout=t)
+            elif name == "client_max_body_size":
+                size = parse_size(args[0])
+                if size is None:
+                    self.diags.error(node.loc, f'invalid value "{args[0]}" in "{name}" directive')
+                else:
+                    s = replace(s, client_max_body_size=size)
+        if headers:  # nginx: inner proxy_set_header replaces the inherited list
+            s = replace(s, headers=tuple(headers))
+        return s
+
+
+def _pass_host(url: str) -> str:
+    rest = url[len("http://") :]
+    return rest.split("/", 1)[0]
+
+
+def _is_ip(host: str) -> bool:
+    return bool(re.fullmatch(r"[\d.]+|\[[0-9a-fA-F:]+\]", host))
+
+
+def read_nginx(
+    nodes: Sequence[Node],
+    diags: Diagnostics,
+    include: IncludeFn | None = None,
+    context: str = MAIN,
+) -> NginxConfig:
+    """The typed model of an nginx.conf tree; problems go to `diags` (with file:line).
+
+    `context="http"` reads a fragment meant for `include` inside `http { }` (conf.d files).
+    """
+    reader = _Reader(diags, include)
+    if context == HTTP:
+        upstreams, servers = reader.http(Node(Word("http", _NOWHERE), (), tuple(nodes)))
+        return NginxConfig(upstreams=upstreams, servers=servers)
+    return reader.main(nodes)
+
+
+_NOWHERE = Location("<fragment>", 0, 0)
