@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -49,11 +50,42 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def measure_keepalived(
+    lab: Lab, nodes: dict[str, Any], tmp: Path, seconds: float, count: int
+) -> int:
+    """keepalived: wait for the VIPs on a, then sum CPU over its parent + VRRP child."""
+    ns_a = lab.ns("a")
+    wait_until(
+        lambda: sum("198.18.1." in a for a in lab.addresses(ns_a, "eth0")) >= count,
+        timeout=30, interval=0.2, what="keepalived VIPs",
+    )  # fmt: skip
+    time.sleep(2.0)
+    pids = {}
+    for name in nodes:
+        vpid = int((tmp / f"{name}.vpid").read_text())
+        pids[name] = [int((tmp / f"{name}.pid").read_text()), vpid]
+    start = {n: [cpu_times(p) for p in ps] for n, ps in pids.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    for name, ps in pids.items():
+        used = sum(
+            sum(e) - sum(s0) for e, s0 in zip((cpu_times(p) for p in ps), start[name], strict=True)
+        )
+        rss = sum(rss_mb(p) for p in ps)
+        role = "master" if name == "a" else "backup"
+        print(
+            f"keepalived {name} ({role}): CPU {100 * used / wall:.2f}% of a core, RSS {rss:.1f} MB"
+        )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--keepalived", action="store_true", help="measure Debian's keepalived instead")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hkbench"))
     with Lab() as lab:
@@ -70,9 +102,15 @@ def main() -> int:
                     "--control", sock]  # fmt: skip
             if args.no_uvloop:
                 argv.append("--no-uvloop")
+            if args.keepalived:  # -P: VRRP child only; its pid is the one that works
+                pid, vpid = str(tmp / f"{name}.pid"), str(tmp / f"{name}.vpid")
+                argv = ["keepalived", "-n", "-l", "-P", "-f", str(conf), "-p", pid, "-r", vpid]
             log = (tmp / f"{name}.log").open("w")
             proc = lab.popen(ns, argv, stdout=log, stderr=subprocess.STDOUT)
             nodes[name] = (proc, sock)
+
+        if args.keepalived:
+            return measure_keepalived(lab, nodes, tmp, args.seconds, args.instances)
 
         def settled() -> bool:
             try:
