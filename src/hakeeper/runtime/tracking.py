@@ -161,7 +161,11 @@ class Tracker:
         who = RunAs(user, group).kwargs()
         while True:
             started = self.loop.time()
-            status = await self.exec_fn(argv, timeout, **who)
+            try:
+                status = await self.exec_fn(argv, timeout, **who)
+            except Exception:  # a runner bug counts as a failed run, the loop goes on
+                log.exception("VRRP_Script(%s) could not be run", script.name)
+                status = None
             runner.runs += 1
             runner.last_status = status
             if runner.counter.record(status == 0):
