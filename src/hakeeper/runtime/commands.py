@@ -51,6 +51,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("-i", "--config-id", default=None, metavar="ID")
     run.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+    run.add_argument(
+        "--nginx",
+        default=None,
+        metavar="FILE",
+        help="serve this nginx.conf with the L7 proxy (in the foreground; for now instead "
+        "of the VRRP daemon, not beside it)",
+    )
     run.set_defaults(handler=cmd_run)
 
     status = sub.add_parser("status", help="show the state of a running daemon's instances")
@@ -60,6 +67,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "nginx", None):
+        from hakeeper.proxy.run import run_nginx  # noqa: PLC0415
+
+        return run_nginx(args.nginx)
     from hakeeper.runtime.daemon import Daemon, DaemonOptions  # noqa: PLC0415
     from hakeeper.runtime.process import (  # noqa: PLC0415
         PidFileError,

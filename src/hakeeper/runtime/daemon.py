@@ -12,8 +12,9 @@ keepalived(8) behaviours, exabgp-style structure (shared/STYLE.md):
   election applies; tracked scripts keep their rise/fall state unless they changed;
 * SIGUSR1: the status JSON (the same as the control socket's `status`) is written to the
   status file (keepalived writes /tmp/keepalived.data);
-* state changes run the notify scripts with keepalived's arguments, send `smtp_alert`
-  mail, and drive `vrrp_sync_group` members all-or-nothing.
+* state changes run the notify scripts with keepalived's arguments, write
+  `notify_fifo`/`vrrp_notify_fifo` lines, send `smtp_alert` mail, and drive
+  `vrrp_sync_group` members all-or-nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from hakeeper.io.vrrp_socket import interface_ipv4, interface_ipv6_linklocal
 from hakeeper.runtime.control import DEFAULT_CONTROL_PATH, ControlError, ControlServer
 from hakeeper.runtime.driver import InstanceDriver
 from hakeeper.runtime.host import Announcers, NetlinkHost, NetlinkThread
-from hakeeper.runtime.notify import Exec, NotifyRunner, NotifyScripts, RunAs, exec_with_timeout
+from hakeeper.runtime.notify import (
+    Exec,
+    FifoNotifier,
+    NotifyRunner,
+    NotifyScripts,
+    RunAs,
+    exec_with_timeout,
+)
 from hakeeper.runtime.params import ParamsError, instance_family, instance_params, socket_key
 from hakeeper.runtime.process import LoopWatchdog, write_json_atomic
 from hakeeper.runtime.smtp import SmtpAlerter, SmtpSettings
@@ -149,6 +157,7 @@ class Daemon:
         self.sync_groups: dict[str, track.SyncGroup] = {}
         self._by_machine: dict[int, InstanceDriver] = {}
         self.smtp: SmtpAlerter | None = None
+        self.fifos: list[FifoNotifier] = []
         self.control: ControlServer | None = None
         self.watchdog: LoopWatchdog | None = None
 
@@ -266,6 +275,8 @@ class Daemon:
             await self.control.close()
         if getattr(self, "netlink", None) is not None:
             self.netlink.close()
+        for fifo in self.fifos:
+            fifo.close()
         announcers: Announcers | None = getattr(self, "announcers", None)
         if announcers is not None:
             announcers.close()
@@ -284,6 +295,7 @@ class Daemon:
         elif settings is not None:
             self.smtp = SmtpAlerter(settings)
             self.smtp.start()
+        self._configure_fifos(cfg)
         self.tracker.configure(cfg)
         old_by_name = {i.name: i for i in old.vrrp_instances} if not initial else {}
         new_by_name = {i.name: i for i in cfg.vrrp_instances}
@@ -318,6 +330,20 @@ class Daemon:
         self._rebuild_sync_groups()
         self._retrack_all()
         return summary
+
+    def _configure_fifos(self, cfg: KeepalivedConfig) -> None:
+        g = cfg.global_defs
+        paths = [f.command for f in (g.notify_fifo, g.vrrp_notify_fifo) if f is not None]
+        if paths == [f.path for f in self.fifos]:
+            return
+        for fifo in self.fifos:
+            fifo.close()
+        self.fifos = []
+        for path in dict.fromkeys(paths):
+            try:
+                self.fifos.append(FifoNotifier(path))
+            except OSError as exc:
+                log.error("notify fifo %s: %s", path, exc)
 
     @staticmethod
     def _runtime_key(cfg: KeepalivedConfig, inst: VrrpInstance) -> tuple[Any, ...]:
@@ -484,6 +510,8 @@ class Daemon:
                 self.notify.transition(
                     _scripts(sg, self._default_run_as()), "GROUP", sg.name, state.value, 0
                 )
+                for fifo in self.fifos:
+                    fifo.transition("GROUP", sg.name, state.value, None)
                 if self.smtp is not None and self._smtp_enabled(sg.smtp_alert):
                     self.smtp.vrrp_transition(sg.name, state.value, group=True)
 
@@ -494,6 +522,8 @@ class Daemon:
         self.notify.transition(
             _scripts(inst, self._default_run_as()), "INSTANCE", name, state, change.priority
         )
+        for fifo in self.fifos:
+            fifo.transition("INSTANCE", name, state, change.priority)
         if self.smtp is not None and self._smtp_enabled(inst.smtp_alert):
             self.smtp.vrrp_transition(name, state)
         if change.new is m.State.INIT:

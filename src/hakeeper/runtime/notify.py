@@ -7,6 +7,7 @@ keepalived.conf(5), `notify*` of vrrp_instance and vrrp_sync_group:
   `INSTANCE|GROUP`, the instance/group name, the target state
   (`MASTER|BACKUP|FAULT|STOP`), and the priority (0 for groups);
 * a script configured with `USER [GROUP]` (or global `script_user`) runs as that user;
+* `notify_fifo`/`vrrp_notify_fifo` get one ordered line per transition (`FifoNotifier`);
 * scripts of one instance or group run strictly in order (one queue each), each bounded by
   a timeout after which its process group is killed; the VRRP loop never waits for them.
 
@@ -229,3 +230,32 @@ class NotifyRunner:
             if status != 0:
                 self.failed += 1
                 log.info("notify %s for %s exited with %s", argv[0], key, status)
+
+
+class FifoNotifier:
+    """keepalived's `notify_fifo` / `vrrp_notify_fifo`: one line per transition, in order.
+
+    Lines read `INSTANCE "VI_1" MASTER 100` and `GROUP "G1" BACKUP`. The FIFO is created
+    if missing and opened read-write non-blocking (so opening never waits for a reader and
+    a missing reader never blocks the loop); a full pipe drops the line and counts it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.written = 0
+        self.dropped = 0
+        if not os.path.exists(path):
+            os.mkfifo(path, 0o600)
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def transition(self, kind: str, name: str, state: str, priority: int | None) -> None:
+        line = f'{kind} "{name}" {state}' + (f" {priority}" if priority is not None else "")
+        try:
+            os.write(self._fd, (line + "\n").encode())
+            self.written += 1
+        except OSError:  # EAGAIN: nobody reads and the pipe is full
+            self.dropped += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)

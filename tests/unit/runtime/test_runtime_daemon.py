@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -390,5 +391,27 @@ def test_changed_master_is_replaced_without_failover(tmp_path: Path) -> None:
         assert prios == {160}, "no priority-0 resignation, new priority advertised"
         assert b.instances["VI_1"].driver.counters.transitions == b_transitions  # type: ignore[union-attr]
         assert h.ran[ran_before:] == [], "no notify: the role did not change"
+
+    run_scenario(tmp_path, body)
+
+
+def test_notify_fifo_lines_in_order(tmp_path: Path) -> None:
+    fifo = tmp_path / "ka.fifo"
+
+    async def body(h: Harness) -> None:
+        gdefs = f"global_defs {{\n    notify_fifo {fifo}\n}}\n"
+        group = "vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n}\n"
+        a = h.start("a", A_IP, gdefs + group + inst(prio=150) + inst("VI_2", prio=150, vrid=52))
+        await until(lambda: state(a) == state(a, "VI_2") == "MASTER")
+        await until(lambda: a.status()["sync_groups"][0]["state"] == "MASTER")
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            lines = os.read(fd, 65536).decode().splitlines()
+        finally:
+            os.close(fd)
+        vi1 = [ln for ln in lines if '"VI_1"' in ln]
+        assert vi1 == ['INSTANCE "VI_1" BACKUP 150', 'INSTANCE "VI_1" MASTER 150']
+        assert 'INSTANCE "VI_2" MASTER 150' in lines
+        assert lines[-1] == 'GROUP "G" MASTER'
 
     run_scenario(tmp_path, body)
