@@ -73,6 +73,17 @@ def bind_listeners(
     return socks
 
 
+def _die_with_parent() -> None:
+    """Linux PR_SET_PDEATHSIG: SIGTERM this worker if the master goes away."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
 def tune_gc() -> None:
     """Worker GC settings: move start-up objects out of the collector's sight and collect
     less often (connections free themselves by reference counting; see connection_lost)."""
@@ -184,6 +195,10 @@ class Master:
             if pid == 0:  # child
                 code = 1
                 try:
+                    # the master may fork from a sigwait() loop: start with no signal
+                    # blocked, and die with the master rather than linger on the socket
+                    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                    _die_with_parent()
                     os.close(r)
                     mine = per_worker[i] if per_worker is not None else self.socks
                     code = _worker_main(config, mine, self.balancer_factory, w)

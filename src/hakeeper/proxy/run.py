@@ -1,0 +1,111 @@
+"""`hakeeper run --nginx FILE`: load an nginx.conf and serve it with proxy worker processes.
+
+Reads FILE like `nginx -c` (includes relative to the file's directory, globs sorted,
+as `ngx_conf_include`), refuses to start on any config error (exit 1, messages as
+`file:line:col: error: ...`), then runs one `server.Master` per `listen` with
+`worker_processes` workers. SIGHUP re-reads the file and, if it is valid, reloads
+hitlessly (new workers on the same listening sockets, old ones drain); on errors the old
+config keeps running. SIGTERM/SIGINT stop gracefully (in-flight requests finish).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.lexer import parse_nginx_file
+from hakeeper.conf.nginx import NginxConfig, read_nginx
+from hakeeper.conf.tree import Node
+from hakeeper.proxy.from_nginx import Route, listeners
+from hakeeper.proxy.server import BalancerFactory, Master, worker_count
+
+log = logging.getLogger("hakeeper.proxy")
+
+
+def load(path: str, diags: Diagnostics) -> tuple[NginxConfig, list[Route]]:
+    """Read, check and translate an nginx.conf; errors are collected in `diags`."""
+    base = os.path.dirname(os.path.abspath(path))
+
+    def include(pattern: str, loc: Location, d: Diagnostics) -> Sequence[Node]:
+        full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
+        names = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        if not names and not glob.has_magic(full):
+            d.error(loc, f'open() "{full}" failed (No such file or directory)')
+        nodes: list[Node] = []
+        for name in names:
+            nodes.extend(parse_nginx_file(name, d))
+        return nodes
+
+    config = read_nginx(parse_nginx_file(path, diags), diags, include)
+    routes = listeners(config, diags) if not diags.has_errors else []
+    return config, routes
+
+
+def run_nginx(path: str) -> int:
+    """Serve `path` until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    diags = Diagnostics()
+    config, routes = load(path, diags)
+    for d in diags.sorted():
+        print(d.format(), file=sys.stderr)
+    if diags.has_errors or not routes:
+        print(f"hakeeper: configuration file {path} test failed", file=sys.stderr)
+        return 1
+    workers = worker_count(config.worker_processes)
+    masters = [
+        Master(
+            r.config,
+            host=r.listen.host,
+            port=r.listen.port,
+            workers=workers,
+            balancer_factory=_fixed(r),
+        )
+        for r in routes
+    ]
+    started: list[Master] = []
+    # block before the first worker serves, or an early SIGHUP would kill the master
+    # (workers unblock for themselves after the fork)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+    try:
+        for m in masters:
+            m.start()
+            started.append(m)
+        log.info("serving %s on %s", path, ", ".join(f"{m.host}:{m.port}" for m in masters))
+        while True:
+            sig = signal.sigwait({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+            if sig != signal.SIGHUP:
+                return 0
+            started = _reload(path, started)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        for m in started:
+            m.stop()
+
+
+def _reload(path: str, masters: list[Master]) -> list[Master]:
+    diags = Diagnostics()
+    _, routes = load(path, diags)
+    by_addr = {(r.listen.host, r.listen.port): r for r in routes}
+    if diags.has_errors or set(by_addr) != {(m.host, m.port) for m in masters}:
+        for d in diags.sorted():
+            log.error("%s", d.format())
+        log.error(
+            "reload of %s refused (errors, or listen addresses changed); old config kept", path
+        )
+        return masters
+    for m in masters:
+        route = by_addr[(m.host, m.port)]
+        m.balancer_factory = _fixed(route)
+        m.reload(route.config)
+    log.info("reloaded %s", path)
+    return masters
+
+
+def _fixed(route: Route) -> BalancerFactory:
+    """Workers are forked, so each one gets its own copy of the balancer state (like
+    nginx workers without a `zone`)."""
+    return lambda _config: route.balancer
