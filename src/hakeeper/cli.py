@@ -37,6 +37,9 @@ def _add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     from hakeeper.conf.commands import register as register_conf  # noqa: PLC0415
 
     register_conf(sub)
+    from hakeeper.lab.commands import register as register_lab  # noqa: PLC0415
+
+    register_lab(sub)
     del sub
 
 
