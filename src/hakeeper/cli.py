@@ -40,6 +40,9 @@ def _add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     from hakeeper.lab.commands import register as register_lab  # noqa: PLC0415
 
     register_lab(sub)
+    from hakeeper.check.genhash import register as register_genhash  # noqa: PLC0415
+
+    register_genhash(sub)
     del sub
 
 

@@ -1,0 +1,520 @@
+"""The checker engine: binds every virtual server's pure checker policy to the asyncio loop.
+
+Owns the runtime half of keepalived's checker process (check_daemon.c / ipwrapper.c
+behaviour): one `VirtualServerHealth` per `virtual_server`, one loop timer for all of them
+(a heap of due probes, re-armed to its earliest entry), probes launched for each
+`StartProbe`, results fed back with `now` = loop time, `notify_up` / `notify_down` /
+`quorum_up` / `quorum_down` run exactly as configured (keepalived passes no extra
+arguments) in order per virtual server, and the healthy pool handed to the data plane
+through `on_pool_change(vs_key, [(RealServer, weight), ...])` whenever it changes. Log lines
+follow keepalived's ("TCP check failed to ...", "Removing service [..] from VS [..]").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hakeeper.check.policy import (
+    Action,
+    CheckerSpec,
+    MarkDown,
+    MarkUp,
+    QuorumDown,
+    QuorumUp,
+    RealServerSpec,
+    RunNotify,
+    SetWeight,
+    SorryServerOff,
+    SorryServerOn,
+    StartProbe,
+    VirtualServerHealth,
+    VirtualServerSpec,
+)
+from hakeeper.check.probes import Probe, ProbeResult, Target, start_probe, target_for
+from hakeeper.conf.model import (
+    BfdCheck,
+    Checker,
+    FileCheck,
+    MiscCheck,
+    RealServer,
+    Script,
+    TrackFile,
+    VirtualServer,
+)
+from hakeeper.io.scripts import run_script
+
+log = logging.getLogger("hakeeper.check")
+
+VsKey = tuple[str, ...]
+Pool = list[tuple[RealServer, int]]
+PoolCallback = Callable[[VsKey, Pool], None]
+NOTIFY_TIMEOUT_S = 30.0
+FILE_POLL_S = 1.0
+
+_LOG_NAMES = {"PING_CHECK": "ICMP", "SSL_GET": "SSL", "HTTP_GET": "HTTP"}
+
+
+def rs_label(ip: Any, port: int | None) -> str:
+    host = f"[{ip}]" if getattr(ip, "version", 4) == 6 else str(ip)
+    return f"{host}:{port}" if port else host
+
+
+def vs_label(vs: VirtualServer) -> str:
+    if vs.address is not None:
+        return rs_label(vs.address, vs.port)
+    return vs.label
+
+
+def checker_spec(check: Checker, vs: VirtualServer) -> CheckerSpec:
+    """The policy's view of one checker block (timing options + kind)."""
+    if isinstance(check, (FileCheck, BfdCheck)):
+        # keepalived watches these with inotify / the BFD daemon; we poll a file cheaply
+        return CheckerSpec(check.kind, min(vs.delay_loop, FILE_POLL_S), 0, 1.0, 5.0, 0.0)
+    c = check.common
+    timeout = c.connect_timeout
+    if isinstance(check, MiscCheck):
+        timeout = check.misc_timeout or c.delay_loop
+    return CheckerSpec(
+        check.kind,
+        c.delay_loop,
+        c.retry,
+        c.delay_before_retry,
+        timeout,
+        c.warmup,
+        dynamic=isinstance(check, MiscCheck) and check.misc_dynamic,
+    )
+
+
+def _script(s: Script | None) -> str | None:
+    return s.command if s is not None else None
+
+
+def health_spec(vs: VirtualServer) -> VirtualServerSpec:
+    """The policy's view of one virtual server (keys are "ip:port" strings)."""
+    reals = tuple(
+        RealServerSpec(
+            rs_label(rs.ip, rs.port),
+            rs.weight,
+            rs.inhibit_on_failure or vs.inhibit_on_failure,
+            _script(rs.notify_up),
+            _script(rs.notify_down),
+            tuple(checker_spec(c, vs) for c in rs.checkers),
+        )
+        for rs in vs.real_servers
+    )
+    sorry = vs.sorry_server
+    return VirtualServerSpec(
+        "|".join(vs.key),
+        reals,
+        vs.quorum,
+        vs.hysteresis,
+        _script(vs.quorum_up),
+        _script(vs.quorum_down),
+        vs.alpha,
+        vs.omega,
+        rs_label(sorry.ip, sorry.port) if sorry is not None else None,
+        sorry.inhibit if sorry is not None else False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckerStatus:
+    kind: str
+    target: str
+    last_ok: bool | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RealServerStatus:
+    server: str
+    weight: int
+    alive: bool
+    in_pool: bool
+    last_result: bool | None
+    changed_at: float | None  # wall-clock seconds of the last transition
+    checkers: tuple[CheckerStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServerStatus:
+    key: VsKey
+    label: str
+    quorum_up: bool
+    weight_sum: int
+    sorry_active: bool
+    real_servers: tuple[RealServerStatus, ...]
+
+
+@dataclass(slots=True)
+class _Bound:
+    """One virtual server: model, policy, and the live bits the policy does not keep."""
+
+    vs: VirtualServer
+    health: VirtualServerHealth
+    reals: dict[str, RealServer]
+    targets: dict[tuple[str, int], Target] = field(default_factory=dict)
+    inflight: dict[tuple[str, int], Probe] = field(default_factory=dict)
+    results: dict[tuple[str, int], ProbeResult] = field(default_factory=dict)
+    last_pool: Pool | None = None
+    notify_tail: asyncio.Task[None] | None = None
+
+    def checker(self, rs: str, i: int) -> Checker | None:
+        real = self.reals.get(rs)
+        if real is None or i >= len(real.checkers):
+            return None
+        return real.checkers[i]
+
+    def target(self, rs: str, i: int) -> Target:
+        key = (rs, i)
+        t = self.targets.get(key)
+        if t is None:
+            real = self.reals[rs]
+            check = real.checkers[i]
+            common = None if isinstance(check, (FileCheck, BfdCheck)) else check.common
+            t = self.targets[key] = target_for(self.vs, real, common)
+        return t
+
+
+class CheckerEngine:
+    """Health checks of many virtual servers on one loop; the pools for the data plane."""
+
+    def __init__(
+        self,
+        virtual_servers: Iterable[VirtualServer],
+        *,
+        on_pool_change: PoolCallback | None = None,
+        track_files: Iterable[TrackFile] = (),
+        rng: random.Random | None = None,
+        init_notifies: bool = False,
+        notify_timeout: float = NOTIFY_TIMEOUT_S,
+        log_all_failures: bool = False,
+    ) -> None:
+        self.on_pool_change = on_pool_change
+        self.track_files = {t.name: t for t in track_files}
+        self.rng = rng if rng is not None else random.Random()
+        self.init_notifies = init_notifies
+        self.notify_timeout = notify_timeout
+        self.log_all_failures = log_all_failures
+        self.probes_started = 0
+        self.notify_failures = 0
+        self._bound: dict[VsKey, _Bound] = {}
+        self._by_spec_key: dict[str, VsKey] = {}
+        self._pending = list(virtual_servers)
+        self._heap: list[tuple[float, int, str, str, int]] = []
+        self._gen: dict[tuple[str, str, int], int] = {}
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wall_offset = 0.0
+        self._notifies: set[asyncio.Task[None]] = set()
+        self.running = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin checking (call from inside the running loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._wall_offset = time.time() - self._loop.time()
+        self.running = True
+        for vs in self._pending:
+            self._add(vs)
+        self._pending = []
+
+    async def stop(self) -> None:
+        """Cancel probes; every server leaves its pool (omega notifiers run), then wait a
+        bounded time for queued notify scripts."""
+        self.running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for key in list(self._bound):
+            self._remove(key, shutdown=True)
+        await self.drain_notifies(self.notify_timeout)
+
+    async def drain_notifies(self, timeout: float) -> bool:
+        tasks = list(self._notifies)
+        if not tasks:
+            return True
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        return not pending
+
+    def update(self, virtual_servers: Iterable[VirtualServer]) -> None:
+        """Reload: removed servers leave, new ones start, changed ones keep live state."""
+        new = {vs.key: vs for vs in virtual_servers}
+        if not self.running:
+            self._pending = list(new.values())
+            return
+        for key in [k for k in self._bound if k not in new]:
+            self._remove(key, shutdown=False)
+        for key, vs in new.items():
+            bound = self._bound.get(key)
+            if bound is None:
+                self._add(vs)
+            elif bound.vs != vs:
+                bound.vs = vs
+                bound.reals = {rs_label(r.ip, r.port): r for r in vs.real_servers}
+                bound.targets.clear()
+                self._apply(bound, bound.health.reload(health_spec(vs), self._now()))
+
+    def set_suspended(self, key: VsKey, suspended: bool) -> None:
+        """ha_suspend: results are ignored while the node does not hold the VIP."""
+        self._bound[key].health.set_suspended(suspended)
+
+    # -- views -------------------------------------------------------------------------
+    def pools(self) -> dict[VsKey, Pool]:
+        return {key: self._pool(b) for key, b in self._bound.items()}
+
+    def pool(self, key: VsKey) -> Pool:
+        return self._pool(self._bound[key])
+
+    def status(self) -> list[VirtualServerStatus]:
+        out = []
+        for key, b in self._bound.items():
+            h = b.health
+            pooled = {k for k, _w in h.pool()}
+            reals = []
+            for rs_key, real in b.reals.items():
+                changed = h.changed_at(rs_key)
+                checks = []
+                for i, c in enumerate(real.checkers):
+                    r = b.results.get((rs_key, i))
+                    checks.append(
+                        CheckerStatus(
+                            c.kind,
+                            b.target(rs_key, i).label(),
+                            None if r is None else r.ok,
+                            "" if r is None else r.detail,
+                        )
+                    )
+                reals.append(
+                    RealServerStatus(
+                        rs_key,
+                        h.weight(rs_key),
+                        h.alive(rs_key),
+                        rs_key in pooled,
+                        h.last_result(rs_key),
+                        None if changed is None else changed + self._wall_offset,
+                        tuple(checks),
+                    )
+                )
+            out.append(
+                VirtualServerStatus(
+                    key, vs_label(b.vs), h.quorum_up, h.weight_sum, h.sorry_active, tuple(reals)
+                )
+            )
+        return out
+
+    def status_dict(self) -> list[dict[str, Any]]:
+        """`status()` as plain JSON-able data (for `hakeeper status` / the control API)."""
+        from dataclasses import asdict  # noqa: PLC0415
+
+        return [asdict(s) for s in self.status()]
+
+    # -- internals ---------------------------------------------------------------------
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _add(self, vs: VirtualServer) -> None:
+        spec = health_spec(vs)
+        health = VirtualServerHealth(spec, rng=self.rng, init_notifies=self.init_notifies)
+        reals = {rs_label(r.ip, r.port): r for r in vs.real_servers}
+        bound = _Bound(vs, health, reals)
+        self._bound[vs.key] = bound
+        self._by_spec_key[spec.key] = vs.key
+        self._apply(bound, health.start(self._now()), force_pool=True)
+
+    def _remove(self, key: VsKey, *, shutdown: bool) -> None:
+        bound = self._bound[key]
+        for probe in bound.inflight.values():
+            probe.cancel()
+        bound.inflight.clear()
+        if shutdown:
+            self._apply(bound, bound.health.shutdown())
+        del self._bound[key]
+        self._by_spec_key.pop(bound.health.spec.key, None)
+        if not shutdown and self.on_pool_change is not None:
+            self._safe_callback(key, [])
+
+    def _pool(self, b: _Bound) -> Pool:
+        out: Pool = []
+        sorry = b.vs.sorry_server
+        for key, weight in b.health.pool():
+            real = b.reals.get(key)
+            if real is not None:
+                out.append((real, weight))
+            elif sorry is not None:
+                out.append(
+                    (RealServer(sorry.ip, sorry.port, weight, lvs_method=sorry.lvs_method), weight)
+                )
+        return out
+
+    def _apply(self, b: _Bound, actions: list[Action], *, force_pool: bool = False) -> None:
+        changed = force_pool
+        vs = vs_label(b.vs)
+        for a in actions:
+            if isinstance(a, StartProbe):
+                self._schedule(a)
+            elif isinstance(a, MarkDown):
+                changed = True
+                verb = "Disabling" if a.inhibit else "Removing"
+                log.info("%s service [%s] from VS [%s]", verb, a.rs, vs)
+            elif isinstance(a, MarkUp):
+                changed = True
+                log.info("Adding service [%s] to VS [%s]", a.rs, vs)
+            elif isinstance(a, SetWeight):
+                changed = True
+                log.info("Changing weight to %d for rs [%s] VS [%s]", a.weight, a.rs, vs)
+            elif isinstance(a, (SorryServerOn, SorryServerOff)):
+                changed = True
+                on = isinstance(a, SorryServerOn)
+                verb, prep = ("Adding", "to") if on else ("Removing", "from")
+                log.info("%s sorry server [%s] %s VS [%s]", verb, a.server, prep, vs)
+            elif isinstance(a, QuorumUp):
+                log.info("Gained quorum %d+%d=%d <= %d for VS [%s]", b.vs.quorum,
+                         b.vs.hysteresis, a.threshold, a.weight_sum, vs)  # fmt: skip
+            elif isinstance(a, QuorumDown):
+                log.info("Lost quorum %d-%d=%d > %d for VS [%s]", b.vs.quorum,
+                         b.vs.hysteresis, a.threshold, a.weight_sum, vs)  # fmt: skip
+            elif isinstance(a, RunNotify):
+                self._notify(b, a)
+        if changed and self.on_pool_change is not None:
+            pool = self._pool(b)
+            if force_pool or pool != b.last_pool:
+                b.last_pool = pool
+                self._safe_callback(b.vs.key, pool)
+
+    def _safe_callback(self, key: VsKey, pool: Pool) -> None:
+        assert self.on_pool_change is not None
+        try:
+            self.on_pool_change(key, pool)
+        except Exception:
+            log.exception("on_pool_change failed for VS %s", key)
+
+    # -- timer -------------------------------------------------------------------------
+    def _schedule(self, a: StartProbe) -> None:
+        gkey = (a.vs, a.rs, a.checker)
+        gen = self._gen.get(gkey, 0) + 1
+        self._gen[gkey] = gen
+        heapq.heappush(self._heap, (a.at, gen, a.vs, a.rs, a.checker))
+        if a.at < self._timer_at:
+            self._arm(a.at)
+
+    def _arm(self, at: float) -> None:
+        if not self.running or self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        now = self._now()
+        heap = self._heap
+        while heap and heap[0][0] <= now + 0.001:
+            _at, gen, vs, rs, i = heapq.heappop(heap)
+            if self._gen.get((vs, rs, i)) == gen:
+                try:
+                    self._launch(vs, rs, i, gen)
+                except Exception:  # never let one bad probe end the checker loop
+                    log.exception("launching probe %s/%s#%d", vs, rs, i)
+        if heap:
+            self._arm(heap[0][0])
+
+    def _launch(self, vs_key: str, rs: str, i: int, gen: int) -> None:
+        key = self._by_spec_key.get(vs_key)
+        b = self._bound.get(key) if key is not None else None
+        check = b.checker(rs, i) if b is not None else None
+        if b is None or check is None:
+            return
+        assert self._loop is not None
+        real = b.health.reals[rs].spec
+        started = self._now()
+        self.probes_started += 1
+
+        def done(result: ProbeResult) -> None:
+            self._on_result(b, rs, i, gen, started, result)
+
+        old = b.inflight.pop((rs, i), None)
+        if old is not None:
+            old.cancel()
+        b.inflight[(rs, i)] = start_probe(
+            self._loop,
+            check,
+            b.target(rs, i),
+            real.checkers[i].connect_timeout,
+            done,
+            self.track_files,
+            real.weight,
+        )
+
+    def _on_result(  # noqa: PLR0917
+        self, b: _Bound, rs: str, i: int, gen: int, started: float, result: ProbeResult
+    ) -> None:
+        b.inflight.pop((rs, i), None)
+        if self._bound.get(b.vs.key) is not b or not self.running:
+            return
+        h = b.health
+        was_alive = h.alive(rs) if rs in h.reals else None
+        b.results[(rs, i)] = result
+        check = b.checker(rs, i)
+        kind = _LOG_NAMES.get(check.kind, check.kind.split("_")[0]) if check else "?"
+        target = b.target(rs, i).ip if check is not None else rs
+        if not result.ok and (self.log_all_failures or was_alive):
+            log.info("%s check failed to %s. (%s)", kind, target, result.detail)
+        actions = h.on_result(rs, i, result.ok, self._now(), weight=result.weight, started=started)
+        if result.ok and was_alive is False and h.alive(rs):
+            log.info("%s check succeed to %s.", kind, target)
+        self._apply(b, actions)
+
+    # -- notify scripts ----------------------------------------------------------------
+    def _notify(self, b: _Bound, a: RunNotify) -> None:
+        script = self._script_model(b, a)
+        prev = b.notify_tail
+        task = asyncio.get_running_loop().create_task(self._run_notify(prev, script, a))
+        b.notify_tail = task
+        self._notifies.add(task)
+        task.add_done_callback(self._notifies.discard)
+
+    def _script_model(self, b: _Bound, a: RunNotify) -> Script:
+        candidates: list[Script | None] = [b.vs.quorum_up, b.vs.quorum_down]
+        if a.rs is not None and a.rs in b.reals:
+            candidates += [b.reals[a.rs].notify_up, b.reals[a.rs].notify_down]
+        for s in candidates:
+            if s is not None and s.command == a.script:
+                return s
+        return Script(a.script)
+
+    async def _run_notify(
+        self, prev: asyncio.Task[None] | None, script: Script, a: RunNotify
+    ) -> None:
+        if prev is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await prev  # notifiers of one virtual server run in order
+        res = await run_script(
+            script.command, timeout=self.notify_timeout, user=script.user, group=script.group
+        )
+        if not res.ok:
+            self.notify_failures += 1
+            why = res.error or ("timed out" if res.timed_out else f"exit {res.returncode}")
+            log.warning(
+                "%s script %r for %s failed: %s", a.event, script.command, a.rs or a.vs, why
+            )
+
+
+def pools_by_label(pools: Mapping[VsKey, Pool]) -> dict[str, list[tuple[str, int]]]:
+    """A readable form of `pools()` for logs and tests: {"vs": [("ip:port", weight)]}."""
+    return {
+        "|".join(k): [(rs_label(r.ip, r.port), w) for r, w in pool] for k, pool in pools.items()
+    }
