@@ -1,0 +1,132 @@
+"""Topologies for the L4 data-plane namespace tests: client -> LB -> three web backends.
+
+NAT: client (198.18.0.2) -- LB eth0 (198.18.0.1, VIP 198.18.0.10) | LB eth1 (198.18.1.254)
+-- switch -- backends 198.18.1.1-3 (default route via the LB, as LVS-NAT needs).
+DR: client, LB and backends on one switch (198.18.0.0/24); the VIP is on the LB's eth0 and
+on every backend's lo with arp_ignore=1 / arp_announce=2 (seed 001's real-server script).
+Each backend answers every TCP connection on its ports with its name and closes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hakeeper.lab.netns import Lab, wait_until
+
+VIP = "198.18.0.10"
+BACKEND_PORTS = (80, 81)
+
+_SERVER = r"""
+import selectors, socket, sys
+name = sys.argv[1].encode()
+sel = selectors.DefaultSelector()
+for port in map(int, sys.argv[2:]):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(256)
+    sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        c, _ = key.fileobj.accept()
+        try:
+            c.sendall(name)
+        finally:
+            c.close()
+"""
+
+_CLIENT = r"""
+import json, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = []
+for _ in range(n):
+    try:
+        s = socket.create_connection((host, port), timeout=2)
+        s.settimeout(2)
+        out.append(s.recv(64).decode() or "EOF")
+        s.close()
+    except OSError as exc:
+        out.append("ERR " + type(exc).__name__)
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class L4Lab:
+    lab: Lab
+    client: str
+    lb: str
+    backends: dict[str, str] = field(default_factory=dict)  # name -> namespace
+    addrs: dict[str, str] = field(default_factory=dict)  # name -> address
+
+    def connect(self, n: int, port: int = 80, host: str = VIP) -> list[str]:
+        """`n` sequential new TCP connections from the client; the backend names answering."""
+        proc = self.lab.run(
+            self.client,
+            [sys.executable, "-c", _CLIENT, host, str(port), str(n)],
+            timeout=5 + n * 0.5,
+        )
+        result: list[str] = json.loads(proc.stdout)
+        return result
+
+    def counts(self, n: int, port: int = 80) -> Counter[str]:
+        return Counter(self.connect(n, port))
+
+
+def _start_backends(lab: Lab, l4: L4Lab) -> None:
+    for name, ns in l4.backends.items():
+        lab.popen(ns, [sys.executable, "-c", _SERVER, name, *map(str, BACKEND_PORTS)])
+    for ns in l4.backends.values():
+        wait_until(
+            lambda ns=ns: "0.0.0.0:81" in lab.run(ns, ["ss", "-Hltn"]).stdout,
+            timeout=10,
+            what=f"backend listening in {ns}",
+        )
+
+
+def nat_lab(lab: Lab) -> L4Lab:
+    client, lb = lab.add_ns("client"), lab.add_ns("lb")
+    lab.veth(client, "eth0", lb, "eth0")
+    lab.addr(client, "eth0", "198.18.0.2/24")
+    lab.addr(lb, "eth0", "198.18.0.1/24")
+    lab.addr(lb, "eth0", f"{VIP}/32")
+    sw = lab.add_switch()
+    lab.connect(lb, sw, "eth1")
+    lab.addr(lb, "eth1", "198.18.1.254/24")
+    lab.sysctl(lb, "net.ipv4.ip_forward", "1")
+    l4 = L4Lab(lab, client, lb)
+    for i in (1, 2, 3):
+        ns = lab.add_ns(f"web{i}")
+        lab.connect(ns, sw)
+        lab.addr(ns, "eth0", f"198.18.1.{i}/24")
+        lab.route(ns, "default", "via", "198.18.1.254")
+        l4.backends[f"web{i}"] = ns
+        l4.addrs[f"web{i}"] = f"198.18.1.{i}"
+    _start_backends(lab, l4)
+    return l4
+
+
+def dr_lab(lab: Lab) -> L4Lab:
+    sw = lab.add_switch()
+    client, lb = lab.add_ns("client"), lab.add_ns("lb")
+    lab.connect(client, sw)
+    lab.connect(lb, sw)
+    lab.addr(client, "eth0", "198.18.0.2/24")
+    lab.addr(lb, "eth0", "198.18.0.1/24")
+    lab.addr(lb, "eth0", f"{VIP}/32")
+    l4 = L4Lab(lab, client, lb)
+    for i in (1, 2, 3):
+        ns = lab.add_ns(f"web{i}")
+        lab.connect(ns, sw)
+        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+            for dev in ("all", "lo", "eth0"):
+                lab.sysctl(ns, f"net.ipv4.conf.{dev}.{key}", value)
+        lab.addr(ns, "eth0", f"198.18.0.{10 + i}/24")
+        lab.addr(ns, "lo", f"{VIP}/32")
+        l4.backends[f"web{i}"] = ns
+        l4.addrs[f"web{i}"] = f"198.18.0.{10 + i}"
+    _start_backends(lab, l4)
+    return l4
