@@ -92,20 +92,33 @@ class VrrpDaemon:
         self.started_at = 0.0
 
     def argv(self) -> list[str]:
-        w = self.workdir
+        pids = self.pid_files()
         if self.kind == "keepalived":
             return [
                 KEEPALIVED, "-n", "-l", "-D", "-P", "-f", str(self.conf),
-                "-p", str(w / f"{self.name}.ka.pid"), "-r", str(w / f"{self.name}.ka_vrrp.pid"),
+                "-p", str(pids[0]), "-r", str(pids[1]),
             ]  # fmt: skip
         return [
             sys.executable, "-m", "hakeeper", "run", "-n", "-l", "-f", str(self.conf),
-            "--control", str(w / f"{self.name}.sock"), "-p", str(w / f"{self.name}.hk.pid"),
+            "--control", str(self.workdir / f"{self.name}.sock"), "-p", str(pids[0]),
         ]  # fmt: skip
 
+    def pid_files(self) -> list[Path]:
+        w = self.workdir
+        if self.kind == "keepalived":
+            return [w / f"{self.name}.ka.pid", w / f"{self.name}.ka_vrrp.pid"]
+        return [w / f"{self.name}.hk.pid"]
+
     def start(self, conf_text: str | None = None) -> None:
+        """Start the daemon; stale PID files go first, as after a reboot (/run is tmpfs).
+
+        A killed keepalived's children can linger as zombies when PID 1 does not reap,
+        and keepalived then refuses to start ("daemon is already running").
+        """
         if conf_text is not None:
             self.conf.write_text(conf_text)
+        for path in self.pid_files():
+            path.unlink(missing_ok=True)
         self.started_at = time.monotonic()
         self.proc = self.lab.popen(
             self.ns, self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
