@@ -27,7 +27,16 @@ from typing import Any, Protocol
 
 from hakeeper.conf.model import RouteSpec, VirtualAddress, VrrpInstance
 from hakeeper.vrrp import machine as m
-from hakeeper.vrrp.packet import Advert, ChecksumForm, DecodeError, IPAddress, encode
+from hakeeper.vrrp.auth_ah import AhCounter, AhPacket, decode_ipv4, encode_ipv4
+from hakeeper.vrrp.packet import (
+    Advert,
+    AuthType,
+    ChecksumForm,
+    DecodeError,
+    DropReason,
+    IPAddress,
+    encode,
+)
 
 log = logging.getLogger("hakeeper.vrrp")
 
@@ -46,6 +55,8 @@ class AdvertSender(Protocol):
     def destinations(self) -> tuple[str, ...]: ...
 
     def send_to(self, payload: bytes, dst: str) -> bool: ...
+
+    def send_datagram(self, datagram: bytes, dst: str) -> bool: ...
 
 
 class HostOps(Protocol):
@@ -119,6 +130,14 @@ class InstanceDriver:
         self._running = False
         self._log_seen: dict[str, tuple[float, int]] = {}
         self._quiet = False
+        # keepalived `auth_type AH` (VRRPv2/IPv4): one sequence counter for both directions
+        self._ah: AhCounter | None = None
+        self._ah_unicast = bool(instance.unicast_peers)
+        self._ah_ttl = instance.unicast_ttl if self._ah_unicast else 255
+        self._dst_addrs: dict[str, ipaddress.IPv4Address] = {}
+        ipv4 = isinstance(self._src, ipaddress.IPv4Address)
+        if params.auth_type is AuthType.AH and params.version == 2 and ipv4:
+            self._ah = AhCounter()
 
     # ------------------------------------------------------------------ inputs
 
@@ -183,6 +202,36 @@ class InstanceDriver:
     def on_decode_error(self, error: DecodeError) -> None:
         key = error.reason.name
         self.counters.decode_errors[key] = self.counters.decode_errors.get(key, 0) + 1
+
+    def unwrap_ah(self, packet: bytes) -> AhPacket | None:
+        """Verify a received IPv4 AH packet (IP header included) for this instance.
+
+        None when dropped: a bad ICV/SPI/header is counted as AUTH_MISMATCH, an old
+        sequence number as AH_REPLAY (keepalived's anti-replay), both logged rate-limited.
+        """
+        counter = self._ah
+        if counter is None:
+            self.on_decode_error(DecodeError(DropReason.AUTH_MISMATCH, "AH but not configured"))
+            return None
+        result = decode_ipv4(packet, password=self.params.auth_pass, unicast=self._ah_unicast)
+        if isinstance(result, DecodeError):
+            self.on_decode_error(result)
+            self._log_limited(
+                m.LogEvent("warning", f"{self.name}: dropped AH advert: {result.detail}")
+            )
+            return None
+        if not counter.accept(result.seq):
+            errors = self.counters.decode_errors
+            errors["AH_REPLAY"] = errors.get("AH_REPLAY", 0) + 1
+            self._log_limited(
+                m.LogEvent(
+                    "warning",
+                    f"{self.name}: AH sequence number {result.seq} from {result.src} already"
+                    f" seen (local {counter.seq}); advert dropped",
+                )
+            )
+            return None
+        return result
 
     def set_priority(self, priority: int) -> None:
         if self._running:
@@ -303,6 +352,7 @@ class InstanceDriver:
     def _send(self, advert: Advert) -> None:
         sender = self.sender
         payloads = self._payloads
+        ah = self._ah
         for dst in sender.destinations:
             key = (advert.priority, dst)
             payload = payloads.get(key)
@@ -311,8 +361,28 @@ class InstanceDriver:
                 if payload is None:
                     continue
                 payloads[key] = payload
-            if not sender.send_to(payload, dst):
+            if not (self._send_ah(ah, payload, dst) if ah else sender.send_to(payload, dst)):
                 self.counters.tx_errors += 1
+
+    def _send_ah(self, ah: AhCounter, vrrp: bytes, dst: str) -> bool:
+        """Wrap in IP + AH (a new sequence number and IP ID each time) and send raw."""
+        addr = self._dst_addrs.get(dst)
+        if addr is None:
+            addr = self._dst_addrs[dst] = ipaddress.IPv4Address(dst)
+        src = self._src
+        assert isinstance(src, ipaddress.IPv4Address)
+        seq, ip_id = ah.next()
+        datagram = encode_ipv4(
+            vrrp,
+            src=src,
+            dst=addr,
+            password=self.params.auth_pass,
+            seq=seq,
+            ip_id=ip_id,
+            ttl=self._ah_ttl,
+            unicast=self._ah_unicast,
+        )
+        return self.sender.send_datagram(datagram, dst)
 
     def _encode(self, advert: Advert, dst: str) -> bytes | None:
         try:

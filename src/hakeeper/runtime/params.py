@@ -32,6 +32,7 @@ class SocketKey:
     src_ip: str | None
     unicast_peers: tuple[str, ...]
     group: str | None
+    protocol: int = 112  # 51 (IPsec AH wrapping VRRP) for VRRPv2 `auth_type AH` over IPv4
 
 
 def instance_family(inst: VrrpInstance) -> int:
@@ -41,6 +42,13 @@ def instance_family(inst: VrrpInstance) -> int:
     if addrs and addrs[0].address.version == 6:
         return 6
     return 4
+
+
+def uses_ah(inst: VrrpInstance) -> bool:
+    """keepalived `auth_type AH`: only VRRPv2 over IPv4 (ignored for v3 and IPv6)."""
+    return (
+        (inst.auth_type or "").upper() == "AH" and inst.version == 2 and instance_family(inst) == 4
+    )
 
 
 def socket_key(inst: VrrpInstance, gdefs: GlobalDefs) -> SocketKey:
@@ -63,6 +71,7 @@ def socket_key(inst: VrrpInstance, gdefs: GlobalDefs) -> SocketKey:
         src_ip=str(src) if src is not None else None,
         unicast_peers=peers,
         group=group,
+        protocol=51 if uses_ah(inst) else 112,
     )
 
 

@@ -4,7 +4,9 @@ RFC 5798 §7.1: a received packet is decoded (`hakeeper.vrrp.packet.decode`, whi
 TTL 255 for multicast, length, version, type and the checksum in either v3 form) and
 handed to the instance configured for its VRID; anything else is counted by reason and
 dropped, never raised (a garbage packet costs one counter bump). Source/destination strings
-are parsed once and cached, since a segment carries few distinct VRRP speakers.
+are parsed once and cached, since a segment carries few distinct VRRP speakers. Sockets of
+`auth_type AH` instances are raw protocol 51: the inner VRID picks the instance, which
+checks the AH ICV and anti-replay sequence (`hakeeper.vrrp.auth_ah`) before the decode.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from hakeeper.io.vrrp_socket import ReceivedPacket, VrrpSocket, VrrpSocketConfig
+from hakeeper.io.vrrp_socket import IPPROTO_AH, ReceivedPacket, VrrpSocket, VrrpSocketConfig
 from hakeeper.runtime.driver import InstanceDriver
 from hakeeper.runtime.params import SocketKey
+from hakeeper.vrrp.auth_ah import AH_LEN
 from hakeeper.vrrp.packet import Advert, DecodeError, IPAddress, decode
 
 log = logging.getLogger("hakeeper.vrrp")
@@ -70,6 +73,9 @@ class SocketGroup:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def on_packet(self, pkt: ReceivedPacket) -> None:
+        if self.key.protocol == IPPROTO_AH:
+            self._on_ah_packet(pkt)
+            return
         key = (pkt.payload, pkt.src, pkt.dst, pkt.ttl)
         advert = self._decoded.get(key)
         if advert is not None:
@@ -104,11 +110,47 @@ class SocketGroup:
         self._decoded[key] = result
         driver.on_advert(result)
 
+    def _on_ah_packet(self, pkt: ReceivedPacket) -> None:
+        """`auth_type AH`: the instance (by the inner VRID) verifies the ICV and the
+        sequence number with its own key and counter; then the usual VRRP decode.
+
+        Every AH packet differs (sequence number), so the decode cache is not used.
+        """
+        payload = pkt.payload
+        if len(payload) <= AH_LEN + 1:
+            self._drop("TOO_SHORT")
+            return
+        driver = self.drivers.get(payload[AH_LEN + 1])
+        if driver is None:
+            self._drop("UNKNOWN_VRID")
+            return
+        if self._peers and pkt.src not in self._peers:
+            self._drop("NOT_A_PEER")
+            return
+        verified = driver.unwrap_ah(pkt.ip_header + payload)
+        if verified is None:
+            return
+        src = self._addr(pkt.src)
+        dst = self._addr(pkt.dst)
+        if src is None or dst is None:
+            self._drop("BAD_ADDRESS")
+            return
+        result = decode(verified.vrrp, src=src, dst=dst, ttl=pkt.ttl)
+        if type(result) is DecodeError:
+            driver.on_decode_error(result)
+            return
+        assert not isinstance(result, DecodeError)
+        if result.vrid != driver.params.vrid:
+            self._drop("UNKNOWN_VRID")
+            return
+        driver.on_advert(result)
+
     def status(self) -> dict[str, Any]:
         st = self.sock.stats
         return {
             "interface": self.key.ifname,
             "family": 6 if self.key.family != 2 else 4,
+            "protocol": self.key.protocol,
             "source": self.sock.source,
             "destinations": list(self.sock.destinations),
             "vrids": sorted(self.drivers),
@@ -143,6 +185,7 @@ class SocketPool:
                 unicast_peers=key.unicast_peers,
                 mcast_group=key.group,
                 unicast_ttl=unicast_ttl,
+                protocol=key.protocol,
             )
             group = SocketGroup(key, self.factory(config), check_unicast_src=check_unicast_src)
             group.attach(self.loop)

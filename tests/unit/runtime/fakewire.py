@@ -20,6 +20,7 @@ class FakeWire:
     sockets: list[FakeSocket] = field(default_factory=list)
     cut: set[str] = field(default_factory=set)  # sources whose packets are dropped
     sent: list[tuple[str, bytes]] = field(default_factory=list)
+    datagrams: list[tuple[str, bytes]] = field(default_factory=list)  # send_datagram (AH)
 
     def factory(self, source: str) -> Callable[[VrrpSocketConfig], FakeSocket]:
         def make(config: VrrpSocketConfig) -> FakeSocket:
@@ -52,7 +53,26 @@ class FakeSocket:
         for other in self.wire.sockets:
             if other is self or other.closed or other._cb is None or other._loop is None:
                 continue
+            if other.config.protocol != self.config.protocol:
+                continue
             pkt = ReceivedPacket(socket.AF_INET, payload, str(self.source), dst, 255, 1)
+            other._loop.call_soon(other._deliver, pkt)
+        return True
+
+    def send_datagram(self, datagram: bytes, dst: str) -> bool:
+        """A whole IPv4 datagram (IP_HDRINCL, e.g. AH): receivers get header + payload."""
+        self.stats.tx += 1
+        self.wire.datagrams.append((str(self.source), datagram))
+        if self.source in self.wire.cut:
+            return True
+        for other in self.wire.sockets:
+            if other is self or other.closed or other._cb is None or other._loop is None:
+                continue
+            if other.config.protocol != self.config.protocol:
+                continue
+            pkt = ReceivedPacket(
+                socket.AF_INET, datagram[20:], str(self.source), dst, 255, 1, datagram[:20]
+            )
             other._loop.call_soon(other._deliver, pkt)
         return True
 
