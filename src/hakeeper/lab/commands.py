@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--seed", type=int, default=None, help="random seed for the fault phase")
     p.add_argument("--keep-files", action="store_true", help="keep configs and logs")
+    p.add_argument("--prefix", default="hk", help=argparse.SUPPRESS)  # namespace names (tests)
     p.set_defaults(handler=run_lab)
 
 
@@ -96,6 +98,9 @@ def run_lab(args: argparse.Namespace) -> int:
     if missing:
         print("hakeeper lab: missing " + "; ".join(missing), file=sys.stderr)
         return 2
+    if re.fullmatch(r"[a-z][a-z0-9]{0,7}", args.prefix) is None:
+        print("hakeeper lab: --prefix must be 1-8 lowercase letters/digits", file=sys.stderr)
+        return 2
     if args.runs < 1 or args.runs > 20:
         print("hakeeper lab: --runs must be 1..20", file=sys.stderr)
         return 2
@@ -119,7 +124,9 @@ def run_lab(args: argparse.Namespace) -> int:
     topo = None
     try:
         say(f"building the lab (namespaces, nginx on lb1/lb2 and web1..3); VIP {topology.VIP}")
-        topo = topology.build(keep_files=args.keep_files)
+        topo = topology.build(prefix=args.prefix, keep_files=args.keep_files)
+        names = " ".join(f"{role}={name}" for role, name in topo.ns.items())
+        print(f"lab ready: {names}; files in {topo.workdir}", file=sys.stderr, flush=True)
         runner = Runner(topo, kinds, rng=rng)
         for sc in lab_scenarios(args.scenario, opts):
             for _ in range(args.runs):
