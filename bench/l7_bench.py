@@ -12,7 +12,7 @@ It records req/s, p50/p99 latency, the proxy processes' CPU% from /proc/PID/stat
 and req/s per proxy core = req/s / (CPU% / 100), then prints a table with ratios vs nginx.
 
 Usage: .venv/bin/python bench/l7_bench.py [--duration 10] [--connections 50]
-       [--workers2] [--floor] [--json out.json]
+       [--workers2] [--floor] [--reload] [--json out.json]
 Needs nginx, wrk and taskset. Everything listens on 127.0.0.1 and is stopped at exit.
 """
 
@@ -243,6 +243,70 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+RELOAD_CONF = """
+worker_processes 2;
+pid {dir}/reload.pid;
+error_log {dir}/reload.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def reload_runs(
+    args: argparse.Namespace, work: Path, bport: int, nginx: str, env: dict[str, str]
+) -> None:
+    """wrk while the proxy reloads every second: lost requests show as wrk errors."""
+    for name in ("nginx 1.22", "hakeeper run --nginx"):
+        port = free_port()
+        conf = work / f"reload-{port}.conf"
+        text = RELOAD_CONF.format(dir=work, backend=bport, port=port)
+        if name.startswith("nginx"):
+            conf.write_text("daemon off;\n" + text)
+            cmd = [nginx, "-p", str(work), "-c", str(conf)]
+        else:
+            conf.write_text(text)
+            cmd = [sys.executable, "-m", "hakeeper", "run", "--nginx", str(conf)]
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            wait_port(port)
+            for mode, close in (("keep-alive", False), ("close", True)):
+                wrk = ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}"]
+                wrk += [f"-d{args.duration}s"]
+                if close:
+                    wrk += ["-H", "Connection: close"]
+                wrk.append(f"http://127.0.0.1:{port}/")
+                load = subprocess.Popen(wrk, stdout=subprocess.PIPE, text=True)
+                reloads = 0
+                while load.poll() is None and reloads < args.duration - 1:
+                    time.sleep(1.0)
+                    proc.send_signal(signal.SIGHUP)
+                    reloads += 1
+                out = load.communicate(timeout=args.duration + 30)[0]
+                total = re.search(r"(\d+) requests in", out)
+                errs = re.search(r"Socket errors: (.*)", out)
+                non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+                print(
+                    f"  reload x{reloads} {name:22} {mode:10} requests "
+                    f"{total.group(1) if total else '?'}  socket errors: "
+                    f"{errs.group(1) if errs else 'none'}  non-2xx: "
+                    f"{non2xx.group(1) if non2xx else 0}",
+                    flush=True,
+                )
+        finally:
+            stop(proc)
+
+
 def table(results: list[Result]) -> str:
     ref = {r.mode: r for r in results if r.target == "nginx 1.22"}
     lines = [
@@ -267,6 +331,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--workers2", action="store_true", help="also run hakeeper with 2 workers")
     ap.add_argument("--skip-nginx", action="store_true")
+    ap.add_argument(
+        "--reload", action="store_true", help="also count requests lost to reloads under load"
+    )
     ap.add_argument(
         "--floor",
         action="store_true",
@@ -340,6 +407,9 @@ def main() -> int:
             wait_port(fport)
             results += measure("floor: bare uvloop", floor.pid, fport, args, "1")
             stop(floor)
+
+        if args.reload:
+            reload_runs(args, work, bport, nginx, env)
 
         if args.workers2:
             hport2 = free_port()

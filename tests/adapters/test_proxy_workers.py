@@ -156,3 +156,72 @@ def _is_zombie_free(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return True
+
+
+def _keepalive_client(port: int, stop: threading.Event, failures: list[str]) -> int:
+    """Back-to-back requests on persistent connections; a new connection only after the
+    server announced `Connection: close`. Any EOF or reset with a request out is a loss."""
+    done = 0
+    deadline = time.monotonic() + 20
+    while not stop.is_set() and time.monotonic() < deadline:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            buf = b""
+            while not stop.is_set():
+                try:
+                    s.sendall(b"GET /ka HTTP/1.1\r\nHost: x\r\n\r\n")
+                    while b"\r\n\r\n" not in buf:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            failures.append("EOF with a request outstanding")
+                            return done
+                        buf += chunk
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    while len(buf) < length:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            failures.append("EOF in a body")
+                            return done
+                        buf += chunk
+                    buf = buf[length:]
+                except OSError as exc:
+                    failures.append(repr(exc))
+                    return done
+                if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                    failures.append(head[:60].decode("latin-1"))
+                done += 1
+                if b"connection: close" in head.lower():
+                    break
+    return done
+
+
+def test_reload_loses_no_keepalive_request() -> None:
+    backend = BackendThread()
+    config = make_config([Peer("127.0.0.1", backend.port)])
+    master = Master(config, workers=2)
+    master.start()
+    backend.start()
+    try:
+        stop = threading.Event()
+        failures: list[str] = []
+        counts: list[int] = []
+        threads = [
+            threading.Thread(
+                target=lambda: counts.append(_keepalive_client(master.port, stop, failures))
+            )
+            for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        master.reload()
+        master.reload()
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert failures == []
+        assert sum(counts) > 20
+    finally:
+        master.stop()
+        backend.stop()

@@ -70,6 +70,7 @@ _SPECIAL = {
     b"transfer-encoding": H_TE,
 }
 _TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection survives a drain
 
 
 def _remember_host(cache: dict[bytes, bool], host: bytes) -> bool:
@@ -792,7 +793,10 @@ class ClientProtocol(asyncio.Protocol):
         self.active = None
         if self.blocked:
             self.unblock(B_ATTACH | B_UPSTREAM_FULL)
-        keep = req.keep_alive and not self.draining and not self.closed
+        # while draining, req.keep_alive still True means the client was not told that we
+        # close (raw relay): it may already be sending its next request, so that one is
+        # served (with Connection: close) instead of being lost to a close right now
+        keep = req.keep_alive and not self.closed
         if keep and self.queue:
             nxt = self.queue.popleft()
             if not self.queue:
@@ -807,7 +811,8 @@ class ClientProtocol(asyncio.Protocol):
         engine = self.engine
         if self.cur is None:
             self.kind = C_IDLE
-            self.deadline = engine.now + engine.t_keepalive
+            idle = min(engine.t_keepalive, DRAIN_GRACE) if self.draining else engine.t_keepalive
+            self.deadline = engine.now + idle
         else:
             self.kind = C_HEADER if not self.cur.headers_done else C_BODY
             self.deadline = engine.now + engine.t_header
@@ -871,12 +876,16 @@ class ClientProtocol(asyncio.Protocol):
         else:
             self.close()
 
-    def drain(self) -> None:
-        """Graceful stop: finish the current request, then close; idle ones close now."""
+    def drain(self, grace: float = DRAIN_GRACE) -> None:
+        """Graceful stop: every connection ends after its next response (sent with
+        `Connection: close`); one idle for `grace` seconds is closed. Closing idle
+        keep-alive connections at once (nginx's way) races with clients that are just
+        sending their next request: those requests would be lost."""
         self.draining = True
-        # idle keep-alive connections close now; a fresh one gets its first request served
-        if self.served and self.active is None and self.cur is None and not self.tunnel:
-            self.close()
+        if self.active is None and self.cur is None and not self.tunnel:
+            engine = self.engine
+            self.kind = C_IDLE
+            self.deadline = min(self.deadline or engine.now + grace, engine.now + grace)
 
     def close(self) -> None:
         transport = self.transport
