@@ -310,3 +310,17 @@ def test_http10_client_keepalive_and_close() -> None:
             writer.close()
 
     run(main())
+
+
+def test_absolute_form_target_is_sent_in_origin_form() -> None:
+    async def main() -> None:
+        backend = Backend()
+        async with proxy_with([backend]) as px:
+            raw = b"GET http://evil.example/x?y HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert (await request(px.port, raw)).status == 200
+            assert backend.seen[0].target == b"/x?y"
+            bad = b"GET x/y HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert (await request(px.port, bad)).status == 400
+            assert px.engine.stats.internal_errors == 0
+
+    run(main())

@@ -243,6 +243,23 @@ def request_status(
     return 0
 
 
+def origin_form(target: bytes, method: bytes) -> bytes:
+    """The path to send upstream for a request-target not starting with '/'
+    (RFC 9112 3.2): absolute-form loses scheme and authority like nginx's parsed URI,
+    `*` stays for OPTIONS; anything else is a 400 (raises ValueError)."""
+    low = target[:8].lower()
+    if low.startswith((b"http://", b"https://")):
+        rest = target[target.index(b"//") + 2 :]
+        slash = rest.find(b"/")
+        query = rest.find(b"?")
+        if slash < 0 or (0 <= query < slash):
+            return b"/" + rest[query:] if query >= 0 else b"/"
+        return rest[slash:]
+    if target == b"*" and method == b"OPTIONS":
+        return target
+    raise ValueError("invalid request-target")
+
+
 def chunk_header(size: int) -> bytes:
     """The chunk-size line for re-framing a body piece as chunked (RFC 9112 7.1)."""
     return b"%x\r\n" % size

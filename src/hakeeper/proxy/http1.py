@@ -35,6 +35,7 @@ from hakeeper.proxy.framing import (
     RequestFacts,
     chunk_header,
     error_response,
+    origin_form,
     request_status,
     status_line,
     valid_host,
@@ -361,6 +362,11 @@ class ClientProtocol(asyncio.Protocol):
             if method == b"CONNECT":
                 raise _RejectError(405)
             req.is_upgrade = True
+        if req.target[:1] != b"/":
+            try:
+                req.target = origin_form(req.target, method)
+            except ValueError:
+                raise _RejectError(400) from None
         host = req.host
         if not (
             version == "1.1"

@@ -23,6 +23,7 @@ from hakeeper.proxy.framing import (
     chunk_header,
     error_response,
     host_without_port,
+    origin_form,
     request_status,
     response_framing,
     valid_host,
@@ -182,3 +183,22 @@ def test_pure_modules_import_no_io(name: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & FORBIDDEN
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "want"),
+    [
+        (b"http://a.example/p?q=1", b"GET", b"/p?q=1"),
+        (b"HTTPS://a.example:8443", b"GET", b"/"),
+        (b"http://a.example?x=1", b"GET", b"/?x=1"),
+        (b"*", b"OPTIONS", b"*"),
+    ],
+)
+def test_origin_form(target: bytes, method: bytes, want: bytes) -> None:
+    assert origin_form(target, method) == want
+
+
+@pytest.mark.parametrize(("target", "method"), [(b"*", b"GET"), (b"a/b", b"GET"), (b"", b"GET")])
+def test_origin_form_rejects(target: bytes, method: bytes) -> None:
+    with pytest.raises(ValueError):
+        origin_form(target, method)
