@@ -25,6 +25,23 @@ class Location:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+_new = object.__new__
+# Raw slot setters: the frozen dataclass __init__ costs ~3x as much, and the lexer
+# builds a Location for every brace and every reported word.
+_set_file = vars(Location)["file"].__set__
+_set_line = vars(Location)["line"].__set__
+_set_col = vars(Location)["col"].__set__
+
+
+def make_location(file: str, line: int, col: int) -> Location:
+    """The same object `Location(file, line, col)` builds, without its __init__'s overhead."""
+    loc: Location = _new(Location)
+    _set_file(loc, file)
+    _set_line(loc, line)
+    _set_col(loc, col)
+    return loc
+
+
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"

@@ -15,12 +15,15 @@ Nesting deeper than `MAX_DEPTH` is reported and flattened so tree walkers can re
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from hakeeper.conf.blocks import MAX_BRACE_ERRORS, MAX_DEPTH, TreeBuilder, build_tree
+from hakeeper.conf.blocks import (
+    MAX_BRACE_ERRORS,
+    MAX_DEPTH,
+    TreeBuilder,
+    build_tree,
+    gc_paused,
+)
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.preprocess import FileReader, LexOptions, Preprocessor
 from hakeeper.conf.tree import Node, Word
@@ -31,6 +34,7 @@ __all__ = [
     "FileReader",
     "LexOptions",
     "build_tree",
+    "gc_paused",
     "parse_keepalived_file",
     "parse_keepalived_text",
     "parse_nginx_file",
@@ -45,26 +49,13 @@ def _default_reader() -> FileReader:
     return OsFiles()
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building: the tree is ~10^5 acyclic objects, and the
-    collections their allocation triggers cost ~40% of the lexing time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def parse_keepalived_text(
     text: str, filename: str, diags: Diagnostics, *, options: LexOptions | None = None
 ) -> tuple[Node, ...]:
     """Lex keepalived.conf `text` (named `filename` in locations and for relative includes)."""
     opts = options if options is not None else LexOptions()
     reader = opts.files if opts.files is not None else _default_reader()
-    with _gc_paused():
+    with gc_paused():
         return Preprocessor(diags, opts, reader).run(text, filename)
 
 
@@ -77,7 +68,7 @@ def parse_keepalived_file(
     text = _read(reader, path, diags)
     if text is None:
         return ()
-    with _gc_paused():
+    with gc_paused():
         return Preprocessor(diags, opts, reader).run(text, path)
 
 
@@ -117,7 +108,7 @@ def _nginx_unescape(text: str) -> str:
 
 def parse_nginx_text(text: str, filename: str, diags: Diagnostics) -> tuple[Node, ...]:
     """Lex nginx.conf text: `;`-terminated statements and `{}` blocks, includes untouched."""
-    with _gc_paused():
+    with gc_paused():
         return _parse_nginx(text, filename, diags)
 
 

@@ -15,9 +15,8 @@ import itertools
 import re
 from collections.abc import Iterable
 
-from hakeeper.conf.blocks import slot_setter
 from hakeeper.conf.diagnostics import Diagnostics, Location
-from hakeeper.conf.tree import Word
+from hakeeper.conf.tree import Word, make_word
 
 WS = " \t\f\v\r\n"
 """keepalived's blanks. Python's other ones (U+00A0 pasted from web pages, ...) also
@@ -106,21 +105,10 @@ def tokenize_line(
     text: str, cols: int | list[int], file: str, line: int, diags: Diagnostics
 ) -> list[Word]:
     """Split one decommented, expanded line into words; `{` and `}` are words of their own."""
-    new = object.__new__
-    loc_file, loc_line, loc_col = LOC_SETTERS
-    w_text, w_loc, w_quoted = WORD_SETTERS
     words: list[Word] = []
     if _TOKEN_SPECIAL.search(text) is None:
         for m in _FAST_TOKEN.finditer(text):
-            loc = new(Location)
-            loc_file(loc, file)
-            loc_line(loc, line)
-            loc_col(loc, col_at(cols, m.start()))
-            word = new(Word)
-            w_text(word, m.group())
-            w_loc(word, loc)
-            w_quoted(word, False)
-            words.append(word)
+            words.append(make_word(m.group(), file, line, col_at(cols, m.start())))
         return words
     n = len(text)
     i = 0
@@ -131,7 +119,7 @@ def tokenize_line(
             continue
         start = i
         if c in "{}":
-            words.append(Word(c, Location(file, line, col_at(cols, i))))
+            words.append(make_word(c, file, line, col_at(cols, i)))
             i += 1
             continue
         buf: list[str] = []
@@ -164,7 +152,7 @@ def tokenize_line(
                 continue
             buf.append(c)
             i += 1
-        words.append(Word("".join(buf), Location(file, line, col_at(cols, start)), quoted))
+        words.append(make_word("".join(buf), file, line, col_at(cols, start), quoted))
     return words
 
 
@@ -232,14 +220,6 @@ def c_unescape(text: str) -> str:
             buf.append(_SIMPLE_ESCAPES.get(c, c))
             i += 1
     return "".join(buf)
-
-
-LOC_SETTERS = (
-    slot_setter(Location, "file"),
-    slot_setter(Location, "line"),
-    slot_setter(Location, "col"),
-)
-WORD_SETTERS = (slot_setter(Word, "text"), slot_setter(Word, "loc"), slot_setter(Word, "quoted"))
 
 
 def parse_number(text: str) -> int | None:

@@ -29,12 +29,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from hakeeper.conf.blocks import TreeBuilder, make_node
-from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.blocks import TreeBuilder
+from hakeeper.conf.diagnostics import Diagnostics, Location, make_location
 from hakeeper.conf.lexwords import (
-    LOC_SETTERS,
     ODD_BLANK,
-    WORD_SETTERS,
     c_unescape,
     col_at,
     cols_between,
@@ -196,9 +194,7 @@ class Preprocessor:
         odd_lines = 0
         odd_first: Location | None = None
         slow_line = _SLOW_LINE.search
-        new = object.__new__
-        loc_file, loc_line, loc_col = LOC_SETTERS
-        w_text, w_loc, w_quoted = WORD_SETTERS
+        tnew = tuple.__new__
         tree = self.tree
         for physical in text.split("\n"):
             lineno += 1
@@ -214,33 +210,52 @@ class Preprocessor:
                 tokens = raw.split()
                 if not tokens:
                     continue
-                braces = "{" in raw or "}" in raw
+                braces = raw.count("{") + raw.count("}") if "{" in raw or "}" in raw else 0
                 if not tokens[0].startswith("include") and (
-                    not braces
-                    or tokens.count("{") + tokens.count("}") == raw.count("{") + raw.count("}")
+                    not braces or tokens.count("{") + tokens.count("}") == braces
                 ):
                     # Hot path (most lines): nothing to decomment, expand or include.
                     # Inlined: this loop runs once per word of the whole config.
+                    if braces == 1 and len(tokens) == 1 and tokens[0] == "}":
+                        tree.close(make_location(name, lineno, raw.find("}") + 1))
+                        tree.pending = False
+                        continue
+                    find = raw.find
+                    if not braces and len(tokens) == 2:  # the commonest line: "keyword value"
+                        key, value = tokens
+                        col = find(key) + 1
+                        col2 = find(value, col + len(key)) + 1
+                        tree.stack[-1].children.append(
+                            tnew(
+                                Node,
+                                (
+                                    tnew(Word, (key, name, lineno, col, False)),
+                                    (tnew(Word, (value, name, lineno, col2, False)),),
+                                    None,
+                                    None,
+                                    None,
+                                ),
+                            )
+                        )
+                        tree.pending = True
+                        continue
                     words: list[Word] = []
                     pos = 0
-                    find = raw.find
                     for token in tokens:
                         pos = find(token, pos)
-                        loc = new(Location)
-                        loc_file(loc, name)
-                        loc_line(loc, lineno)
-                        loc_col(loc, pos + 1)
-                        word = new(Word)
-                        w_text(word, token)
-                        w_loc(word, loc)
-                        w_quoted(word, False)
-                        words.append(word)
+                        words.append(tnew(Word, (token, name, lineno, pos + 1, False)))
                         pos += len(token)
-                    if braces:
-                        tree.line(words)
-                    else:  # the commonest line: one plain statement
-                        tree.stack[-1].children.append(make_node(words[0], tuple(words[1:])))
+                    if not braces:  # a plain statement
+                        tree.stack[-1].children.append(
+                            tnew(Node, (words[0], tuple(words[1:]), None, None, None))
+                        )
                         tree.pending = True
+                    elif braces == 1 and len(words) > 1 and tokens[-1] == "{":
+                        # "keyword args {": open its block
+                        tree.open(words[0], tuple(words[1:-1]), words[-1].loc)
+                        tree.pending = False
+                    else:
+                        tree.line(words)
                     continue
             if self._stopped:
                 return

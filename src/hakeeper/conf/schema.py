@@ -101,7 +101,13 @@ class Raw:
     head: Any = None
     kind: str = ""
     values: dict[str, Any] = field(default_factory=dict)
-    locs: dict[str, Location] = field(default_factory=dict)
+    keywords: dict[str, Word] = field(default_factory=dict)
+    """The keyword word of each value (its location is built only when asked for)."""
+
+    @property
+    def locs(self) -> dict[str, Location]:
+        """Where each value's keyword is."""
+        return {key: word.loc for key, word in self.keywords.items()}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -130,7 +136,7 @@ def _walk(
 ) -> Raw:
     raw = Raw(node)
     values = raw.values
-    locs = raw.locs
+    kwords = raw.keywords
     keywords = spec.keywords
     supported = Status.SUPPORTED
     for statement in children:
@@ -177,7 +183,7 @@ def _walk(
                     word.loc, f"'{name}' given again in {spec.name}; the earlier value is replaced"
                 )
             values[key] = value
-        locs[key] = word.loc
+        kwords[key] = word
     return raw
 
 
