@@ -46,7 +46,13 @@ from hakeeper.runtime.notify import (
     RunAs,
     exec_with_timeout,
 )
-from hakeeper.runtime.params import ParamsError, instance_family, instance_params, socket_key
+from hakeeper.runtime.params import (
+    NoSourceAddressError,
+    ParamsError,
+    instance_family,
+    instance_params,
+    socket_key,
+)
 from hakeeper.runtime.process import LoopWatchdog, write_json_atomic
 from hakeeper.runtime.smtp import SmtpAlerter, SmtpSettings
 from hakeeper.runtime.sockets import SocketFactory, SocketGroup, SocketPool
@@ -59,6 +65,7 @@ log = logging.getLogger("hakeeper.daemon")
 SHUTDOWN_DRAIN = 3.0
 NOTIFY_STOP_WAIT = 5.0
 SMTP_EXIT_WAIT = 3.0
+RETRY_INTERVAL = 1.0  # instances waiting for an interface/address are retried this often
 
 Loader = Callable[[str, str | None], tuple[KeepalivedConfig | None, Any]]
 
@@ -88,6 +95,7 @@ class Running:
     error: str = ""
     vmac: str | None = None
     promote: bool = False  # reloaded while MASTER: go straight back to MASTER
+    retry: bool = False  # failed for want of its interface/address: retried on link events
 
 
 @dataclass(slots=True)
@@ -189,6 +197,7 @@ class Daemon:
             self._on_track_change,
             self.netlink,
             watch_links=self.options.use_netlink,
+            on_link=self._on_link,
         )
         self.watchdog = LoopWatchdog(loop)
         if self.options.control_path:
@@ -219,7 +228,13 @@ class Daemon:
             self.watchdog.start()
             log.info("hakeeper started: %d VRRP instance(s)", len(self.instances))
             while True:
-                event = await self._events.get()
+                waiting = any(r.retry for r in self.instances.values())
+                try:
+                    event = await asyncio.wait_for(
+                        self._events.get(), RETRY_INTERVAL if waiting else None
+                    )
+                except TimeoutError:
+                    event = "retry"
                 if event == "term":
                     break
                 try:
@@ -227,6 +242,11 @@ class Daemon:
                         await self._reload()
                     elif event == "usr1":
                         self._dump_status()
+                    elif event.startswith("link "):
+                        _, ifname, index = event.split(" ")
+                        await self._link_event(ifname, int(index) if index != "-" else None)
+                    elif event == "retry":
+                        await self._retry_waiting(None)
                 except Exception:  # keep serving: VIPs stay correct, the bug is logged
                     log.exception("handling %s failed", event)
         finally:
@@ -418,13 +438,23 @@ class Daemon:
             )
             self.pool.register(group, driver)
         except Exception as exc:  # ParamsError, OSError (no such interface), netlink errors
-            log.error("VRRP_Instance(%s) cannot start: %s", inst.name, exc)
+            retry = isinstance(exc, (OSError, NoSourceAddressError))
+            old = self.instances.get(inst.name)
+            if old is not None and old.error == str(exc):
+                log.debug("VRRP_Instance(%s) still cannot start: %s", inst.name, exc)
+            else:
+                log.error(
+                    "VRRP_Instance(%s) cannot start: %s%s",
+                    inst.name,
+                    exc,
+                    " (waiting for the interface)" if retry else "",
+                )
             if group is not None and not group.drivers:
                 group.close()
                 self.pool.groups.pop(group.key, None)
             if vmac is not None:
                 self.host.delete_link(vmac)
-            self.instances[inst.name] = Running(inst, None, None, str(exc))
+            self.instances[inst.name] = Running(inst, None, None, str(exc), retry=retry)
             return
         self.instances[inst.name] = Running(inst, driver, group, vmac=vmac)
 
@@ -442,6 +472,82 @@ class Daemon:
             self.pool.release(run.group, run.driver)
         if run.vmac is not None:
             self.host.delete_link(run.vmac)
+
+    # ------------------------------------------------------------------ dynamic interfaces
+
+    def _on_link(self, event: Any) -> None:
+        """A link event (from the tracker's watcher): queue work if it concerns us.
+
+        keepalived `dynamic_interfaces`: an instance whose interface (or VMAC parent) was
+        missing starts when it appears; a socket whose interface was deleted and recreated
+        (new ifindex) is reopened; a deleted VMAC of a running instance is recreated.
+        """
+        name = event.ifname
+        if event.deleted:
+            if any(r.vmac == name and r.driver is not None for r in self.instances.values()):
+                self.request(f"link {name} -")
+            return
+        if any(r.retry and r.inst.interface == name for r in self.instances.values()) or any(
+            g.key.ifname == name and getattr(g.sock, "ifindex", event.ifindex) != event.ifindex
+            for g in self.pool.groups.values()
+        ):
+            self.request(f"link {name} {event.ifindex}")
+
+    async def _link_event(self, ifname: str, ifindex: int | None) -> None:
+        """`ifname` now has `ifindex` (None: it was deleted)."""
+        if ifindex is None:
+            for name, run in list(self.instances.items()):
+                if run.vmac == ifname and run.driver is not None and self._vmac_gone(ifname):
+                    await self._recreate_vmac(name)
+            return
+        for group in list(self.pool.groups.values()):
+            if group.key.ifname != ifname:
+                continue
+            if getattr(group.sock, "ifindex", None) in (None, ifindex):
+                continue
+            try:
+                self.pool.reopen(group)
+            except OSError as exc:
+                log.warning("%s: cannot reopen VRRP socket yet: %s", ifname, exc)
+        await self._retry_waiting(ifname)
+
+    async def _retry_waiting(self, ifname: str | None) -> None:
+        """Start instances that failed for want of `ifname` (None: of any interface)."""
+        started = False
+        for name, run in list(self.instances.items()):
+            if not run.retry or (ifname is not None and run.inst.interface != ifname):
+                continue
+            await self._start_instance(run.inst)
+            started = started or self.instances[name].driver is not None
+        if started:
+            self._rebuild_sync_groups()
+            self._retrack_all()
+
+    @staticmethod
+    def _vmac_gone(ifname: str) -> bool:
+        """The deletion may be of a VMAC we already replaced (reload): check it is gone."""
+        try:
+            socket.if_nametoindex(ifname)
+        except OSError:
+            return True
+        return False
+
+    async def _recreate_vmac(self, name: str) -> None:
+        """Our VMAC was deleted under a running instance: rebuild it, keep the role."""
+        run = self.instances[name]
+        driver = run.driver
+        assert driver is not None
+        log.warning("VRRP_Instance(%s) VMAC %s was deleted; recreating it", name, run.vmac)
+        was_master = driver.state is m.State.MASTER
+        driver.hand_over(driver.vips)  # quiet stop; the addresses went with the link
+        if run.group is not None:
+            self.pool.release(run.group, driver)
+        del self.instances[name]
+        await self._start_instance(run.inst)
+        new_run = self.instances[name]
+        new_run.promote = was_master and new_run.driver is not None
+        self._rebuild_sync_groups()
+        self._retrack_all()
 
     # ------------------------------------------------------------------ tracking / sync
 

@@ -25,6 +25,10 @@ class ParamsError(ValueError):
     """The instance cannot run as configured (reported, the instance is skipped)."""
 
 
+class NoSourceAddressError(ParamsError):
+    """The interface has no address yet: the daemon retries when it may have one."""
+
+
 @dataclass(frozen=True, slots=True)
 class SocketKey:
     ifname: str
@@ -97,7 +101,7 @@ def instance_params(
     if inst.virtual_router_id is None:
         raise ParamsError(f"{inst.name}: no virtual_router_id")
     if primary_ip is None:
-        raise ParamsError(
+        raise NoSourceAddressError(
             f"{inst.name}: no source address on {inst.interface} (set mcast_src_ip or an address)"
         )
     fam = instance_family(inst)

@@ -151,6 +151,7 @@ class SocketGroup:
             "interface": self.key.ifname,
             "family": 6 if self.key.family != 2 else 4,
             "protocol": self.key.protocol,
+            "ifindex": getattr(self.sock, "ifindex", None),
             "source": self.sock.source,
             "destinations": list(self.sock.destinations),
             "vrids": sorted(self.drivers),
@@ -191,6 +192,19 @@ class SocketPool:
             group.attach(self.loop)
             self.groups[key] = group
         return group
+
+    def reopen(self, group: SocketGroup) -> None:
+        """The interface was recreated (new ifindex): a fresh socket for the same drivers.
+
+        Raises OSError (the old socket is kept) if the new one cannot be opened yet.
+        """
+        new = self.factory(group.sock.config)
+        group.close()
+        group.sock = new
+        group.attach(self.loop)
+        for driver in group.drivers.values():
+            driver.sender = new
+        log.info("%s: VRRP socket reopened (interface recreated)", group.key.ifname)
 
     def register(self, group: SocketGroup, driver: InstanceDriver) -> None:
         other = group.drivers.get(driver.params.vrid)

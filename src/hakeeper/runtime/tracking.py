@@ -5,7 +5,8 @@ keepalived.conf(5) `vrrp_script` / `track_script` / `track_interface`: each scri
 the loop) and its exit status goes through keepalived's rise/fall counter; interfaces are
 followed through netlink link events (`hakeeper.io.linkwatch`, primed by one dump);
 `vrrp_track_file` values are re-read every 0.5 s (keepalived uses inotify). After any
-flip `on_change()` tells the daemon to re-evaluate the instances. The arithmetic itself
+flip `on_change()` tells the daemon to re-evaluate the instances, and every link event is
+passed on to `on_link` (interfaces appearing or recreated, see the daemon). The arithmetic
 (weights, reverse, FAULT for weight 0, clamping, sync-group stripping) is the pure policy in
 `hakeeper.vrrp.track`; this module only gathers the current tracker states for it.
 """
@@ -76,6 +77,7 @@ class Tracker:
         netlink: Any = None,
         *,
         watch_links: bool = True,
+        on_link: Callable[[Any], None] | None = None,
     ) -> None:
         self.loop = loop
         self.exec_fn = exec_fn
@@ -91,6 +93,7 @@ class Tracker:
         self.default_user: str | None = None
         self.default_group: str | None = None
         self._watch_links = watch_links
+        self.on_link = on_link  # every link event (io.linkwatch.LinkEvent), after set_link
 
     # ------------------------------------------------------------------ config
 
@@ -212,6 +215,8 @@ class Tracker:
 
     def _on_link_event(self, event: Any) -> None:
         self.set_link(event.ifname, bool(event.usable))
+        if self.on_link is not None:
+            self.on_link(event)
 
     def set_link(self, ifname: str, up: bool) -> None:
         previous = self.links.get(ifname)

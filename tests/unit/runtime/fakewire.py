@@ -21,6 +21,7 @@ class FakeWire:
     cut: set[str] = field(default_factory=set)  # sources whose packets are dropped
     sent: list[tuple[str, bytes]] = field(default_factory=list)
     datagrams: list[tuple[str, bytes]] = field(default_factory=list)  # send_datagram (AH)
+    ifindex: dict[str, int] = field(default_factory=dict)  # interface name -> index (1)
 
     def factory(self, source: str) -> Callable[[VrrpSocketConfig], FakeSocket]:
         def make(config: VrrpSocketConfig) -> FakeSocket:
@@ -38,6 +39,7 @@ class FakeSocket:
         self.source: str | None = source
         self.stats = SocketStats()
         self.closed = False
+        self.ifindex = wire.ifindex.get(config.ifname, 1)
         self._cb: Callable[[ReceivedPacket], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
