@@ -10,9 +10,11 @@ Each backend answers every TCP connection on its ports with its name and closes.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from hakeeper.lab.netns import Lab, wait_until
 
@@ -31,9 +33,14 @@ for port in map(int, sys.argv[2:]):
     sel.register(s, selectors.EVENT_READ)
 while True:
     for key, _ in sel.select():
-        c, _ = key.fileobj.accept()
+        try:
+            c, _ = key.fileobj.accept()
+        except OSError:
+            continue
         try:
             c.sendall(name)
+        except OSError:  # health checkers connect and reset
+            pass
         finally:
             c.close()
 """
@@ -61,6 +68,21 @@ class L4Lab:
     lb: str
     backends: dict[str, str] = field(default_factory=dict)  # name -> namespace
     addrs: dict[str, str] = field(default_factory=dict)  # name -> address
+    procs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
+
+    def start_backend(self, name: str) -> None:
+        ns = self.backends[name]
+        self.procs[name] = self.lab.popen(
+            ns, [sys.executable, "-c", _SERVER, name, *map(str, BACKEND_PORTS)]
+        )
+        wait_until(
+            lambda: "0.0.0.0:81" in self.lab.run(ns, ["ss", "-Hltn"]).stdout,
+            timeout=10,
+            what=f"backend {name} listening",
+        )
+
+    def stop_backend(self, name: str) -> None:
+        self.lab.stop(self.procs.pop(name))
 
     def connect(self, n: int, port: int = 80, host: str = VIP) -> list[str]:
         """`n` sequential new TCP connections from the client; the backend names answering."""
@@ -77,14 +99,8 @@ class L4Lab:
 
 
 def _start_backends(lab: Lab, l4: L4Lab) -> None:
-    for name, ns in l4.backends.items():
-        lab.popen(ns, [sys.executable, "-c", _SERVER, name, *map(str, BACKEND_PORTS)])
-    for ns in l4.backends.values():
-        wait_until(
-            lambda ns=ns: "0.0.0.0:81" in lab.run(ns, ["ss", "-Hltn"]).stdout,
-            timeout=10,
-            what=f"backend listening in {ns}",
-        )
+    for name in l4.backends:
+        l4.start_backend(name)
 
 
 def nat_lab(lab: Lab) -> L4Lab:
@@ -130,3 +146,36 @@ def dr_lab(lab: Lab) -> L4Lab:
         l4.addrs[f"web{i}"] = f"198.18.0.{10 + i}"
     _start_backends(lab, l4)
     return l4
+
+
+class NsLoop:
+    """An event loop on a thread that lives inside namespace `ns` (its sockets are there)."""
+
+    def __init__(self, ns: str) -> None:
+        import asyncio
+        import threading
+
+        self.ns = ns
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"nsloop-{ns}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(5):
+            raise RuntimeError("namespace loop did not start")
+
+    def _main(self) -> None:
+        from hakeeper.lab.netns import entered
+
+        with entered(self.ns):
+            self.loop.call_soon(self._ready.set)
+            self.loop.run_forever()
+            self.loop.close()
+
+    def call(self, coro: Any, timeout: float = 30.0) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
