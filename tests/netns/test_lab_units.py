@@ -17,9 +17,17 @@ from pathlib import Path
 import pytest
 
 from hakeeper.lab import configs
-from hakeeper.lab.probe import Garp, Probe, longest_outage_ms, outages, parse_garp
+from hakeeper.lab.probe import (
+    AdvertSeen,
+    Garp,
+    Probe,
+    longest_outage_ms,
+    outages,
+    parse_garp,
+    parse_vrrp4,
+)
 from hakeeper.lab.scenarios import Scenario, fault_timeout, master_down_s
-from hakeeper.lab.timeline import Observations, render, summarize
+from hakeeper.lab.timeline import Event, Observations, render, summarize
 
 VIP = "198.18.0.100"
 
@@ -67,6 +75,21 @@ def test_parse_garp() -> None:
     assert parse_garp(bytes(ipv4), ip) is None
 
 
+def test_parse_vrrp4() -> None:
+    ip = bytes([0x45, 0, 0, 40, 0, 0, 0, 0, 255, 112, 0, 0])
+    ip += socket.inet_aton("198.18.0.1") + socket.inet_aton("224.0.0.18")
+    vrrp = bytes([0x31, 51, 150, 1, 0, 10, 0, 0]) + socket.inet_aton(VIP)
+    frame = b"\x01\x00\x5e\x00\x00\x12" + b"\x02" * 6 + b"\x08\x00" + ip + vrrp
+    assert parse_vrrp4(frame) == ("198.18.0.1", 51, 150)
+    assert parse_vrrp4(frame[:40]) is None
+    tcp = bytearray(frame)
+    tcp[14 + 9] = 6
+    assert parse_vrrp4(bytes(tcp)) is None
+    bad_type = bytearray(frame)
+    bad_type[34] = 0x32
+    assert parse_vrrp4(bytes(bad_type)) is None
+
+
 def test_summarize_figures_and_timeline() -> None:
     t0 = 100.0
     ps = probes("." * 10 + "x" * 30 + "." * 60, start=t0 - 0.1 + 0.005)
@@ -79,6 +102,8 @@ def test_summarize_figures_and_timeline() -> None:
         vip={"lb1": [(t0 - 5, True), (t0 + 1.21, True)],
              "lb2": [(t0 + 0.3, True), (t0 + 1.21, False), (t0 + 3.0, True)]},
         garps=[(Garp(t0 + 0.301 + i * 0.001, "02:00:c6:12:00:02", 1), "lb2") for i in range(5)],
+        adverts=[(AdvertSeen(t0 - 0.25 + i * 0.1, "198.18.0.1", 51, 100), "lb1") for i in range(3)]
+        + [(AdvertSeen(t0 + 0.3, "198.18.0.2", 51, 90), "lb2")],
         probes=ps,
         notes=[(t0, "fault", "fault: test"), (t0 + 0.8, "return", "back")],
     )  # fmt: skip
@@ -87,17 +112,20 @@ def test_summarize_figures_and_timeline() -> None:
     assert r.vip_moved_ms == 300.0
     assert r.master_ms == 290.0
     assert r.garp_ms == 301.0
+    assert r.vip_after_last_advert_ms == 350.0  # lb1's last advert was at -50 ms
     assert 295 <= r.outage_ms <= 305
     assert r.returned and r.switched_back_ms == 410.0
     assert r.return_outage_ms == 0.0
     texts = [e.text for e in r.events]
     assert "GARP burst from lb2 x5" in texts  # five GARPs are one burst
+    assert "lb2 first advert since (priority 90)" in texts
     assert all(e.t_ms <= 2000 for e in r.events)  # nothing after the end (teardown)
     assert [e.t_ms for e in r.events] == sorted(e.t_ms for e in r.events)
     out = render(r)
     assert "client longest outage 300 ms" in out or "client longest outage 29" in out
     assert "VIP back on lb1 after 410 ms" in out
-    assert r.to_json()["events"][0]["source"] == "fault"
+    assert r.events[0] == Event(-50.0, "wire", "lb1 last advert before (prio 100)")
+    assert r.to_json()["events"][1]["source"] == "fault"
 
 
 def test_master_down_interval() -> None:

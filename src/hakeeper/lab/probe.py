@@ -6,9 +6,10 @@ calling thread, so their sockets live there):
   connection each, at most `max_inflight` open, each bounded by `timeout`); every probe is
   recorded with its send time, its outcome, and the `X-Served-By` header (which LB answered).
   Bounded by `max_seconds` and `max_probes`.
-- `GarpSniffer`: an AF_PACKET socket on ETH_P_ARP; ARP packets whose sender IP equals their
-  target IP and the VIP (RFC 5227 announcements, what both daemons send) are recorded with
-  the sender MAC and arrival time.
+- `WireSniffer`: AF_PACKET sockets for ARP and IPv4; ARP packets whose sender IP equals
+  their target IP and the VIP (RFC 5227 announcements, what both daemons send) are recorded
+  with the sender MAC, and VRRP adverts (IP protocol 112) with their source and priority,
+  both with their arrival time.
 The client's outage is the longest run of consecutive failed probes, from the first failed
 probe's send time to the next successful probe's send time (0 when nothing failed), as in
 shared/anchors/measured.md ("client probing the VIP every 10 ms").
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import select
 import socket
 import struct
@@ -28,6 +30,22 @@ from dataclasses import dataclass
 from hakeeper.lab.netns import entered
 
 ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
+IPPROTO_VRRP = 112
+SO_ATTACH_FILTER = 26
+# classic BPF: ldb [23] (IPv4 protocol); jeq #112 ? accept : drop
+_VRRP_FILTER = ctypes.create_string_buffer(
+    b"".join(
+        struct.pack("HBBI", *ins)
+        for ins in (
+            (0x30, 0, 0, 23),
+            (0x15, 0, 1, IPPROTO_VRRP),
+            (0x06, 0, 0, 0x40000),
+            (0x06, 0, 0, 0),
+        )
+    )
+)
+_VRRP_FILTER_PROG = struct.pack("HL", 4, ctypes.addressof(_VRRP_FILTER))
 
 
 @dataclass(frozen=True)
@@ -201,8 +219,31 @@ def parse_garp(frame: bytes, ip: bytes) -> tuple[str, int] | None:
     return ":".join(f"{b:02x}" for b in sha), op
 
 
-class GarpSniffer:
-    """Records gratuitous ARPs for `ip` seen on `ifname` inside namespace `ns`."""
+@dataclass(frozen=True)
+class AdvertSeen:
+    """A VRRP advert seen on the wire: arrival time, IPv4 source, VRID, priority."""
+
+    t: float
+    src: str
+    vrid: int
+    priority: int
+
+
+def parse_vrrp4(frame: bytes) -> tuple[str, int, int] | None:
+    """(source IP, VRID, priority) if `frame` is Ethernet + IPv4 + VRRP (v2 or v3)."""
+    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    if frame[14] >> 4 != 4 or ihl < 20 or frame[14 + 9] != IPPROTO_VRRP:
+        return None
+    vrrp = frame[14 + ihl :]
+    if len(vrrp) < 8 or vrrp[0] & 0x0F != 1:  # type 1 = ADVERTISEMENT
+        return None
+    return socket.inet_ntoa(frame[26:30]), vrrp[1], vrrp[2]
+
+
+class WireSniffer:
+    """Records gratuitous ARPs for `ip` and VRRP adverts seen on `ifname` inside `ns`."""
 
     def __init__(self, ns: str, ifname: str, ip: str, *, max_seconds: float = 120.0) -> None:
         self.ns = ns
@@ -210,12 +251,12 @@ class GarpSniffer:
         self.ip = socket.inet_aton(ip)
         self.max_seconds = max_seconds
         self.garps: list[Garp] = []
-        self.malformed = 0
+        self.adverts: list[AdvertSeen] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="lab-garp", daemon=True)
+        self._thread = threading.Thread(target=self._main, name="lab-wire", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -231,29 +272,45 @@ class GarpSniffer:
         with self._lock:
             return list(self.garps)
 
+    def advert_snapshot(self) -> list[AdvertSeen]:
+        with self._lock:
+            return list(self.adverts)
+
+    def _open(self, proto: int) -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+        if proto == ETH_P_IP:  # keep the client's own HTTP traffic out of this thread
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _VRRP_FILTER_PROG)
+        sock.bind((self.ifname, proto))
+        return sock
+
     def _main(self) -> None:
         try:
             with entered(self.ns):  # the interface name resolves in the namespace too
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-                sock.bind((self.ifname, ETH_P_ARP))
+                arp, ip4 = self._open(ETH_P_ARP), self._open(ETH_P_IP)
         except OSError as exc:
             self._error = exc
             self._ready.set()
             return
         self._ready.set()
         deadline = time.monotonic() + self.max_seconds
-        with contextlib.closing(sock):
+        with contextlib.closing(arp), contextlib.closing(ip4):
             while not self._stop.is_set() and time.monotonic() < deadline:
-                ready, _, _ = select.select([sock], [], [], 0.1)
-                if not ready:
-                    continue
-                try:
-                    frame = sock.recv(2048)
-                except OSError:
-                    continue
-                now = time.monotonic()
-                got = parse_garp(frame, self.ip)
-                if got is None:
-                    continue
+                ready, _, _ = select.select([arp, ip4], [], [], 0.1)
+                for sock in ready:
+                    try:
+                        frame = sock.recv(2048)
+                    except OSError:
+                        continue
+                    self._record(time.monotonic(), frame, sock is arp)
+
+    def _record(self, now: float, frame: bytes, is_arp: bool) -> None:
+        if is_arp:
+            got = parse_garp(frame, self.ip)
+            if got is not None:
                 with self._lock:
                     self.garps.append(Garp(now, got[0], got[1]))
+            return
+        adv = parse_vrrp4(frame)
+        if adv is not None:
+            with self._lock:
+                self.adverts.append(AdvertSeen(now, adv[0], adv[1], adv[2]))

@@ -7,7 +7,7 @@ bring lb1 back as a rebooted node would come back (cable in, nginx up, leftover 
 daemon started) and wait for preemption (or, with nopreempt, check that none happens).
 Faults follow shared/anchors/measured.md:
 - kill:      SIGSTOP+SIGKILL lb1's daemon process group (a crash; its VIP stays behind)
-- linkdown:  pull lb1's cable (switch port down) and kill its daemon (a lost node)
+- linkdown:  freeze lb1's daemon, pull its cable (switch port down), kill it (a lost node)
 - sigterm:   SIGTERM lb1's daemon (graceful: priority-0 advert, VIP removed)
 - trackfail: stop nginx on lb1; the vrrp_script check fails (fall) and lb1 gives up
 - return:    lb1 stopped gracefully first; the "fault" is lb1 starting again (preemption)
@@ -16,6 +16,7 @@ Faults follow shared/anchors/measured.md:
 from __future__ import annotations
 
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from dataclasses import dataclass, replace
 from hakeeper.lab import configs
 from hakeeper.lab.daemons import AddressWatch, VrrpDaemon
 from hakeeper.lab.netns import wait_until
-from hakeeper.lab.probe import GarpSniffer, HttpProber
+from hakeeper.lab.probe import HttpProber, WireSniffer
 from hakeeper.lab.timeline import Observations, RunResult, summarize
 from hakeeper.lab.topology import LB_IPS, VIP, Topology
 
@@ -115,7 +116,7 @@ class Runner:
         }
         watches = {role: AddressWatch(topo.lab, topo.ns[role], VIP) for role in LB_IPS}
         budget = 4 * fault_timeout(opts) + 30.0
-        sniffer = GarpSniffer(topo.ns["client"], "eth0", VIP, max_seconds=budget)
+        sniffer = WireSniffer(topo.ns["client"], "eth0", VIP, max_seconds=budget)
         prober = HttpProber(topo.ns["client"], VIP, max_seconds=budget)
         notes: list[tuple[float, str, str]] = []
         t_return = t_fault = -1.0
@@ -174,6 +175,7 @@ class Runner:
             states={role: d.states() for role, d in daemons.items()},
             vip={role: w.events() for role, w in watches.items()},
             garps=[(g, topo.node_of_mac(g.mac)) for g in sniffer.snapshot()],
+            adverts=[(a, topo.node_of_ip(a.src)) for a in sniffer.advert_snapshot()],
             probes=prober.snapshot(),
             notes=notes,
         )
@@ -184,6 +186,8 @@ class Runner:
         )  # fmt: skip
 
     def _inject(self, sc: Scenario, d1: VrrpDaemon, notes: list[tuple[float, str, str]]) -> float:
+        if sc.fault == "linkdown":  # a lost node: frozen first, so it cannot react at all
+            d1.signal_group(signal.SIGSTOP)
         t0 = time.monotonic()
         if sc.fault == "kill":
             d1.kill()
@@ -191,7 +195,7 @@ class Runner:
         elif sc.fault == "linkdown":
             self.topo.cable("lb1", up=False)
             d1.kill()
-            text = f"fault: lb1 lost (cable pulled, {d1.kind} killed)"
+            text = f"fault: lb1 lost ({d1.kind} frozen, cable pulled, then killed)"
         elif sc.fault == "sigterm":
             d1.terminate()
             text = f"fault: SIGTERM to lb1's {d1.kind} (graceful stop)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hakeeper.lab.probe import Garp, Probe, outages
+from hakeeper.lab.probe import AdvertSeen, Garp, Probe, outages
 
 GARP_BURST_S = 0.2  # GARPs from one MAC closer than this are one burst
 
@@ -41,6 +41,7 @@ class RunResult:
     vip_moved_ms: float
     garp_ms: float
     master_ms: float
+    vip_after_last_advert_ms: float  # VIP on the new master after the old's last advert
     returned: bool
     switched_back_ms: float
     return_outage_ms: float
@@ -62,6 +63,7 @@ class Observations:
     states: dict[str, list[tuple[float, str]]]  # node -> (t, state)
     vip: dict[str, list[tuple[float, bool]]]  # node -> (t, present)
     garps: list[tuple[Garp, str]]  # (garp, node it came from)
+    adverts: list[tuple[AdvertSeen, str]]  # (VRRP advert seen by the client, node it came from)
     probes: list[Probe]
     notes: list[tuple[float, str, str]]  # (t, source, text): faults, restores
 
@@ -111,6 +113,7 @@ def _events(obs: Observations, since: float) -> list[Event]:
         burst_start[node] = (garp.t, 1)
     for node, (t, n) in burst_start.items():
         out.append(Event(_ms(t, t0), "client", f"GARP burst from {node} x{n}"))
+    out += _advert_events(obs, since)
     for run in outages(obs.probes, since, obs.t_end):
         out.append(Event(_ms(run.start, t0), "client", "requests to the VIP start failing"))
         served = next((p.served_by for p in obs.probes if p.t >= run.end and p.ok), "")
@@ -123,6 +126,40 @@ def _events(obs: Observations, since: float) -> list[Event]:
             )
         )
     return out
+
+
+def _advert_events(obs: Observations, since: float) -> list[Event]:
+    """The last advert of each node before `since`, the first one of each node after it,
+    every priority-0 advert, and the first advert after any priority change."""
+    t0 = obs.t_fault
+    out: list[Event] = []
+    last_before: dict[str, AdvertSeen] = {}
+    seen_after: dict[str, int] = {}
+    for adv, node in obs.adverts:
+        if adv.t < since:
+            last_before[node] = adv
+            continue
+        prev = seen_after.get(node)
+        if prev is None or adv.priority != prev:
+            what = "first advert since" if prev is None else "advert, priority now"
+            if adv.priority == 0:
+                what = "priority-0 advert (resigning)"
+            out.append(Event(_ms(adv.t, t0), "wire", f"{node} {what} (priority {adv.priority})"))
+        seen_after[node] = adv.priority
+    for node, adv in last_before.items():
+        out.append(
+            Event(_ms(adv.t, t0), "wire", f"{node} last advert before (prio {adv.priority})")
+        )
+    return out
+
+
+def last_advert_before(obs: Observations, node: str, t: float) -> float:
+    """Time of `node`'s last non-zero-priority advert before `t` (-1 if none)."""
+    last = -1.0
+    for adv, who in obs.adverts:
+        if who == node and adv.t < t and adv.priority > 0:
+            last = adv.t
+    return last
 
 
 def summarize(
@@ -144,6 +181,8 @@ def summarize(
     vip_t = first(obs.vip.get(new, []), t0, True, until)
     master_t = first(obs.states.get(new, []), t0, "MASTER", until)
     garp_t = next((g.t for g, node in obs.garps if node == new and t0 <= g.t < until), -1.0)
+    last_old = last_advert_before(obs, old, t0)
+    after_last = _ms(vip_t, last_old) if vip_t > 0 and last_old > 0 else -1.0
     back_ms = ret_out = -1.0
     returned = obs.t_return > 0
     if returned:
@@ -161,6 +200,7 @@ def summarize(
         vip_moved_ms=_ms(vip_t, t0) if vip_t > 0 else -1.0,
         garp_ms=_ms(garp_t, t0) if garp_t > 0 else -1.0,
         master_ms=_ms(master_t, t0) if master_t > 0 else -1.0,
+        vip_after_last_advert_ms=after_last,
         returned=returned,
         switched_back_ms=back_ms,
         return_outage_ms=round(ret_out, 1),
@@ -188,7 +228,8 @@ def render(result: RunResult) -> str:
         f"  => client longest outage {result.outage_ms:.0f} ms "
         f"({result.probes_failed}/{result.probes} probes failed); VIP on the other node after "
         f"{_fmt(result.vip_moved_ms)}; its first GARP {_fmt(result.garp_ms)}; "
-        f"its MASTER log {_fmt(result.master_ms)}"
+        f"its MASTER log {_fmt(result.master_ms)}; VIP moved "
+        f"{_fmt(result.vip_after_last_advert_ms)} after the old master's last advert"
     )
     if result.returned:
         lines.append(

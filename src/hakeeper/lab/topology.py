@@ -55,6 +55,12 @@ class Topology:
                 return role
         return mac
 
+    def node_of_ip(self, ip: str) -> str:
+        for role, addr in LB_IPS.items():
+            if addr == ip:
+                return role
+        return ip
+
     def lb_nginx_conf(self, role: str) -> Path:
         return self.workdir / f"{role}.nginx.conf"
 
