@@ -38,7 +38,14 @@ from hakeeper.check.policy import (
     VirtualServerHealth,
     VirtualServerSpec,
 )
-from hakeeper.check.probes import Probe, ProbeResult, Target, start_probe, target_for
+from hakeeper.check.probes import (
+    Probe,
+    ProbeResult,
+    Target,
+    TcpProbe,
+    start_probe,
+    target_for,
+)
 from hakeeper.conf.model import (
     BfdCheck,
     Checker,
@@ -46,6 +53,7 @@ from hakeeper.conf.model import (
     MiscCheck,
     RealServer,
     Script,
+    TcpCheck,
     TrackFile,
     VirtualServer,
 )
@@ -158,10 +166,12 @@ class VirtualServerStatus:
 class _Bound:
     """One virtual server: model, policy, and the live bits the policy does not keep."""
 
+    key: VsKey
     vs: VirtualServer
     health: VirtualServerHealth
     reals: dict[str, RealServer]
     targets: dict[tuple[str, int], Target] = field(default_factory=dict)
+    plans: dict[tuple[str, int], tuple[Checker, Target, float]] = field(default_factory=dict)
     inflight: dict[tuple[str, int], Probe] = field(default_factory=dict)
     results: dict[tuple[str, int], ProbeResult] = field(default_factory=dict)
     last_pool: Pool | None = None
@@ -263,6 +273,7 @@ class CheckerEngine:
                 bound.vs = vs
                 bound.reals = {rs_label(r.ip, r.port): r for r in vs.real_servers}
                 bound.targets.clear()
+                bound.plans.clear()
                 self._apply(bound, bound.health.reload(health_spec(vs), self._now()))
 
     def set_suspended(self, key: VsKey, suspended: bool) -> None:
@@ -328,7 +339,7 @@ class CheckerEngine:
         spec = health_spec(vs)
         health = VirtualServerHealth(spec, rng=self.rng, init_notifies=self.init_notifies)
         reals = {rs_label(r.ip, r.port): r for r in vs.real_servers}
-        bound = _Bound(vs, health, reals)
+        bound = _Bound(vs.key, vs, health, reals)
         self._bound[vs.key] = bound
         self._by_spec_key[spec.key] = vs.key
         self._apply(bound, health.start(self._now()), force_pool=True)
@@ -391,7 +402,7 @@ class CheckerEngine:
             pool = self._pool(b)
             if force_pool or pool != b.last_pool:
                 b.last_pool = pool
-                self._safe_callback(b.vs.key, pool)
+                self._safe_callback(b.key, pool)
 
     def _safe_callback(self, key: VsKey, pool: Pool) -> None:
         assert self.on_pool_change is not None
@@ -435,48 +446,68 @@ class CheckerEngine:
     def _launch(self, vs_key: str, rs: str, i: int, gen: int) -> None:
         key = self._by_spec_key.get(vs_key)
         b = self._bound.get(key) if key is not None else None
-        check = b.checker(rs, i) if b is not None else None
-        if b is None or check is None:
+        if b is None:
             return
-        assert self._loop is not None
-        real = b.health.reals[rs].spec
-        started = self._now()
+        pkey = (rs, i)
+        plan = b.plans.get(pkey)
+        if plan is None:
+            check = b.checker(rs, i)
+            if check is None:
+                return
+            real = b.health.reals[rs].spec
+            plan = b.plans[pkey] = (check, b.target(rs, i), real.checkers[i].connect_timeout)
+        loop = self._loop
+        assert loop is not None
+        started = loop.time()
         self.probes_started += 1
 
         def done(result: ProbeResult) -> None:
             self._on_result(b, rs, i, gen, started, result)
 
-        old = b.inflight.pop((rs, i), None)
+        inflight = b.inflight
+        old = inflight.pop(pkey, None)
         if old is not None:
             old.cancel()
-        b.inflight[(rs, i)] = start_probe(
-            self._loop,
-            check,
-            b.target(rs, i),
-            real.checkers[i].connect_timeout,
-            done,
-            self.track_files,
-            real.weight,
-        )
+        check, target, timeout = plan
+        if type(check) is TcpCheck:
+            inflight[pkey] = TcpProbe(loop, target, timeout, done)
+        else:
+            weight = b.health.reals[rs].spec.weight
+            inflight[pkey] = start_probe(
+                loop, check, target, timeout, done, self.track_files, weight
+            )
 
     def _on_result(  # noqa: PLR0917
         self, b: _Bound, rs: str, i: int, gen: int, started: float, result: ProbeResult
     ) -> None:
-        b.inflight.pop((rs, i), None)
-        if self._bound.get(b.vs.key) is not b or not self.running:
+        key = (rs, i)
+        b.inflight.pop(key, None)
+        if self._bound.get(b.key) is not b or not self.running:
             return
         h = b.health
-        was_alive = h.alive(rs) if rs in h.reals else None
-        b.results[(rs, i)] = result
+        real = h.reals.get(rs)
+        was_alive = real.alive if real is not None else None
+        b.results[key] = result
+        ok = result.ok
+        if not ok and (self.log_all_failures or was_alive):
+            kind, ip = self._kind(b, rs, i)
+            log.info("%s check failed to %s. (%s)", kind, ip, result.detail)
+        assert self._loop is not None
+        actions = h.on_result(rs, i, ok, self._loop.time(), weight=result.weight, started=started)
+        if ok and was_alive is False and h.alive(rs):
+            log.info("%s check succeed to %s.", *self._kind(b, rs, i))
+        if len(actions) == 1 and type(actions[0]) is StartProbe:
+            self._schedule(actions[0])  # the common case: nothing changed, next probe
+        else:
+            self._apply(b, actions)
+
+    @staticmethod
+    def _kind(b: _Bound, rs: str, i: int) -> tuple[str, str]:
+        """("TCP", "10.0.0.1") for keepalived's "TCP check failed to 10.0.0.1." lines."""
         check = b.checker(rs, i)
-        kind = _LOG_NAMES.get(check.kind, check.kind.split("_")[0]) if check else "?"
-        target = b.target(rs, i).ip if check is not None else rs
-        if not result.ok and (self.log_all_failures or was_alive):
-            log.info("%s check failed to %s. (%s)", kind, target, result.detail)
-        actions = h.on_result(rs, i, result.ok, self._now(), weight=result.weight, started=started)
-        if result.ok and was_alive is False and h.alive(rs):
-            log.info("%s check succeed to %s.", kind, target)
-        self._apply(b, actions)
+        if check is None:
+            return "?", rs
+        return _LOG_NAMES.get(check.kind, check.kind.split("_")[0]), str(b.target(rs, i).ip)
 
     # -- notify scripts ----------------------------------------------------------------
     def _notify(self, b: _Bound, a: RunNotify) -> None:

@@ -18,7 +18,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hakeeper.check.probes import ProbeResult, Target, open_socket
@@ -199,13 +199,14 @@ async def dns_probe(check: DnsCheck, target: Target, timeout: float) -> ProbeRes
         sock.close()
 
 
-def coroutine_for(
+def factory_for(
     check: Checker, target: Target, timeout: float
-) -> Coroutine[Any, Any, ProbeResult] | None:
+) -> Callable[[], Coroutine[Any, Any, ProbeResult]] | None:
+    """A zero-argument maker of this checker's probe coroutine, or None if not ours."""
     if isinstance(check, PingCheck):
-        return ping_probe(target, timeout)
+        return lambda: ping_probe(target, timeout)
     if isinstance(check, UdpCheck):
-        return udp_probe(check, target, timeout)
+        return lambda: udp_probe(check, target, timeout)
     if isinstance(check, DnsCheck):
-        return dns_probe(check, target, timeout)
+        return lambda: dns_probe(check, target, timeout)
     return None

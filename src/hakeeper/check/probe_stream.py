@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import re
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,11 +245,12 @@ async def smtp_probe(check: SmtpCheck, target: Target, timeout: float) -> ProbeR
     return ProbeResult(True, "SMTP 221")
 
 
-def coroutine_for(
+def factory_for(
     check: Checker, target: Target, timeout: float
-) -> Coroutine[Any, Any, ProbeResult] | None:
+) -> Callable[[], Coroutine[Any, Any, ProbeResult]] | None:
+    """A zero-argument maker of this checker's probe coroutine, or None if not ours."""
     if isinstance(check, HttpCheck):
-        return http_probe(check, target, timeout)
+        return lambda: http_probe(check, target, timeout)
     if isinstance(check, SmtpCheck):
-        return smtp_probe(check, target, timeout)
+        return lambda: smtp_probe(check, target, timeout)
     return None

@@ -16,6 +16,7 @@ handle, no task) so thousands per second stay cheap; the protocol probes (HTTP/S
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import ipaddress
@@ -23,7 +24,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hakeeper.check.policy import misc_exit_result
 from hakeeper.conf.model import (
@@ -65,13 +66,20 @@ class Target:
     bindto: IPAddress | None = None
     bind_port: int | None = None
     bind_if: str | None = None
+    addr: tuple[str, int] = field(init=False, compare=False, repr=False)
+    family: int = field(init=False, compare=False, repr=False)
+    plain: bool = field(init=False, compare=False, repr=False)  # no bind options
 
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if self.ip.version == 6 else socket.AF_INET
+    def __post_init__(self) -> None:
+        # computed once: probes run thousands of times per second against the same target
+        object.__setattr__(self, "addr", (str(self.ip), self.port or 0))
+        fam = socket.AF_INET6 if self.ip.version == 6 else socket.AF_INET
+        object.__setattr__(self, "family", fam)
+        plain = self.bindto is None and not self.bind_port and not self.bind_if
+        object.__setattr__(self, "plain", plain)
 
     def sockaddr(self, port: int | None = None) -> tuple[str, int]:
-        return (str(self.ip), port if port is not None else (self.port or 0))
+        return self.addr if port is None else (self.addr[0], port)
 
     def label(self) -> str:
         host = f"[{self.ip}]" if self.ip.version == 6 else str(self.ip)
@@ -97,6 +105,8 @@ def open_socket(target: Target, kind: int, proto: int = 0) -> socket.socket:
     sock = socket.socket(target.family, kind, proto)
     try:
         sock.setblocking(False)
+        if target.plain:
+            return sock
         if target.bind_if:
             sock.setsockopt(
                 socket.SOL_SOCKET, socket.SO_BINDTODEVICE, target.bind_if.encode() + b"\0"
@@ -128,6 +138,15 @@ class Probe:
 # ------------------------------------------------------------------------------ TCP_CHECK
 
 
+def _established(sock: _socket.socket) -> bool:
+    """One cheap syscall instead of a poller registration when connect() already finished."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
 class TcpProbe(Probe):
     """Non-blocking connect with a writer callback and a timer: no task, no coroutine."""
 
@@ -138,17 +157,23 @@ class TcpProbe(Probe):
     ) -> None:
         self._loop = loop
         self._done: Done | None = done
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._fd = -1
         self._label = target
         try:
-            sock = open_socket(target, socket.SOCK_STREAM)
+            if target.plain:  # the C socket type: no Python-level __init__ per probe
+                sock = _socket.socket(target.family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+            else:
+                sock = open_socket(target, socket.SOCK_STREAM)
         except OSError as exc:
             loop.call_soon(self._finish, False, f"socket: {exc.strerror or exc}")
             return
         self._sock = sock
-        err = sock.connect_ex(target.sockaddr())
+        err = sock.connect_ex(target.addr)
+        if err == errno.EINPROGRESS and _established(sock):
+            err = 0  # same-host backends: the handshake completed inside connect()
         if err == 0:
             loop.call_soon(self._finish, True, "connected")
         elif err == errno.EINPROGRESS:
@@ -205,18 +230,22 @@ class TaskProbe(Probe):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        coro: Awaitable[ProbeResult],
+        make: Callable[[], Awaitable[ProbeResult]],
         timeout: float,
         done: Done,
         what: str = "timeout",
     ) -> None:
         self._done: Done | None = done
-        self._task = loop.create_task(self._run(coro, timeout, what))
+        # the coroutine is made inside the task: a probe cancelled before it ever ran
+        # leaves no never-awaited coroutine behind
+        self._task = loop.create_task(self._run(make, timeout, what))
 
-    async def _run(self, coro: Awaitable[ProbeResult], timeout: float, what: str) -> None:
+    async def _run(
+        self, make: Callable[[], Awaitable[ProbeResult]], timeout: float, what: str
+    ) -> None:
         try:
             async with asyncio.timeout(timeout):
-                result = await coro
+                result = await make()
         except TimeoutError:
             result = ProbeResult(False, what)
         except OSError as exc:
@@ -306,21 +335,24 @@ def start_probe(  # noqa: PLR0917
     if isinstance(check, MiscCheck):
         misc_timeout = check.misc_timeout or check.common.delay_loop
         # run_script already bounds the script; the outer deadline covers its reaping
-        return TaskProbe(loop, misc_probe(check, misc_timeout), misc_timeout + 5.0, done)
+        return TaskProbe(loop, lambda: misc_probe(check, misc_timeout), misc_timeout + 5.0, done)
     if isinstance(check, FileCheck):
         track = (track_files or {}).get(check.track_file)
-        return TaskProbe(loop, file_probe(check, track, rs_weight), 5.0, done)
+        return TaskProbe(loop, lambda: file_probe(check, track, rs_weight), 5.0, done)
     if isinstance(check, BfdCheck):
-        return TaskProbe(loop, _unsupported("BFD_CHECK needs a BFD daemon (unsupported)"), 1, done)
+        return TaskProbe(
+            loop, lambda: _unsupported("BFD_CHECK needs a BFD daemon (unsupported)"), 1, done
+        )
     from hakeeper.check import probe_dgram, probe_stream  # noqa: PLC0415
 
-    coro = probe_stream.coroutine_for(check, target, timeout) or probe_dgram.coroutine_for(
+    make = probe_stream.factory_for(check, target, timeout) or probe_dgram.factory_for(
         check, target, timeout
     )
-    if coro is None:
-        return TaskProbe(loop, _unsupported(f"{check.kind} unsupported"), 1, done)
+    if make is None:
+        why = f"{check.kind} unsupported"
+        return TaskProbe(loop, lambda: _unsupported(why), 1, done)
     # the coroutine watches `timeout` itself (UDP_CHECK: silence means no ICMP error)
-    return TaskProbe(loop, coro, timeout + 0.5, done)
+    return TaskProbe(loop, make, timeout + 0.5, done)
 
 
 async def _unsupported(why: str) -> ProbeResult:
