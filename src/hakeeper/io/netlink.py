@@ -155,7 +155,8 @@ class Netlink:
 
     def __init__(self) -> None:
         self._ipr: Any = None
-        self._saved_sysctls: dict[str, dict[str, str]] = {}  # vmac -> {path: old value}
+        self._saved_sysctls: dict[str, dict[str, str]] = {}  # parent -> {path: old value}
+        self._vmac_parent: dict[str, str] = {}  # VMAC -> parent whose sysctls it needs
         self._netns_fd = -1  # the namespace the socket lives in (for /proc/sys writes)
 
     async def open(self) -> Netlink:
@@ -404,9 +405,12 @@ class Netlink:
     ) -> InterfaceInfo:
         """Create (or reuse) the macvlan `vrrp.VRID` on `parent`, private mode, VRRP MAC, up.
 
-        With `arp_sysctls` (keepalived does the same) the parent gets arp_ignore=1 and
-        arp_filter=1 and the VMAC arp_ignore=1, so only the VMAC answers ARP for VIPs it
-        carries; the parent's old values come back when `delete_link(vmac)` removes it.
+        With `arp_sysctls` the parent gets arp_ignore=1 and arp_filter=1 (as keepalived
+        2.2.7's vrrp_if_config does) plus arp_announce=2 (ours: ARP requests leaving the
+        parent use its own address, never a VIP), and the VMAC arp_ignore=1,
+        accept_local=1, rp_filter=0, promote_secondaries=1 (keepalived's), so neighbours
+        learn a VIP only with the VMAC's MAC. The parent's old values are saved by the
+        first VMAC on it and come back when `delete_link` removes the last one.
         """
         ifname = name or vmac_name(vrid, family)
         address = mac or vmac_address(vrid, family)
@@ -421,15 +425,14 @@ class Netlink:
                 if exc.code not in _EXISTS:
                     raise
         if arp_sysctls and family == socket.AF_INET:
-            saved = self._saved_sysctls.setdefault(ifname, {})
-            for path, value in (
-                (f"{parent}/arp_ignore", "1"),
-                (f"{parent}/arp_filter", "1"),
-                (f"{ifname}/arp_ignore", "1"),
-            ):
-                old = self.write_ipv4_conf(path, value)
-                if old is not None and path.startswith(f"{parent}/"):
-                    saved.setdefault(path, old)
+            self._vmac_parent[ifname] = parent
+            saved = self._saved_sysctls.setdefault(parent, {})
+            for key, value in PARENT_SYSCTLS:
+                old = self.write_ipv4_conf(f"{parent}/{key}", value)
+                if old is not None:
+                    saved.setdefault(f"{parent}/{key}", old)  # the first VMAC's view wins
+            for key, value in VMAC_SYSCTLS:
+                self.write_ipv4_conf(f"{ifname}/{key}", value)
         await self.ipr.link("set", index=await self.ifindex(ifname), state="up")
         info = await self.interface(ifname)
         if info is None:  # pragma: no cover - deleted under our feet
@@ -437,19 +440,41 @@ class Netlink:
         return info
 
     async def delete_link(self, ifname: str) -> bool:
-        """Delete an interface (e.g. a VMAC); False if it does not exist."""
-        info = await self.interface(ifname)
-        if info is None:
-            return False
+        """Delete an interface (e.g. a VMAC); False if it does not exist.
+
+        The last VMAC of a parent (even one already deleted by someone else) restores
+        the parent's saved sysctls.
+        """
         try:
-            await self.ipr.link("del", index=info.index)
-        except NetlinkError as exc:
-            if exc.code in _ABSENT:
+            info = await self.interface(ifname)
+            if info is None:
                 return False
-            raise
-        for path, old in self._saved_sysctls.pop(ifname, {}).items():
+            try:
+                await self.ipr.link("del", index=info.index)
+            except NetlinkError as exc:
+                if exc.code in _ABSENT:
+                    return False
+                raise
+            return True
+        finally:
+            self._release_parent(ifname)
+
+    def _release_parent(self, vmac: str) -> None:
+        parent = self._vmac_parent.pop(vmac, None)
+        if parent is None or parent in self._vmac_parent.values():
+            return
+        for path, old in self._saved_sysctls.pop(parent, {}).items():
             self.write_ipv4_conf(path, old)
-        return True
+
+
+# net.ipv4.conf values a VMAC needs on its parent and on itself (see create_vmac)
+PARENT_SYSCTLS = (("arp_ignore", "1"), ("arp_filter", "1"), ("arp_announce", "2"))
+VMAC_SYSCTLS = (
+    ("arp_ignore", "1"),
+    ("accept_local", "1"),
+    ("rp_filter", "0"),
+    ("promote_secondaries", "1"),
+)
 
 
 def _setns(fd: int) -> None:
