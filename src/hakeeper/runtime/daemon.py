@@ -224,10 +224,12 @@ class Daemon:
             loop.add_signal_handler(sig, self.request, event)
         try:
             await self.tracker.start_links()
-            await self._apply(cfg, initial=True)
+            stopping = not await self._startup_delay(cfg.global_defs.vrrp_startup_delay)
+            if not stopping:
+                await self._apply(cfg, initial=True)
             self.watchdog.start()
             log.info("hakeeper started: %d VRRP instance(s)", len(self.instances))
-            while True:
+            while not stopping:
                 waiting = any(r.retry for r in self.instances.values())
                 try:
                     event = await asyncio.wait_for(
@@ -259,6 +261,30 @@ class Daemon:
             await self._close_resources()
         log.info("hakeeper stopped")
         return 0
+
+    async def _startup_delay(self, delay: float) -> bool:
+        """keepalived `vrrp_startup_delay`: no instance runs for `delay` seconds after start
+        (boot races). Signals other than TERM are held and handled afterwards; returns
+        False if told to stop meanwhile."""
+        if delay <= 0:
+            return True
+        log.info("VRRP instances start in %.1f s (vrrp_startup_delay)", delay)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        held: list[str] = []
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    event = await asyncio.wait_for(self._events.get(), left)
+                except TimeoutError:
+                    break
+                if event == "term":
+                    return False
+                held.append(event)
+        finally:
+            for event in held:
+                self._events.put_nowait(event)
+        return True
 
     def _load(self) -> KeepalivedConfig | None:
         cfg, diags = self.loader(self.options.config_file, self.options.config_id)
@@ -316,6 +342,10 @@ class Daemon:
             self.smtp = SmtpAlerter(settings)
             self.smtp.start()
         self._configure_fifos(cfg)
+        announcers: Announcers | None = getattr(self, "announcers", None)
+        if announcers is not None:
+            announcers.garp_interval = cfg.global_defs.vrrp_garp_interval
+            announcers.gna_interval = cfg.global_defs.vrrp_gna_interval
         self.tracker.configure(cfg)
         old_by_name = {i.name: i for i in old.vrrp_instances} if not initial else {}
         new_by_name = {i.name: i for i in cfg.vrrp_instances}

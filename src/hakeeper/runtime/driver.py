@@ -135,6 +135,7 @@ class InstanceDriver:
         self._ah_unicast = bool(instance.unicast_peers)
         self._ah_ttl = instance.unicast_ttl if self._ah_unicast else 255
         self._dst_addrs: dict[str, ipaddress.IPv4Address] = {}
+        self._lower_prio_handle: asyncio.TimerHandle | None = None
         ipv4 = isinstance(self._src, ipaddress.IPv4Address)
         if params.auth_type is AuthType.AH and params.version == 2 and ipv4:
             self._ah = AhCounter()
@@ -177,6 +178,7 @@ class InstanceDriver:
         self._apply(self.machine.shutdown(self.loop.time()))
         self._running = False
         self._cancel_timer()
+        self._cancel_lower_prio()
 
     def hand_over(self, keep: Sequence[VirtualAddress]) -> None:
         """Reload of a changed instance that is MASTER: stop without resigning.
@@ -189,6 +191,7 @@ class InstanceDriver:
         self.machine.shutdown(self.loop.time())  # state and timers only; actions dropped
         self._running = False
         self._cancel_timer()
+        self._cancel_lower_prio()
         kept = {(v.address, v.dev or self.ifname) for v in keep}
         gone = [v for v in self.vips if (v.address, v.dev or self.ifname) not in kept]
         self._routes(add=False)
@@ -196,8 +199,42 @@ class InstanceDriver:
         self.vips_installed = False
 
     def on_advert(self, advert: Advert) -> None:
-        if self._running:
-            self._apply(self.machine.on_advert(self.loop.time(), advert))
+        if not self._running:
+            return
+        machine = self.machine
+        was_master = machine.state is m.State.MASTER
+        actions = machine.on_advert(self.loop.time(), advert)
+        self._apply(actions)
+        if (
+            was_master
+            and 0 < advert.priority < machine.priority
+            and machine.state is m.State.MASTER
+            and not any(type(a) is m.DroppedAdvert for a in actions)
+        ):
+            self._lower_prio_garp()
+
+    def _lower_prio_garp(self) -> None:
+        """keepalived: a MASTER hearing a lower-priority advert (the other side of a healed
+        split) sends `garp_lower_prio_repeat` GARPs now and again `garp_lower_prio_delay`
+        seconds later, so neighbours taught the other node's MAC come back."""
+        inst = self.instance
+        if inst.garp_lower_prio_repeat <= 0:
+            return
+        self._gratuitous(list(self.vips), inst.garp_lower_prio_repeat)
+        if inst.garp_lower_prio_delay > 0 and self._lower_prio_handle is None:
+            self._lower_prio_handle = self.loop.call_later(
+                inst.garp_lower_prio_delay, self._lower_prio_again
+            )
+
+    def _lower_prio_again(self) -> None:
+        self._lower_prio_handle = None
+        if self._running and self.machine.state is m.State.MASTER:
+            self._gratuitous(list(self.vips), self.instance.garp_lower_prio_repeat)
+
+    def _cancel_lower_prio(self) -> None:
+        if self._lower_prio_handle is not None:
+            self._lower_prio_handle.cancel()
+            self._lower_prio_handle = None
 
     def on_decode_error(self, error: DecodeError) -> None:
         key = error.reason.name
@@ -275,18 +312,21 @@ class InstanceDriver:
             self._host_call(self.host.remove_addresses, self.vips)
             self.vips_installed = False
         elif isinstance(action, m.SendGratuitous):
-            self.counters.garp_bursts += 1
             ips = set(action.vips)
             vips = [v for v in self.vips if v.address.ip in ips] or list(self.vips)
-            try:
-                self.host.gratuitous(self.ifname, vips, action.count)
-            except Exception:
-                self.counters.host_errors += 1
-                log.exception("%s: gratuitous ARP/NA failed", self.name)
+            self._gratuitous(vips, action.count)
         elif isinstance(action, m.StateChanged):
             self._state_changed(action)
         elif isinstance(action, m.LogEvent):
             self._log_limited(action)
+
+    def _gratuitous(self, vips: Sequence[VirtualAddress], count: int) -> None:
+        self.counters.garp_bursts += 1
+        try:
+            self.host.gratuitous(self.ifname, vips, count)
+        except Exception:
+            self.counters.host_errors += 1
+            log.exception("%s: gratuitous ARP/NA failed", self.name)
 
     def _routes(self, *, add: bool) -> None:
         inst = self.instance

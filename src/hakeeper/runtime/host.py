@@ -187,24 +187,80 @@ class NetlinkThread:
 
 
 class Announcers:
-    """Gratuitous ARP / unsolicited NA senders, one AF_PACKET socket per interface."""
+    """Gratuitous ARP / unsolicited NA senders, one AF_PACKET socket per interface.
 
-    def __init__(self) -> None:
+    keepalived `vrrp_garp_interval` / `vrrp_gna_interval`: the minimum gap between two
+    gratuitous ARPs (IPv4) / unsolicited NAs (IPv6) on one interface, whichever instance
+    sent them. With a gap, packets are queued per interface and a pacing task sends them
+    (the ordered host-ops queue is not held up); with 0 (the default) they go at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        factory: Callable[[str], Any] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._by_if: dict[str, Any] = {}
+        self._factory = factory
+        self._clock = clock
         self.sent = 0
+        self.garp_interval = 0.0
+        self.gna_interval = 0.0
+        self._queues: dict[str, deque[str]] = {}
+        self._pacers: dict[str, asyncio.Task[None]] = {}
+        self._next_ok: dict[tuple[str, bool], float] = {}  # (ifname, ipv6) -> earliest send
 
-    async def __call__(self, ifname: str, address: str, count: int) -> None:
-        from hakeeper.io.arp import NeighbourAnnouncer  # noqa: PLC0415
-
+    def _announcer(self, ifname: str) -> Any:
         announcer = self._by_if.get(ifname)
         if announcer is None:
-            announcer = NeighbourAnnouncer(ifname)
+            if self._factory is not None:
+                announcer = self._factory(ifname)
+            else:
+                from hakeeper.io.arp import NeighbourAnnouncer  # noqa: PLC0415
+
+                announcer = NeighbourAnnouncer(ifname)
             self._by_if[ifname] = announcer
-        for _ in range(count):
-            if announcer.announce(address):
-                self.sent += 1
+        return announcer
+
+    async def __call__(self, ifname: str, address: str, count: int) -> None:
+        if not (self.garp_interval or self.gna_interval):
+            announcer = self._announcer(ifname)
+            for _ in range(count):
+                if announcer.announce(address):
+                    self.sent += 1
+            return
+        queue = self._queues.setdefault(ifname, deque())
+        queue.extend([address] * count)
+        pacer = self._pacers.get(ifname)
+        if pacer is None or pacer.done():
+            self._pacers[ifname] = asyncio.get_running_loop().create_task(
+                self._pace(ifname, queue), name=f"garp-{ifname}"
+            )
+
+    async def _pace(self, ifname: str, queue: deque[str]) -> None:
+        loop = asyncio.get_running_loop()
+        clock = self._clock or loop.time
+        while queue:
+            address = queue.popleft()
+            v6 = ":" in address
+            gap = self.gna_interval if v6 else self.garp_interval
+            wait = self._next_ok.get((ifname, v6), 0.0) - clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                if self._announcer(ifname).announce(address):
+                    self.sent += 1
+            except Exception as exc:  # e.g. the interface went away: drop the rest
+                log.error("gratuitous ARP/NA for %s on %s failed: %s", address, ifname, exc)
+                queue.clear()
+            self._next_ok[(ifname, v6)] = clock() + gap
 
     def close(self) -> None:
+        for task in self._pacers.values():
+            task.cancel()
+        self._pacers.clear()
+        self._queues.clear()
         for announcer in self._by_if.values():
             announcer.close()
         self._by_if.clear()
