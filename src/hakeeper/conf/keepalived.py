@@ -10,6 +10,7 @@ keepalived's silent normalisations are in `hakeeper.conf.validate`, run at the e
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -362,6 +363,7 @@ def _sync_group(raw: Raw) -> SyncGroup:
 # ---- LVS ------------------------------------------------------------------------------
 
 _INHERITED = ("connect_timeout", "retry", "delay_before_retry", "warmup", "delay_loop", "alpha")
+_INHERITED_SET = frozenset(_INHERITED)
 
 
 def _virtual_server(raw: Raw, diags: Diagnostics) -> VirtualServer:
@@ -432,8 +434,8 @@ def _real_server(
 ) -> RealServer:
     v = raw.values
     ip, port = raw.head
-    defaults = dict(vs_defaults)
-    defaults.update({k: v[k] for k in _INHERITED if k in v})
+    own = _INHERITED_SET.intersection(v)
+    defaults = {**vs_defaults, **{k: v[k] for k in own}} if own else vs_defaults
     virtualhost = v.get("virtualhost", vs_virtualhost)
     checkers: list[Checker] = []
     for c in raw.list("checkers"):
@@ -465,32 +467,75 @@ def _real_server(
 _RETRY_DEFAULT = {"DNS_CHECK": 3, "MISC_CHECK": 0}
 
 
+_COMMON_KEYS = (
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_if",
+    "bind_port",
+    "fwmark",
+    "connect_timeout",
+    "retry",
+    "delay_before_retry",
+    "delay_loop",
+    "warmup",
+    "alpha",
+    "log_all_failures",
+)
+
+
 def _common(raw: Raw, defaults: dict[str, Any]) -> CheckerCommon:
     v = raw.values
-    kind = raw.kind
     m = {**defaults, **v} if v else defaults
-    get = m.get
-    delay_loop = get("delay_loop", 60.0)
-    if kind in ("HTTP_GET", "SSL_GET"):
-        dbr_default: float = 3.0
-    elif kind == "DNS_CHECK":
-        dbr_default = delay_loop
-    else:
-        dbr_default = 1.0
+    values = tuple(map(m.get, _COMMON_KEYS))
+    try:
+        return _common_of(raw.kind, *values)
+    except TypeError:  # an unhashable value: build it uncached
+        return _common_of.__wrapped__(raw.kind, *values)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _common_of(  # noqa: PLR0917
+    kind: str,
+    connect_ip: Any,
+    connect_port: Any,
+    bindto: Any,
+    bind_if: Any,
+    bind_port: Any,
+    fwmark: Any,
+    connect_timeout: Any,
+    retry: Any,
+    delay_before_retry: Any,
+    delay_loop: Any,
+    warmup: Any,
+    alpha: Any,
+    log_all_failures: Any,
+) -> CheckerCommon:
+    """One CheckerCommon per distinct setting: big configs repeat the same few (and the
+    objects are immutable, so sharing them is invisible)."""
+    if delay_loop is None:
+        delay_loop = 60.0
+    if delay_before_retry is None:
+        if kind in ("HTTP_GET", "SSL_GET"):
+            delay_before_retry = 3.0
+        elif kind == "DNS_CHECK":
+            delay_before_retry = delay_loop
+        else:
+            delay_before_retry = 1.0
     return CheckerCommon(
-        connect_ip=get("connect_ip"),
-        connect_port=get("connect_port"),
-        bindto=get("bindto"),
-        bind_if=get("bind_if"),
-        bind_port=get("bind_port"),
-        fwmark=get("fwmark"),
-        connect_timeout=get("connect_timeout", 5.0),
-        retry=get("retry", _RETRY_DEFAULT.get(kind, 1)),
-        delay_before_retry=get("delay_before_retry", dbr_default),
+        connect_ip=connect_ip,
+        connect_port=connect_port,
+        bindto=bindto,
+        bind_if=bind_if,
+        bind_port=bind_port,
+        fwmark=fwmark,
+        connect_timeout=5.0 if connect_timeout is None else connect_timeout,
+        retry=_RETRY_DEFAULT.get(kind, 1) if retry is None else retry,
+        delay_before_retry=delay_before_retry,
         delay_loop=delay_loop,
-        warmup=get("warmup"),
-        alpha=get("alpha", False),
-        log_all_failures=get("log_all_failures", False),
+        warmup=warmup,
+        alpha=False if alpha is None else alpha,
+        log_all_failures=False if log_all_failures is None else log_all_failures,
     )
 
 

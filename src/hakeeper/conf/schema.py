@@ -78,6 +78,23 @@ class Kw:
 class BlockSpec:
     name: str
     keywords: dict[str, Kw]
+    plain: dict[str, tuple[Parse, str]] = field(init=False)
+    """The walker's fast path: keywords that are supported, single, neither aliases nor
+    blocks nor warned about, as (converter, key)."""
+
+    def __post_init__(self) -> None:
+        plain = {
+            name: (kw.parse, kw.field or kw.name)
+            for name, kw in self.keywords.items()
+            if kw.parse is not None
+            and kw.status is Status.SUPPORTED
+            and kw.block is None
+            and kw.items is None
+            and kw.alias_of is None
+            and kw.warn is None
+            and not kw.repeat
+        }
+        object.__setattr__(self, "plain", plain)
 
 
 def block(name: str, *kws: Kw | Iterable[Kw]) -> BlockSpec:
@@ -138,11 +155,25 @@ def _walk(
     values = raw.values
     kwords = raw.keywords
     keywords = spec.keywords
+    plain = spec.plain
     supported = Status.SUPPORTED
     for statement in children:
+        word = statement[0]  # Node and Word are tuples: index, the hot path runs ~10^5 times
+        name = word[0]
+        fast = plain.get(name)
+        if fast is not None and statement[2] is None:
+            value = fast[0](statement, diags)
+            if value is INVALID:
+                continue
+            key = fast[1]
+            if key in values:
+                diags.warning(
+                    word.loc, f"'{name}' given again in {spec.name}; the earlier value is replaced"
+                )
+            values[key] = value
+            kwords[key] = word
+            continue
         child = statement
-        word = child.keyword
-        name = word.text
         kw = keywords.get(name)
         if kw is None and name.strip() != name:
             # Blanks Python knows but keepalived does not (U+00A0 from web pages): read
