@@ -9,7 +9,12 @@ getrusage) is sampled over `--seconds` and reported as % of one core, with probe
 failed probes. RLIMIT_NOFILE is raised to the hard limit. Target: < 10 % of one core.
 
     .venv/bin/python bench/checker_cpu.py [--vs 1000] [--rs 10] [--delay-loop 5]
-        [--seconds 30] [--no-uvloop]
+        [--seconds 30] [--no-uvloop] [--gc-freeze] [--keepalived]
+
+`--keepalived` (root) then runs Debian's keepalived checker process (`-C`) on the same
+workload for comparison, inside a throwaway namespace with its own listeners; this kernel
+has no IPVS, so it gets the fake-IPVS LD_PRELOAD shim of tests/interop (built with gcc).
+Its CPU is the checker child's utime+stime from /proc/PID/stat over the same window.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import argparse
 import asyncio
 import gc
 import ipaddress
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,6 +115,64 @@ async def run(args: argparse.Namespace, ports: list[int]) -> dict[str, float]:
     }
 
 
+def keepalived_config(n_vs: int, n_rs: int, ports: list[int], delay_loop: float) -> str:
+    out = []
+    groups = max(1, len(ports) // n_rs)
+    for i in range(n_vs):
+        vip = ipaddress.IPv4Address("198.18.0.0") + i
+        base = (i % groups) * n_rs
+        out.append(f"virtual_server {vip} 80 {{\n  delay_loop {delay_loop:g}\n  lvs_sched rr\n")
+        out.append("  protocol TCP\n")
+        for j in range(n_rs):
+            port = ports[(base + j) % len(ports)]
+            out.append(f"  real_server 127.0.0.1 {port} {{\n    TCP_CHECK {{\n")
+            out.append("      connect_timeout 3\n    }\n  }\n")
+        out.append("}\n")
+    return "".join(out)
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_keepalived(args: argparse.Namespace) -> dict[str, float]:
+    """keepalived -C on the same workload in a namespace of its own (needs root + gcc)."""
+    from hakeeper.lab.netns import Lab, wait_until  # noqa: PLC0415
+
+    shim_src = Path(__file__).resolve().parents[1] / "tests" / "interop" / "fake_ipvs.c"
+    with tempfile.TemporaryDirectory() as tmp, Lab("hkbench") as lab:
+        work = Path(tmp)
+        shim = work / "fake_ipvs.so"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-nostdlib", "-O1", "-o", str(shim),
+                        str(shim_src)], check=True, timeout=60)  # fmt: skip
+        ns = lab.add_ns("ka")
+        listener = lab.popen(ns, [sys.executable, "-c", LISTENER, str(args.ports)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert listener.stdout is not None
+        ports = [int(p) for p in listener.stdout.readline().split()]
+        conf = work / "keepalived.conf"
+        conf.write_text(keepalived_config(args.vs, args.rs, ports, args.delay_loop))
+        pids = {n: work / f"{n}.pid" for n in ("main", "vrrp", "check", "bfd")}
+        lab.popen(ns, [
+            "env", f"LD_PRELOAD={shim}", "keepalived", "-n", "-C", "-R", "-f", str(conf),
+            "-p", str(pids["main"]), "-r", str(pids["vrrp"]), "-c", str(pids["check"]),
+            "-b", str(pids["bfd"]),
+        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_until(lambda: pids["check"].exists() and pids["check"].read_text().strip(),
+                   timeout=30, interval=0.2, what="keepalived checker pid")  # fmt: skip
+        child = int(pids["check"].read_text())
+        main_pid = int(pids["main"].read_text())
+        time.sleep(1.0 + args.delay_loop + 1.0)
+        c0, m0, t0 = proc_cpu(child), proc_cpu(main_pid), time.monotonic()
+        time.sleep(args.seconds)
+        c1, m1, wall = proc_cpu(child), proc_cpu(main_pid), time.monotonic() - t0
+        return {
+            "checker_cpu_pct": 100 * (c1 - c0) / wall,
+            "parent_cpu_pct": 100 * (m1 - m0) / wall,
+        }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vs", type=int, default=1000)
@@ -117,6 +182,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
+    ap.add_argument("--keepalived", action="store_true", help="also measure keepalived -C")
     args = ap.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -144,6 +210,13 @@ def main() -> int:
         print(f"  {k:16} {v:10.2f}")
     verdict = "PASS" if result["cpu_pct"] < 10 else "FAIL"
     print(f"  target < 10% of one core: {verdict}")
+    if args.keepalived:
+        ref = measure_keepalived(args)
+        print(f"keepalived 2.2 -C, same workload ({args.seconds:g}s window):")
+        for k, v in ref.items():
+            print(f"  {k:16} {v:10.2f}")
+        ratio = result["cpu_pct"] / max(ref["checker_cpu_pct"], 0.01)
+        print(f"  hakeeper / keepalived CPU: {ratio:.2f}x")
     return 0
 
 

@@ -66,6 +66,7 @@ Pool = list[tuple[RealServer, int]]
 PoolCallback = Callable[[VsKey, Pool], None]
 NOTIFY_TIMEOUT_S = 30.0
 FILE_POLL_S = 1.0
+COALESCE_S = 0.01  # probes due within 10 ms start together: one loop wake-up per batch
 
 _LOG_NAMES = {"PING_CHECK": "ICMP", "SSL_GET": "SSL", "HTTP_GET": "HTTP"}
 
@@ -174,6 +175,8 @@ class _Bound:
     plans: dict[tuple[str, int], tuple[Checker, Target, float]] = field(default_factory=dict)
     inflight: dict[tuple[str, int], Probe] = field(default_factory=dict)
     results: dict[tuple[str, int], ProbeResult] = field(default_factory=dict)
+    gen: dict[tuple[str, int], int] = field(default_factory=dict)
+    live: bool = True
     last_pool: Pool | None = None
     notify_tail: asyncio.Task[None] | None = None
 
@@ -217,10 +220,8 @@ class CheckerEngine:
         self.probes_started = 0
         self.notify_failures = 0
         self._bound: dict[VsKey, _Bound] = {}
-        self._by_spec_key: dict[str, VsKey] = {}
         self._pending = list(virtual_servers)
-        self._heap: list[tuple[float, int, str, str, int]] = []
-        self._gen: dict[tuple[str, str, int], int] = {}
+        self._heap: list[tuple[float, int, _Bound, str, int, int]] = []
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -341,7 +342,6 @@ class CheckerEngine:
         reals = {rs_label(r.ip, r.port): r for r in vs.real_servers}
         bound = _Bound(vs.key, vs, health, reals)
         self._bound[vs.key] = bound
-        self._by_spec_key[spec.key] = vs.key
         self._apply(bound, health.start(self._now()), force_pool=True)
 
     def _remove(self, key: VsKey, *, shutdown: bool) -> None:
@@ -351,8 +351,8 @@ class CheckerEngine:
         bound.inflight.clear()
         if shutdown:
             self._apply(bound, bound.health.shutdown())
+        bound.live = False
         del self._bound[key]
-        self._by_spec_key.pop(bound.health.spec.key, None)
         if not shutdown and self.on_pool_change is not None:
             self._safe_callback(key, [])
 
@@ -374,7 +374,7 @@ class CheckerEngine:
         vs = vs_label(b.vs)
         for a in actions:
             if isinstance(a, StartProbe):
-                self._schedule(a)
+                self._schedule(b, a)
             elif isinstance(a, MarkDown):
                 changed = True
                 verb = "Disabling" if a.inhibit else "Removing"
@@ -412,11 +412,13 @@ class CheckerEngine:
             log.exception("on_pool_change failed for VS %s", key)
 
     # -- timer -------------------------------------------------------------------------
-    def _schedule(self, a: StartProbe) -> None:
-        gkey = (a.vs, a.rs, a.checker)
-        gen = self._gen.get(gkey, 0) + 1
-        self._gen[gkey] = gen
-        heapq.heappush(self._heap, (a.at, gen, a.vs, a.rs, a.checker))
+    def _schedule(self, b: _Bound, a: StartProbe) -> None:
+        # a newer StartProbe for the same checker supersedes queued ones (generation check)
+        gkey = (a.rs, a.checker)
+        gen = b.gen.get(gkey, 0) + 1
+        b.gen[gkey] = gen
+        self._seq += 1
+        heapq.heappush(self._heap, (a.at, self._seq, b, a.rs, a.checker, gen))
         if a.at < self._timer_at:
             self._arm(a.at)
 
@@ -433,21 +435,18 @@ class CheckerEngine:
         self._timer_at = float("inf")
         now = self._now()
         heap = self._heap
-        while heap and heap[0][0] <= now + 0.001:
-            _at, gen, vs, rs, i = heapq.heappop(heap)
-            if self._gen.get((vs, rs, i)) == gen:
+        horizon = now + COALESCE_S
+        while heap and heap[0][0] <= horizon:
+            _at, _seq, b, rs, i, gen = heapq.heappop(heap)
+            if b.live and b.gen.get((rs, i)) == gen:
                 try:
-                    self._launch(vs, rs, i, gen)
+                    self._launch(b, rs, i, gen)
                 except Exception:  # never let one bad probe end the checker loop
-                    log.exception("launching probe %s/%s#%d", vs, rs, i)
+                    log.exception("launching probe %s/%s#%d", b.key, rs, i)
         if heap:
             self._arm(heap[0][0])
 
-    def _launch(self, vs_key: str, rs: str, i: int, gen: int) -> None:
-        key = self._by_spec_key.get(vs_key)
-        b = self._bound.get(key) if key is not None else None
-        if b is None:
-            return
+    def _launch(self, b: _Bound, rs: str, i: int, gen: int) -> None:
         pkey = (rs, i)
         plan = b.plans.get(pkey)
         if plan is None:
@@ -470,7 +469,11 @@ class CheckerEngine:
             old.cancel()
         check, target, timeout = plan
         if type(check) is TcpCheck:
-            inflight[pkey] = TcpProbe(loop, target, timeout, done)
+            probe = TcpProbe(loop, target, timeout, done, inline=True)
+            if probe.early is not None:  # connected within connect(): no poller, no handle
+                self._on_result(b, rs, i, gen, started, probe.early)
+            else:
+                inflight[pkey] = probe
         else:
             weight = b.health.reals[rs].spec.weight
             inflight[pkey] = start_probe(
@@ -482,7 +485,7 @@ class CheckerEngine:
     ) -> None:
         key = (rs, i)
         b.inflight.pop(key, None)
-        if self._bound.get(b.key) is not b or not self.running:
+        if not b.live or not self.running:
             return
         h = b.health
         real = h.reals.get(rs)
@@ -497,7 +500,7 @@ class CheckerEngine:
         if ok and was_alive is False and h.alive(rs):
             log.info("%s check succeed to %s.", *self._kind(b, rs, i))
         if len(actions) == 1 and type(actions[0]) is StartProbe:
-            self._schedule(actions[0])  # the common case: nothing changed, next probe
+            self._schedule(b, actions[0])  # the common case: nothing changed, next probe
         else:
             self._apply(b, actions)
 

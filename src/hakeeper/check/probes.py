@@ -124,6 +124,7 @@ def open_socket(target: Target, kind: int, proto: int = 0) -> socket.socket:
 
 
 Done = Callable[[ProbeResult], None]
+CONNECTED = ProbeResult(True, "connected")
 
 
 class Probe:
@@ -150,17 +151,25 @@ def _established(sock: _socket.socket) -> bool:
 class TcpProbe(Probe):
     """Non-blocking connect with a writer callback and a timer: no task, no coroutine."""
 
-    __slots__ = ("_done", "_fd", "_label", "_loop", "_sock", "_timer")
+    __slots__ = ("_done", "_fd", "_loop", "_sock", "_timer", "early")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, target: Target, timeout: float, done: Done
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: Target,
+        timeout: float,
+        done: Done,
+        *,
+        inline: bool = False,
     ) -> None:
+        """With `inline`, a result known before returning (a connect() that completed or
+        failed in-call) is left in `early` instead of being delivered through `done`."""
         self._loop = loop
         self._done: Done | None = done
         self._sock: _socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._fd = -1
-        self._label = target
+        self.early: ProbeResult | None = None
         try:
             if target.plain:  # the C socket type: no Python-level __init__ per probe
                 sock = _socket.socket(target.family, socket.SOCK_STREAM)
@@ -174,7 +183,12 @@ class TcpProbe(Probe):
         err = sock.connect_ex(target.addr)
         if err == errno.EINPROGRESS and _established(sock):
             err = 0  # same-host backends: the handshake completed inside connect()
-        if err == 0:
+        if err == 0 and inline:
+            sock.close()
+            self._sock = None
+            self._done = None
+            self.early = CONNECTED
+        elif err == 0:
             loop.call_soon(self._finish, True, "connected")
         elif err == errno.EINPROGRESS:
             self._fd = sock.fileno()
@@ -212,7 +226,7 @@ class TcpProbe(Probe):
         self._close()
         done, self._done = self._done, None
         if done is not None:
-            done(ProbeResult(ok, detail))
+            done(CONNECTED if ok else ProbeResult(ok, detail))
 
     def cancel(self) -> None:
         self._close()
