@@ -12,6 +12,10 @@ interfaces and scripts, so it is a rough comparison only).
 Prints seconds, best of `--repeat` runs, wall clock and CPU (process_time; the CPU
 figure is the fairer one on a machine shared with other work). Exit status 1 if the
 best end-to-end wall time is not under `--budget` (default 1.0 s).
+
+Measured here (2 shared cores, load average ~3, best of 5, CPU): end to end 1.17-1.22 s
+before the tuple Word/Node + lazy Location + GC ageing work, 0.66-0.72 s after (lexer
+~0.31-0.35 s, model ~0.31-0.33 s).
 """
 
 from __future__ import annotations
