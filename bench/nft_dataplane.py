@@ -37,7 +37,7 @@ from pathlib import Path
 from hakeeper.conf.model import RealServer, VirtualServer
 from hakeeper.dataplane.desired import desired_state
 from hakeeper.dataplane.nft import Nft, NftDataplane
-from hakeeper.lab.netns import Lab, wait_until
+from hakeeper.lab.netns import Lab, entered, wait_until
 
 VIP = "198.18.0.10"
 BACKENDS = ("198.18.1.1", "198.18.1.2", "198.18.1.3")
@@ -136,11 +136,56 @@ def build(lab: Lab, workdir: Path) -> tuple[str, str, str]:
     return client, lb, web
 
 
+def control_plane(lb: str, services: int, reals: int, changes: int) -> dict[str, float]:
+    """Install `services` x `reals` through libnftables in the LB namespace, then time single
+    pool changes (one backend out, then back): only the touched service is rewritten."""
+    base = int(ipaddress.ip_address("198.18.2.0"))
+    rs_base = int(ipaddress.ip_address("198.19.0.0"))
+    vss = []
+    for i in range(services):
+        reals_t = tuple(
+            RealServer(ipaddress.ip_address(rs_base + i * reals + j), 80) for j in range(reals)
+        )
+        vss.append(
+            VirtualServer(
+                address=ipaddress.ip_address(base + i),
+                port=80,
+                lvs_sched="wrr",
+                real_servers=reals_t,
+            )
+        )
+    out: dict[str, float] = {}
+    with entered(lb):
+        dp = NftDataplane(Nft(), inline=True)
+        asyncio.run(dp.start())
+        t0 = time.perf_counter()
+        asyncio.run(dp.apply(desired_state(vss)))
+        out["install_ms"] = (time.perf_counter() - t0) * 1000
+        times = []
+        for k in range(changes):
+            vs = vss[(k * 7919) % services]
+            for pool in ([(r, 1) for r in vs.real_servers[1:]], None):
+                pools = {vs.key: pool} if pool is not None else {}
+                t0 = time.perf_counter()
+                p = asyncio.run(dp.apply(desired_state(vss, pools)))
+                times.append((time.perf_counter() - t0) * 1000)
+                assert p.counts()["services_unchanged"] == services - 1
+        out["change_ms_median"] = statistics.median(times)
+        out["change_ms_max"] = max(times)
+        out["batch_ms_median_last"] = dp.nft.last_ms
+        out["via_library"] = float(dp.nft.via == "libnftables")
+        asyncio.run(dp.stop())
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--services", type=int, default=1000, help="control-plane test size")
+    ap.add_argument("--reals", type=int, default=10)
+    ap.add_argument("--no-load", action="store_true", help="control-plane numbers only")
     args = ap.parse_args()
     results: list[Result] = []
     vs = VirtualServer(
@@ -151,6 +196,16 @@ def main() -> int:
     )
     with Lab() as lab, tempfile.TemporaryDirectory(prefix="hk-nftbench-") as tmp:
         client, lb, _web = build(lab, Path(tmp))
+        cp = control_plane(lb, args.services, args.reals, 10)
+        print(
+            f"control plane ({'libnftables' if cp['via_library'] else 'nft -j'}, "
+            f"{args.services} x {args.reals}): install {cp['install_ms']:.0f} ms, "
+            f"one pool change {cp['change_ms_median']:.1f} ms median "
+            f"(max {cp['change_ms_max']:.1f}), the rest untouched",
+            flush=True,
+        )
+        if args.no_load:
+            return 0
         dp = NftDataplane(Nft(netns=lb))
         url_vip = f"http://{VIP}/"
 

@@ -202,9 +202,12 @@ class NftDataplane:
 
     name = "nftables"
 
-    def __init__(self, nft: Nft | None = None, *, masquerade: bool = False) -> None:
+    def __init__(
+        self, nft: Nft | None = None, *, masquerade: bool = False, inline: bool = False
+    ) -> None:
         self.nft = nft if nft is not None else Nft()
         self.masquerade = masquerade
+        self.inline = inline  # run batches on the loop's thread (it may sit in a namespace)
         self.actual = DesiredState()
         self.unsupported: dict[ServiceKey, str] = {}
         self.notes: dict[ServiceKey, tuple[str, ...]] = {}
@@ -220,8 +223,11 @@ class NftDataplane:
     def supports(self, service: Service) -> str | None:
         return supported(service)
 
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return fn(*args) if self.inline else await asyncio.to_thread(fn, *args)
+
     async def start(self) -> None:
-        await asyncio.to_thread(self._start)
+        await self._call(self._start)
 
     def _start(self) -> None:
         self.nft.delete_table("inet")
@@ -233,7 +239,7 @@ class NftDataplane:
         self._netdev = False
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self._stop)
+        await self._call(self._stop)
 
     def _stop(self) -> None:
         self.nft.delete_table("inet")
@@ -243,7 +249,8 @@ class NftDataplane:
 
     async def apply(self, desired: DesiredState) -> Plan:
         """Reconcile the kernel with `desired`; returns the plan that was applied."""
-        return await asyncio.to_thread(self._apply, desired)
+        result: Plan = await self._call(self._apply, desired)
+        return result
 
     def _resolve(self, services: Sequence[Service]) -> None:
         for s in services:
@@ -271,7 +278,11 @@ class NftDataplane:
         r = Renderer(self.l2)
         touched = set(the_plan.touched)
         for s in keep:  # a DR backend whose MAC just got resolved changes the rendering
-            if s.key not in touched and self._usable(s) != self._rendered.get(s.key, set()):
+            if (
+                s.method == "DR"
+                and s.key not in touched
+                and self._usable(s) != self._rendered.get(s.key, set())
+            ):
                 touched.add(s.key)
         devices = {
             self.l2[b.address].dev

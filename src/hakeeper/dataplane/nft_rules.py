@@ -179,6 +179,11 @@ def _elems(slots: Sequence[int], values: Sequence[Any]) -> list[list[Any]]:
 # ------------------------------------------------------------------------- scheduling
 
 
+def needs_backend_chains(service: Service) -> bool:
+    """Per-backend chains exist for persistence and DR; plain NAT is one dnat map."""
+    return service.persistent or service.method == "DR"
+
+
 def eligible(service: Service) -> list[Backend]:
     return [b for b in service.backends if b.weight > 0]
 
@@ -434,7 +439,7 @@ class Renderer:
         t = {"family": fam, "table": TABLE}
         addr = "ipv4_addr" if service.family == 4 else "ipv6_addr"
         cmds: list[Json] = []
-        if op == "add":
+        if op == "add" and needs_backend_chains(service):
             cmds.append(_add("chain", {**t, "name": backend_chain(service, b)}))
         if service.persistent:
             body = {
@@ -456,11 +461,13 @@ class Renderer:
                 "size": SET_SIZE,
             }
             cmds.append({op: {"set": body if op == "add" else {**t, "name": body["name"]}}})
-        if op == "delete":
+        if op == "delete" and needs_backend_chains(service):
             cmds.insert(0, {"delete": {"chain": {**t, "name": backend_chain(service, b)}}})
         return cmds
 
     def _backend_rules(self, service: Service, b: Backend) -> list[Json]:
+        if not needs_backend_chains(service):
+            return []
         fam = self._family(service)
         t = {"family": fam, "table": TABLE, "chain": backend_chain(service, b)}
         expr: list[Json] = []
@@ -547,7 +554,16 @@ class Renderer:
         if fam == "netdev" and service.protocol == "tcp":
             syn = _match({"&": [_payload("tcp", "flags"), ["syn", "ack"]]}, "syn")
             gate = [_l4(service), syn]
-        if len(set(slots)) == 1:
+        if len(set(slots)) == 1 and not needs_backend_chains(service):
+            nat: Json = {"family": ipf, "addr": str(backends[slots[0]].address)}
+            port = backends[slots[0]].port
+            port = port if port is not None else _single_port(service)
+            expr0: list[Json] = []
+            if port is not None:
+                expr0.append(_l4(service))
+                nat["port"] = port
+            cmds.append(_add("rule", {**t, "expr": [*expr0, {"dnat": nat}]}))
+        elif len(set(slots)) == 1:
             b = backends[slots[0]]
             cmds.append(
                 _add(
@@ -622,7 +638,8 @@ class Renderer:
             if b.key not in new_usable:
                 continue
             if b.key in old_usable:
-                self.cmds.append({"flush": {"chain": {**t, "name": backend_chain(new, b)}}})
+                if needs_backend_chains(new):
+                    self.cmds.append({"flush": {"chain": {**t, "name": backend_chain(new, b)}}})
             else:
                 self.cmds += self._backend_objects(new, b, "add")
             self.cmds += self._backend_rules(new, b)

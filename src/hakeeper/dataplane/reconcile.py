@@ -113,15 +113,15 @@ def _backend_changes(new: Service, old: Service | None) -> list[Change]:
 
 def plan(desired: DesiredState, actual: DesiredState) -> Plan:
     """Changes that turn `actual` into `desired`, ordered as the module docstring says."""
-    removed: list[Change] = [
-        DeleteService(s) for s in actual.services if desired.get(s.key) is None
-    ]
+    wanted = {s.key: s for s in desired.services}
+    have = {s.key: s for s in actual.services}
+    removed: list[Change] = [DeleteService(s) for s in actual.services if s.key not in wanted]
     added: list[Change] = []
     updated: list[Change] = []
     per_service: list[Change] = []
     unchanged: list[ServiceKey] = []
     for s in desired.services:
-        old = actual.get(s.key)
+        old = have.get(s.key)
         if old is None:
             added.append(AddService(s))
             per_service += _backend_changes(s, None)
