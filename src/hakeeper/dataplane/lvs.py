@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -318,4 +319,69 @@ class LvsService:
         }
 
 
-__all__ = ["DATAPLANES", "LvsService", "UserspaceAdapter", "choose_dataplane", "make_dataplane"]
+async def sync_lvs(
+    current: LvsService | None, config: KeepalivedConfig, dataplane: str | DataPlane = "auto"
+) -> LvsService | None:
+    """The daemon's one call at start and on reload: start, update or stop the LVS service
+    so that it serves `config`'s virtual servers (None when there are none). Failures are
+    logged; VRRP keeps running whatever happens here."""
+    try:
+        if not config.virtual_servers:
+            if current is not None:
+                await current.stop()
+            return None
+        if current is None:
+            svc = LvsService(config, dataplane=dataplane)
+            await svc.start()
+            return svc
+        current.update(config)
+        await current.wait_applied()
+        return current
+    except Exception:
+        log.exception("LVS: could not install the virtual servers")
+        return current
+
+
+def format_status(status: Mapping[str, Any]) -> list[str]:
+    """`hakeeper status` lines for the LVS part of the daemon status."""
+    lines = [
+        f"LVS data plane: {status.get('dataplane')} "
+        f"(reconciles {status.get('reconciles')}, errors {status.get('errors')})"
+    ]
+    for vs in status.get("virtual_servers", []):
+        extra = f"  [{vs['unsupported']}]" if vs.get("unsupported") else ""
+        quorum = "" if vs.get("quorum_up") in (None, True) else "  QUORUM DOWN"
+        lines.append(
+            f"  {vs['name']} {vs['protocol']} {vs['scheduler']} {vs['method']}{quorum}{extra}"
+        )
+        reals = vs.get("real_servers")
+        if reals is None:
+            for b in vs.get("backends", []):
+                lines.append(f"    {b['server']:24} weight {b['weight']}")
+            continue
+        for r in reals:
+            health = "UP" if r.get("alive") else "DOWN"
+            last = r.get("last_result")
+            last_txt = "-" if last is None else ("ok" if last else "failed")
+            since = r.get("changed_at")
+            since_txt = "" if since is None else f"  since {_clock(since)}"
+            lines.append(
+                f"    {r['server']:24} weight {r['weight']:<4} {health:4}  "
+                f"last check {last_txt}{since_txt}"
+            )
+    return lines
+
+
+def _clock(wall: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+
+
+__all__ = [
+    "DATAPLANES",
+    "LvsService",
+    "UserspaceAdapter",
+    "choose_dataplane",
+    "format_status",
+    "make_dataplane",
+    "sync_lvs",
+]

@@ -197,3 +197,22 @@ def test_pure_modules_import_no_io(name: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             mods.add(node.module.split(".")[0])
     assert not mods & FORBIDDEN
+
+
+def test_sync_lvs_starts_updates_and_stops_and_status_lines() -> None:
+    from hakeeper.dataplane.lvs import format_status, sync_lvs
+
+    async def main() -> None:
+        fake = FakePlane()
+        assert await sync_lvs(None, _config(), fake) is None
+        svc = await sync_lvs(None, _config(VS), fake)
+        assert svc is not None and fake.started
+        assert await sync_lvs(svc, _config(VS, TUN), fake) is svc
+        lines = format_status(svc.status())
+        assert lines[0].startswith("LVS data plane: fake")
+        assert any("198.18.1.2:80" in line and "UP" in line for line in lines)
+        assert any("no TUN here" in line for line in lines)
+        assert await sync_lvs(svc, _config(), fake) is None
+        assert fake.stopped
+
+    asyncio.run(main())
