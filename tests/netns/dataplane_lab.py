@@ -19,6 +19,7 @@ from typing import Any
 from hakeeper.lab.netns import Lab, wait_until
 
 VIP = "198.18.0.10"
+VIP6 = "2001:db8:18::10"
 BACKEND_PORTS = (80, 81)
 
 _SERVER = r"""
@@ -26,9 +27,10 @@ import selectors, socket, sys
 name = sys.argv[1].encode()
 sel = selectors.DefaultSelector()
 for port in map(int, sys.argv[2:]):
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
     s.listen(256)
     sel.register(s, selectors.EVENT_READ)
 while True:
@@ -76,7 +78,7 @@ class L4Lab:
             ns, [sys.executable, "-c", _SERVER, name, *map(str, BACKEND_PORTS)]
         )
         wait_until(
-            lambda: "0.0.0.0:81" in self.lab.run(ns, ["ss", "-Hltn"]).stdout,
+            lambda: ":81 " in self.lab.run(ns, ["ss", "-Hltn"]).stdout,
             timeout=10,
             what=f"backend {name} listening",
         )
@@ -94,8 +96,8 @@ class L4Lab:
         result: list[str] = json.loads(proc.stdout)
         return result
 
-    def counts(self, n: int, port: int = 80) -> Counter[str]:
-        return Counter(self.connect(n, port))
+    def counts(self, n: int, port: int = 80, host: str = VIP) -> Counter[str]:
+        return Counter(self.connect(n, port, host))
 
 
 def _start_backends(lab: Lab, l4: L4Lab) -> None:
@@ -113,12 +115,19 @@ def nat_lab(lab: Lab) -> L4Lab:
     lab.connect(lb, sw, "eth1")
     lab.addr(lb, "eth1", "198.18.1.254/24")
     lab.sysctl(lb, "net.ipv4.ip_forward", "1")
+    lab.sysctl(lb, "net.ipv6.conf.all.forwarding", "1")
+    lab.addr(client, "eth0", "2001:db8:18::2/64")
+    lab.addr(lb, "eth0", "2001:db8:18::1/64")
+    lab.addr(lb, "eth0", f"{VIP6}/128")
+    lab.addr(lb, "eth1", "2001:db8:19::fe/64")
     l4 = L4Lab(lab, client, lb)
     for i in (1, 2, 3):
         ns = lab.add_ns(f"web{i}")
         lab.connect(ns, sw)
         lab.addr(ns, "eth0", f"198.18.1.{i}/24")
         lab.route(ns, "default", "via", "198.18.1.254")
+        lab.addr(ns, "eth0", f"2001:db8:19::{i}/64")
+        lab.ip(ns, "-6", "route", "replace", "default", "via", "2001:db8:19::fe")
         l4.backends[f"web{i}"] = ns
         l4.addrs[f"web{i}"] = f"198.18.1.{i}"
     _start_backends(lab, l4)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from dataplane_lab import VIP, L4Lab, dr_lab, nat_lab
+from dataplane_lab import VIP, VIP6, L4Lab, dr_lab, nat_lab
 
 from hakeeper.conf.model import LvsMethod, RealServer, VirtualServer
 from hakeeper.dataplane.desired import desired_state
@@ -160,3 +160,20 @@ def test_dr_rr_wrr_and_persistence(dr: L4Lab) -> None:
         got = dr.counts(20)
         assert len(got) == 1 and sum(got.values()) == 20
     assert "hakeeper" not in _tables(dr)
+
+
+def test_nat_ipv6_wrr_and_persistence_granularity(nat: L4Lab) -> None:
+    reals = tuple(RealServer(A(f"2001:db8:19::{i}"), 80, weight=w) for i, w in ((1, 2), (2, 1)))
+    vs = VirtualServer(address=A(VIP6), port=80, lvs_sched="wrr", real_servers=reals)
+    sticky = VirtualServer(
+        address=A(VIP6),
+        port=81,
+        lvs_sched="rr",
+        persistence_timeout=30,
+        persistence_granularity="64",
+        real_servers=tuple(RealServer(r.ip, 81) for r in reals),
+    )
+    with _Plane(nat) as dp:
+        asyncio.run(dp.apply(desired_state([vs, sticky])))
+        assert nat.counts(30, host=VIP6) == {"web1": 20, "web2": 10}
+        assert len(nat.counts(10, port=81, host=VIP6)) == 1
