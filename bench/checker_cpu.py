@@ -37,8 +37,9 @@ from hakeeper.check.engine import CheckerEngine
 from hakeeper.conf.model import CheckerCommon, RealServer, TcpCheck, VirtualServer
 
 LISTENER = r"""
-import selectors, socket, sys
+import selectors, socket, sys, time
 sel = selectors.DefaultSelector()
+accepted, last = 0, time.monotonic()
 ports = []
 for _ in range(int(sys.argv[1])):
     s = socket.socket()
@@ -49,14 +50,36 @@ for _ in range(int(sys.argv[1])):
     ports.append(s.getsockname()[1])
 print(" ".join(map(str, ports)), flush=True)
 while True:
-    for key, _ in sel.select():
+    for key, _ in sel.select(1.0):
         try:
             while True:
                 c, _ = key.fileobj.accept()
                 c.close()
+                accepted += 1
         except BlockingIOError:
             pass
+    if time.monotonic() - last >= 1.0:
+        print(accepted, flush=True)  # running total, read by the bench to check the rate
+        last = time.monotonic()
 """
+
+
+def accepted_rate(stdout: object, seconds: float) -> float:
+    """Connections/s the listener accepted over `seconds` (from its once-a-second totals)."""
+    readline = stdout.readline  # type: ignore[attr-defined]
+    fd = stdout.fileno()  # type: ignore[attr-defined]
+    first = int(readline())
+    os.set_blocking(fd, False)  # skip the totals buffered during the warm-up
+    try:
+        while line := readline():
+            first = int(line)
+    finally:
+        os.set_blocking(fd, True)
+    t0 = time.monotonic()
+    last = first
+    while time.monotonic() - t0 < seconds:
+        last = int(readline())
+    return (last - first) / (time.monotonic() - t0)
 
 
 def build(n_vs: int, n_rs: int, ports: list[int], delay_loop: float) -> list[VirtualServer]:
@@ -165,11 +188,12 @@ def measure_keepalived(args: argparse.Namespace) -> dict[str, float]:
         main_pid = int(pids["main"].read_text())
         time.sleep(1.0 + args.delay_loop + 1.0)
         c0, m0, t0 = proc_cpu(child), proc_cpu(main_pid), time.monotonic()
-        time.sleep(args.seconds)
+        rate = accepted_rate(listener.stdout, args.seconds)
         c1, m1, wall = proc_cpu(child), proc_cpu(main_pid), time.monotonic() - t0
         return {
             "checker_cpu_pct": 100 * (c1 - c0) / wall,
             "parent_cpu_pct": 100 * (m1 - m0) / wall,
+            "accepted_per_s": rate,
         }
 
 
