@@ -175,3 +175,52 @@ def test_seed_002_dr_wrr_persistence_with_tcp_check(dr: L4Lab, tmp_path: Path) -
         ns.call(svc.stop())
         ns.close()
     assert "hakeeper" not in dr.lab.run(dr.lb, ["nft", "list", "tables"]).stdout
+
+
+QUORUM = f"""
+virtual_server {VIP} 80 {{
+  delay_loop 1
+  lb_algo rr
+  lb_kind NAT
+  protocol TCP
+  quorum 2
+  sorry_server 198.18.1.3 80
+  real_server 198.18.1.1 80 {{
+    ICMP_CHECK {{
+      connect_timeout 1
+    }}
+  }}
+  real_server 198.18.1.2 80 {{
+    ICMP_CHECK {{
+      connect_timeout 1
+    }}
+  }}
+}}
+"""
+
+
+def test_quorum_loss_installs_the_sorry_server(nat: L4Lab, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, QUORUM)
+    ns = NsLoop(nat.lb)
+    svc = LvsService(cfg, dataplane="nftables", netns=nat.lb)
+    try:
+        ns.call(svc.start())
+        assert nat.counts(10) == {"web1": 5, "web2": 5}
+        nat.lab.link_set(nat.backends["web1"], "eth0", up=False)
+        wait_until(
+            lambda: _pool(ns, svc) == {"198.18.1.3:80"},
+            timeout=15,
+            what="quorum lost: the sorry server alone",
+        )
+        assert nat.counts(6) == {"web3": 6}
+        nat.lab.link_set(nat.backends["web1"], "eth0", up=True)
+        nat.lab.route(nat.backends["web1"], "default", "via", "198.18.1.254")
+        wait_until(
+            lambda: _pool(ns, svc) == {"198.18.1.1:80", "198.18.1.2:80"},
+            timeout=15,
+            what="quorum back: the sorry server leaves",
+        )
+        assert nat.counts(10) == {"web1": 5, "web2": 5}
+    finally:
+        ns.call(svc.stop())
+        ns.close()
