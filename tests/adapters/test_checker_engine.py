@@ -259,3 +259,48 @@ def test_misc_dynamic_weight_and_thousands_of_checks_do_not_block(tmp_path: Path
     worst, alive, _pools = asyncio.run(asyncio.wait_for(go(), 30))
     assert alive == 2000
     assert worst < 0.25, f"loop stalled {worst:.3f}s"
+
+
+def test_reload_keeps_live_state_and_applies_changes(tmp_path: Path) -> None:
+    """update(): a kept server keeps its health, a new one joins, a removed one leaves,
+    a changed weight is applied, and a removed virtual server's pool empties."""
+    notify = tmp_path / "notify.sh"
+    notify.write_text(NOTIFY.format(log=tmp_path / "n.log"))
+    notify.chmod(0o755)
+
+    async def go() -> list[tuple[VsKey, Pool]]:
+        backends = [Backend() for _ in range(3)]
+        for b in backends:
+            await b.start()
+        ports = [b.port for b in backends]
+        first = load_vs(tmp_path, config(ports[:2], notify))
+        changes: list[tuple[VsKey, Pool]] = []
+        engine = CheckerEngine(first, on_pool_change=lambda k, p: changes.append((k, p)))
+        engine.start()
+        key = first[0].key
+        label = "|".join(key)
+        try:
+            await wait_for(lambda: engine.probes_started >= 2, 3, "first probes")
+            await backends[0].stop()
+            await wait_for(lambda: len(engine.pool(key)) == 1, 3, "first backend down")
+            # reload: server 0 kept (still down), server 1 dropped, server 2 added;
+            # weights follow their position in the new file (2 -> weight 1, 0 -> weight 2)
+            second = load_vs(tmp_path, config([ports[2], ports[0]], notify))
+            engine.update(second)
+            pools = pools_by_label(engine.pools())[label]
+            assert pools == [(f"127.0.0.1:{ports[2]}", 1)]  # 0 stays down across the reload
+            await backends[0].start()
+            await wait_for(lambda: len(engine.pool(key)) == 2, 3, "kept server back")
+            weights = dict(pools_by_label(engine.pools())[label])
+            assert weights == {f"127.0.0.1:{ports[2]}": 1, f"127.0.0.1:{ports[0]}": 2}
+            engine.update([])  # the virtual server is gone
+            assert engine.pools() == {}
+        finally:
+            await engine.stop()
+            for b in backends:
+                if b.server is not None:
+                    await b.stop()
+        return changes
+
+    changes = asyncio.run(asyncio.wait_for(go(), 30))
+    assert changes[-1][1] == []
