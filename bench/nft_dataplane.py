@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hakeeper.conf.model import RealServer, VirtualServer
-from hakeeper.dataplane.desired import desired_state
+from hakeeper.dataplane.desired import ServiceCache, desired_state
 from hakeeper.dataplane.nft import Nft, NftDataplane
 from hakeeper.lab.netns import Lab, entered, wait_until
 
@@ -157,9 +157,10 @@ def control_plane(lb: str, services: int, reals: int, changes: int) -> dict[str,
     out: dict[str, float] = {}
     with entered(lb):
         dp = NftDataplane(Nft(), inline=True)
+        cache: ServiceCache = {}
         asyncio.run(dp.start())
         t0 = time.perf_counter()
-        asyncio.run(dp.apply(desired_state(vss)))
+        asyncio.run(dp.apply(desired_state(vss, None, cache)))
         out["install_ms"] = (time.perf_counter() - t0) * 1000
         times = []
         for k in range(changes):
@@ -167,7 +168,7 @@ def control_plane(lb: str, services: int, reals: int, changes: int) -> dict[str,
             for pool in ([(r, 1) for r in vs.real_servers[1:]], None):
                 pools = {vs.key: pool} if pool is not None else {}
                 t0 = time.perf_counter()
-                p = asyncio.run(dp.apply(desired_state(vss, pools)))
+                p = asyncio.run(dp.apply(desired_state(vss, pools, cache)))
                 times.append((time.perf_counter() - t0) * 1000)
                 assert p.counts()["services_unchanged"] == services - 1
         out["change_ms_median"] = statistics.median(times)

@@ -275,11 +275,19 @@ def _pool_for(vs: VirtualServer, pools: Pools | None) -> Sequence[PoolEntry] | N
     return None
 
 
+ServiceCache = dict[ServiceKey, tuple[VirtualServer, object, object, "Service"]]
+
+
 def desired_state(
     config: KeepalivedConfig | Sequence[VirtualServer],
     pools: Pools | None = None,
+    cache: ServiceCache | None = None,
 ) -> DesiredState:
-    """Desired state for every virtual server; `pools` keyed by VirtualServer.key or label."""
+    """Desired state for every virtual server; `pools` keyed by VirtualServer.key or label.
+
+    `cache` (owned by the caller, e.g. LvsService) keeps each virtual server's Service while
+    its model, pool and groups are unchanged, so one pool change rebuilds one Service.
+    """
     if isinstance(config, KeepalivedConfig):
         servers: Sequence[VirtualServer] = config.virtual_servers
         groups = {g.name: g for g in config.virtual_server_groups}
@@ -291,7 +299,24 @@ def desired_state(
         if vs.key in seen:  # keepalived refuses duplicates at parse time; never crash on one
             continue
         seen.add(vs.key)
-        out.append(service_from(vs, _pool_for(vs, pools), groups))
+        pool = _pool_for(vs, pools)
+        group = groups.get(vs.group) if vs.group is not None else None
+        hit = cache.get(vs.key) if cache is not None else None
+        if (
+            hit is not None
+            and (hit[0] is vs or hit[0] == vs)
+            and hit[1] == pool
+            and hit[2] == group
+        ):
+            out.append(hit[3])
+            continue
+        service = service_from(vs, pool, groups)
+        if cache is not None:
+            cache[vs.key] = (vs, None if pool is None else list(pool), group, service)
+        out.append(service)
+    if cache is not None and len(cache) > len(seen):
+        for key in [k for k in cache if k not in seen]:
+            del cache[key]
     return DesiredState(tuple(out))
 
 

@@ -28,6 +28,7 @@ from hakeeper.dataplane.desired import (
     DesiredState,
     PoolEntry,
     Service,
+    ServiceCache,
     ServiceKey,
     desired_state,
 )
@@ -146,6 +147,7 @@ class LvsService:
         self.engine: Any = None
         self.pools: dict[object, list[PoolEntry]] = {}
         self.desired = DesiredState()
+        self._cache: ServiceCache = {}
         self.skipped: dict[ServiceKey, str] = {}
         self.reconciles = 0
         self.errors = 0
@@ -255,7 +257,7 @@ class LvsService:
 
     async def _reconcile(self) -> None:
         assert self.dp is not None
-        full = desired_state(self.config, self.pools)
+        full = desired_state(self.config, self.pools, self._cache)
         keep: list[Service] = []
         self.skipped = {}
         for s in full.services:

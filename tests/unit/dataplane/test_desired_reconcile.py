@@ -130,3 +130,17 @@ def test_seed_configs_build(tmp_path: Path) -> None:
     assert cfg is not None
     (s,) = desired_state(cfg).services
     assert (s.scheduler, s.method, s.persistence_timeout) == ("wrr", "DR", 50)
+
+
+def test_cache_rebuilds_only_changed_virtual_servers() -> None:
+    cache: dict = {}  # type: ignore[type-arg]
+    a, b = _vs(80), _vs(81)
+    first = desired_state([a, b], None, cache)
+    again = desired_state([a, b], {}, cache)
+    assert again.services[0] is first.services[0] and again.services[1] is first.services[1]
+    changed = desired_state([a, b], {b.key: [(R1, 1)]}, cache)
+    assert changed.services[0] is first.services[0]
+    assert changed.services[1] is not first.services[1]
+    assert [x.key for x in changed.services[1].backends] == ["198.18.1.1:80"]
+    desired_state([a], None, cache)
+    assert set(cache) == {a.key}
