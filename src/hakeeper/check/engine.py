@@ -432,7 +432,9 @@ class CheckerEngine:
 
     def _fire(self) -> None:
         self._timer = None
-        self._timer_at = float("inf")
+        # results handled inline below schedule their next probe seconds ahead: keep the
+        # timer "armed" at -inf so they do not re-arm it one by one; re-armed once at the end
+        self._timer_at = float("-inf")
         now = self._now()
         heap = self._heap
         horizon = now + COALESCE_S
@@ -443,6 +445,7 @@ class CheckerEngine:
                     self._launch(b, rs, i, gen)
                 except Exception:  # never let one bad probe end the checker loop
                     log.exception("launching probe %s/%s#%d", b.key, rs, i)
+        self._timer_at = float("inf")
         if heap:
             self._arm(heap[0][0])
 

@@ -125,6 +125,7 @@ def open_socket(target: Target, kind: int, proto: int = 0) -> socket.socket:
 
 Done = Callable[[ProbeResult], None]
 CONNECTED = ProbeResult(True, "connected")
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 
 
 class Probe:
@@ -172,8 +173,7 @@ class TcpProbe(Probe):
         self.early: ProbeResult | None = None
         try:
             if target.plain:  # the C socket type: no Python-level __init__ per probe
-                sock = _socket.socket(target.family, socket.SOCK_STREAM)
-                sock.setblocking(False)
+                sock = _socket.socket(target.family, _STREAM_NONBLOCK)
             else:
                 sock = open_socket(target, socket.SOCK_STREAM)
         except OSError as exc:
