@@ -389,23 +389,19 @@ class Renderer:
                 },
             )
         ]
+        # only frames sent to our MAC: a flooded frame for another director (unknown
+        # unicast, a failed peer's MAC) must not be forwarded a second time
+        not_ours = _match({"meta": {"key": "pkttype"}}, "host", op="!=")
+        cmds.append(_add("rule", {**t, "chain": name, "expr": [not_ours, {"accept": None}]}))
         for fam in (4, 6):
             ipf = _ipfam(fam)
             l4 = {"meta": {"key": "l4proto"}}
             key = {"concat": [_payload(ipf, "daddr"), l4, _payload("th", "dport")]}
-            cmds.append(
-                _add(
-                    "rule",
-                    {**t, "chain": name, "expr": [{"vmap": {"key": key, "data": f"@dr{fam}"}}]},
-                )
-            )
+            vmap = {"vmap": {"key": key, "data": f"@dr{fam}"}}
+            cmds.append(_add("rule", {**t, "chain": name, "expr": [vmap]}))
             key2 = {"concat": [_payload(ipf, "daddr"), l4]}
-            cmds.append(
-                _add(
-                    "rule",
-                    {**t, "chain": name, "expr": [{"vmap": {"key": key2, "data": f"@dr{fam}any"}}]},
-                )
-            )
+            vmap2 = {"vmap": {"key": key2, "data": f"@dr{fam}any"}}
+            cmds.append(_add("rule", {**t, "chain": name, "expr": [vmap2]}))
         return cmds
 
     # -- per service ---------------------------------------------------------------------
