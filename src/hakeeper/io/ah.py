@@ -1,39 +1,30 @@
-"""VRRPv2 `auth_type AH` on the wire, as keepalived does it (IPsec AH, HMAC-MD5-96).
+"""VRRPv2 `auth_type AH` for received/sent datagrams: a thin adapter over `vrrp.auth_ah`.
 
-Owns the IP-layer wrapping that RFC 2338 §5.3.6.3 / RFC 2402 describe and keepalived
-implements for `authentication { auth_type AH; auth_pass X }` (IPv4 only): the datagram is
-IP header (protocol 51) + a 24-byte AH header (next header 112, payload length 4, SPI =
-the sender's IPv4 address, a sequence number counting up from 1, a 12-byte ICV) + the
-VRRPv2 message (auth type 2, empty auth data, the normal v2 checksum). The ICV is the first
-96 bits of HMAC-MD5 keyed with `auth_pass` (8 bytes at most) over the IP header with TOS
-and header checksum zeroed (keepalived keeps the TTL; flags/fragment are zero anyway),
-the AH header with a zero ICV, and the VRRP message. This was checked against the adverts
-of Debian's keepalived 2.2.7, and it accepts ours. The VRRP message itself is the codec's
-(`hakeeper.vrrp.packet`); the IP ID and the AH sequence number are kept by `AhSigner`.
-Anti-replay (rejecting an old sequence number) is the caller's policy; the number is handed back.
+keepalived's IPsec-AH wrapping (RFC 2338 §5.3.6.3 / RFC 2402, HMAC-MD5-96) is implemented
+once, in the pure `hakeeper.vrrp.auth_ah` (wire format, ICV, golden-tested against
+keepalived 2.2.7 captures); the daemon uses it directly (runtime/driver.py, sockets.py).
+This module keeps the socket-level helpers some tools and tests use: `ah_datagram` (a full
+IPv4 datagram for `VrrpSocket.send_datagram`), `ah_verify` (a `ReceivedPacket` from a
+protocol-51 socket -> the inner VRRP packet, or an `AhError` naming the header check that
+failed) and `AhSigner` (sequence number and IP ID of one sender). Anti-replay is the
+caller's policy (`vrrp.auth_ah.AhCounter`); the sequence number is handed back.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from hakeeper.io.vrrp_socket import (
-    IPPROTO_AH,
-    IPPROTO_VRRP,
-    VRRP_TOS,
-    VRRP_TTL,
-    ReceivedPacket,
-    build_ipv4_header,
-)
+from hakeeper.io.vrrp_socket import IPPROTO_AH, IPPROTO_VRRP, VRRP_TOS, VRRP_TTL, ReceivedPacket
+from hakeeper.vrrp import auth_ah
+from hakeeper.vrrp.packet import DecodeError, DropReason
 
-AH_HEADER_LEN = 24  # 12 fixed bytes + 12-byte ICV
-AH_PAYLOAD_LEN_FIELD = 4  # (24 / 4) - 2, RFC 2402 §2.2
-ICV_LEN = 12
+AH_HEADER_LEN = auth_ah.AH_LEN  # 12 fixed bytes + 12-byte ICV
+AH_PAYLOAD_LEN_FIELD = auth_ah.AH_PAYLOAD_LEN
+ICV_LEN = auth_ah.ICV_LEN
 KEY_LEN = 8  # keepalived truncates auth_pass to 8 bytes
 
 
@@ -62,15 +53,6 @@ def ah_key(auth_pass: str | bytes) -> bytes:
     return raw[:KEY_LEN]
 
 
-def _icv(key: bytes, ip_header: bytes, ah_fixed: bytes, vrrp: bytes) -> bytes:
-    header = bytearray(ip_header)
-    header[1] = 0  # TOS
-    header[6:8] = b"\0\0"  # flags + fragment offset
-    header[10:12] = b"\0\0"  # header checksum
-    data = bytes(header) + ah_fixed + bytes(ICV_LEN) + vrrp
-    return hmac.new(key, data, hashlib.md5).digest()[:ICV_LEN]
-
-
 def ah_datagram(
     vrrp: bytes,
     *,
@@ -83,13 +65,17 @@ def ah_datagram(
     tos: int = VRRP_TOS,
 ) -> bytes:
     """A complete IPv4 datagram (header + AH + VRRP) for `VrrpSocket.send_datagram`."""
-    header = build_ipv4_header(
-        src, dst, AH_HEADER_LEN + len(vrrp), ident=ident, protocol=IPPROTO_AH, ttl=ttl, tos=tos
+    if tos != VRRP_TOS:
+        raise ValueError("keepalived's AH adverts always carry TOS 0xC0")
+    return auth_ah.encode_ipv4(
+        vrrp,
+        src=ipaddress.IPv4Address(src),
+        dst=ipaddress.IPv4Address(dst),
+        password=key,
+        seq=seq & 0xFFFFFFFF or 1,
+        ip_id=ident & 0xFFFF or 1,
+        ttl=ttl,
     )
-    ah_fixed = struct.pack(
-        "!BBH4sI", IPPROTO_VRRP, AH_PAYLOAD_LEN_FIELD, 0, socket.inet_aton(src), seq & 0xFFFFFFFF
-    )
-    return header + ah_fixed + _icv(key, header, ah_fixed, vrrp) + vrrp
 
 
 def ah_verify(pkt: ReceivedPacket, key: bytes) -> AhVerified | AhError:
@@ -106,19 +92,16 @@ def ah_verify(pkt: ReceivedPacket, key: bytes) -> AhVerified | AhError:
         return AhError.NOT_VRRP
     if spi != struct.unpack("!I", socket.inet_aton(pkt.src))[0]:
         return AhError.BAD_SPI
-    vrrp = data[AH_HEADER_LEN:]
-    # Linux hands raw sockets the header as received except for total length/fragment
-    # handling; rebuild total length from what we actually got.
-    header = bytearray(pkt.ip_header)
+    header = bytearray(pkt.ip_header)  # total length as actually received
     header[2:4] = struct.pack("!H", len(pkt.ip_header) + len(data))
-    expected = _icv(key, bytes(header), data[:12], vrrp)
-    if not hmac.compare_digest(expected, data[12:AH_HEADER_LEN]):
-        return AhError.BAD_ICV
-    return AhVerified(packet=replace(pkt, payload=bytes(vrrp)), seq=seq, spi=spi)
+    result = auth_ah.decode_ipv4(bytes(header) + data, password=key)
+    if isinstance(result, DecodeError):
+        return AhError.TOO_SHORT if result.reason is DropReason.TOO_SHORT else AhError.BAD_ICV
+    return AhVerified(packet=replace(pkt, payload=result.vrrp), seq=seq, spi=spi)
 
 
 class AhSigner:
-    """Per-instance AH state: the next sequence number and IP identification."""
+    """Per-sender AH state: the next sequence number and IP identification."""
 
     def __init__(self, auth_pass: str | bytes, *, first_seq: int = 1) -> None:
         self.key = ah_key(auth_pass)
