@@ -33,8 +33,19 @@ for port in map(int, sys.argv[2:]):
     s.bind(("::", port))
     s.listen(256)
     sel.register(s, selectors.EVENT_READ)
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    u.bind(("::", port))
+    sel.register(u, selectors.EVENT_READ)
 while True:
     for key, _ in sel.select():
+        if key.fileobj.type == socket.SOCK_DGRAM:
+            try:
+                _data, peer = key.fileobj.recvfrom(64)
+                key.fileobj.sendto(name, peer)
+            except OSError:
+                pass
+            continue
         try:
             c, _ = key.fileobj.accept()
         except OSError:
@@ -50,8 +61,19 @@ while True:
 _CLIENT = r"""
 import json, socket, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+udp = len(sys.argv) > 4
 out = []
 for _ in range(n):
+    if udp:  # a new socket (source port) per datagram: a new flow each time
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                           socket.SOCK_DGRAM) as u:
+            u.settimeout(2)
+            try:
+                u.sendto(b"?", (host, port))
+                out.append(u.recv(64).decode())
+            except OSError as exc:
+                out.append("ERR " + type(exc).__name__)
+        continue
     try:
         s = socket.create_connection((host, port), timeout=2)
         s.settimeout(2)
@@ -86,11 +108,11 @@ class L4Lab:
     def stop_backend(self, name: str) -> None:
         self.lab.stop(self.procs.pop(name))
 
-    def connect(self, n: int, port: int = 80, host: str = VIP) -> list[str]:
-        """`n` sequential new TCP connections from the client; the backend names answering."""
+    def connect(self, n: int, port: int = 80, host: str = VIP, udp: bool = False) -> list[str]:
+        """`n` sequential new TCP connections (or UDP flows) from the client; who answered."""
         proc = self.lab.run(
             self.client,
-            [sys.executable, "-c", _CLIENT, host, str(port), str(n)],
+            [sys.executable, "-c", _CLIENT, host, str(port), str(n), *(["udp"] if udp else [])],
             timeout=5 + n * 0.5,
         )
         result: list[str] = json.loads(proc.stdout)

@@ -177,3 +177,11 @@ def test_nat_ipv6_wrr_and_persistence_granularity(nat: L4Lab) -> None:
         asyncio.run(dp.apply(desired_state([vs, sticky])))
         assert nat.counts(30, host=VIP6) == {"web1": 20, "web2": 10}
         assert len(nat.counts(10, port=81, host=VIP6)) == 1
+
+
+def test_nat_udp_rr(nat: L4Lab) -> None:
+    reals = tuple(RealServer(A(nat.addrs[f"web{i}"]), 81) for i in (1, 2, 3))
+    vs = VirtualServer(address=A(VIP), port=81, protocol="UDP", lvs_sched="rr", real_servers=reals)
+    with _Plane(nat) as dp:
+        asyncio.run(dp.apply(desired_state([vs])))
+        assert Counter(nat.connect(30, port=81, udp=True)) == {"web1": 10, "web2": 10, "web3": 10}
