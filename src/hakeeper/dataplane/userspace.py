@@ -32,7 +32,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from hakeeper.balance import LVS_SCHEDULERS, PersistenceTable, Persistent
 from hakeeper.balance.lvs import NO_FLOW, Flow, RealServer, Scheduler, WeightedTwoChoices
@@ -355,8 +355,7 @@ class BackendSide(asyncio.Protocol):
         return self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         c = self.client
@@ -422,9 +421,8 @@ class ClientSide(asyncio.Protocol):
         self.counted = state
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.pause_reading()  # nothing to relay to until the backend answers
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.pause_reading()  # nothing to relay to until the backend answers
         relay = self.relay
         relay.clients.add(self)
         core = self.core
