@@ -89,7 +89,11 @@ def build_model(nodes: tuple[Node, ...], diags: Diagnostics) -> KeepalivedConfig
 def _build(nodes: tuple[Node, ...], diags: Diagnostics) -> KeepalivedConfig:
     top = walk(TOP, nodes, diags)
     global_defs = _global_defs(top.get("global_defs"))
-    scripts = _unique([_vrrp_script(r) for r in top.list("vrrp_script")], "vrrp_script", diags)
+    scripts = _unique(
+        [s for r in top.list("vrrp_script") if (s := _vrrp_script(r, diags)) is not None],
+        "vrrp_script",
+        diags,
+    )
     config = KeepalivedConfig(
         global_defs=global_defs,
         vrrp_scripts=scripts,
@@ -196,8 +200,14 @@ def _global_defs(raw: Raw | None) -> GlobalDefs:
     )
 
 
-def _vrrp_script(raw: Raw) -> VrrpScript:
+def _vrrp_script(raw: Raw, diags: Diagnostics) -> VrrpScript | None:
     v = raw.values
+    if not v.get("script", "").strip():
+        # keepalived notices at the end of the block ("No script set ... - removing").
+        node = raw.node
+        where = node.close_loc if node is not None and node.close_loc is not None else raw.loc
+        diags.warning(where, f"vrrp_script {raw.head} has no 'script COMMAND'; removed")
+        return None
     interval = v.get("interval", 1.0)
     weight, reverse = v.get("weight", (0, False))
     user = v.get("user", (None, None))
@@ -561,8 +571,6 @@ def _checker(  # noqa: PLR0917
             diags.error(loc, "BFD_CHECK needs 'name BFD_INSTANCE'")
             return None
         return BfdCheck(v["name"], loc=loc)
-    if kind == "SMTP_CHECK" and raw.list("hosts"):
-        return None  # expanded by _real_server into one checker per host
     common = _common(raw, defaults)
     needs_port = kind in ("TCP_CHECK", "HTTP_GET", "SSL_GET", "SMTP_CHECK", "UDP_CHECK")
     if needs_port and common.connect_port is None and not port:

@@ -305,7 +305,7 @@ VRRP_INSTANCE = block(
     Kw("promote_secondaries", flag),
     Kw("virtual_ipaddress", items=lines.vip),
     Kw("virtual_ipaddress_excluded", items=lines.vip),
-    Kw("virtual_routes", items=lines.route),
+    Kw("virtual_routes", items=lines.ip_route),
     Kw("virtual_rules", items=lines.rule),
     _track_blocks(),
     Kw("garp_master_delay", timer(0, 255)),
@@ -352,7 +352,7 @@ VRRP_INSTANCE = block(
 
 STATIC_TOP = [
     Kw("static_ipaddress", items=lines.vip),
-    Kw("static_routes", items=lines.route),
+    Kw("static_routes", items=lines.ip_route),
     Kw("static_rules", items=lines.rule),
 ]
 
@@ -434,7 +434,8 @@ SMTP_CHECK = block(
         block=block("host", _connection(), _timing()),
         repeat=True,
         field="hosts",
-        warn="'host' blocks in SMTP_CHECK are deprecated; each is read as its own SMTP_CHECK",
+        warn="'host' blocks in SMTP_CHECK are deprecated; each is read as one more SMTP_CHECK "
+        "besides the one to the real server itself (as keepalived does)",
     ),
 )
 DNS_CHECK = block(

@@ -86,7 +86,7 @@ def _read(reader: FileReader, path: str, diags: Diagnostics) -> str | None:
 _NGINX_TOKEN = re.compile(
     r"""
     (?P<nl>\n)
-  | (?P<ws>[ \t\r\f\v]+)
+  | (?P<ws>[^\S\n]+)
   | (?P<comment>\#[^\n]*)
   | (?P<punct>[;{}])
   | (?P<quoted>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
@@ -117,13 +117,24 @@ def _parse_nginx(text: str, filename: str, diags: Diagnostics) -> tuple[Node, ..
     words: list[Word] = []
     line = 1
     line_start = 0
+    odd_first: Location | None = None  # first non-ASCII blank (U+00A0 from web pages)
+    odd_lines: set[int] = set()
     for m in _NGINX_TOKEN.finditer(text):
         kind = m.lastgroup
         if kind == "nl":
             line += 1
             line_start = m.end()
             continue
-        if kind in ("ws", "comment"):
+        if kind == "ws":
+            if m.group().strip(" \t\r\f\v"):
+                odd_lines.add(line)
+                if odd_first is None:
+                    odd = m.start() + next(
+                        i for i, c in enumerate(m.group()) if c not in " \t\r\f\v"
+                    )
+                    odd_first = Location(filename, line, odd - line_start + 1)
+            continue
+        if kind == "comment":
             continue
         start = m.start()
         loc = Location(filename, line, start - line_start + 1)
@@ -174,6 +185,12 @@ def _parse_nginx(text: str, filename: str, diags: Diagnostics) -> tuple[Node, ..
     if words:
         diags.error(words[0].loc, "unexpected end of file, expecting ';' or '}'")
         builder.plain(words[0], tuple(words[1:]))
+    if odd_first is not None:
+        diags.warning(
+            odd_first,
+            f"non-ASCII blanks (e.g. U+00A0) read as spaces on {len(odd_lines)} line(s) of this "
+            "file; nginx itself would keep them inside words",
+        )
     return builder.finish()
 
 

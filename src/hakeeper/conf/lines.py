@@ -272,6 +272,21 @@ def route(node: Node, diags: Diagnostics) -> Any:
     return RouteSpec(tuple(texts), no_track, track_group, loc=node.loc)
 
 
+_DEPRECATED_ROUTE_WORDS = {"or": "nexthop", "gw": "via"}
+
+
+@described("per line: ip route words [no_track] [track_group G]")
+def ip_route(node: Node, diags: Diagnostics) -> Any:
+    """A route line; `or` and `gw` are deprecated, as keepalived says (still read)."""
+    got = route(node, diags)
+    if got is not INVALID:
+        for w in words_of(node):
+            better = _DEPRECATED_ROUTE_WORDS.get(w.text)
+            if better is not None and not w.quoted:
+                diags.warning(w.loc, f"'{w.text}' in a route is deprecated; use '{better}'")
+    return got
+
+
 @described("per line: ip rule words (from/to/table/preference ...) [no_track] [track_group G]")
 def rule(node: Node, diags: Diagnostics) -> Any:
     """An `ip rule` line; keepalived invents a preference when none is given, so say so."""

@@ -14,7 +14,7 @@ members, duplicate virtual/real servers) and the traps it accepts silently.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.model import (
@@ -35,8 +35,9 @@ def check_config(config: KeepalivedConfig, diags: Diagnostics) -> KeepalivedConf
     """Return `config` normalised the way keepalived runs it; report every finding."""
     config = _check_trackers(config, diags)
     subnets = _known_subnets(config)
-    instances = [_check_instance(vi, config, subnets, diags) for vi in config.vrrp_instances]
-    instances, groups = _check_sync_groups(instances, config.sync_groups, config, diags)
+    known = _TrackerNames.of(config)
+    instances = [_check_instance(vi, known, subnets, diags) for vi in config.vrrp_instances]
+    instances, groups = _check_sync_groups(instances, config.sync_groups, config, known, diags)
     _check_vrids(instances, diags)
     servers = _check_virtual_servers(config, diags)
     return replace(
@@ -84,9 +85,26 @@ def _known_subnets(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _TrackerNames:
+    """Names of the defined trackers, computed once (per instance it was quadratic)."""
+
+    scripts: frozenset[str]
+    files: frozenset[str]
+    processes: frozenset[str]
+
+    @classmethod
+    def of(cls, config: KeepalivedConfig) -> _TrackerNames:
+        return cls(
+            frozenset(s.name for s in config.vrrp_scripts),
+            frozenset(t.name for t in config.track_files),
+            frozenset(t.name for t in config.track_processes),
+        )
+
+
 def _check_instance(
     vi: VrrpInstance,
-    config: KeepalivedConfig,
+    known: _TrackerNames,
     subnets: dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]],
     diags: Diagnostics,
 ) -> VrrpInstance:
@@ -174,6 +192,15 @@ def _check_instance(
         )
         auth_pass = cut
 
+    if auth_type == "AH" and vi.state == "MASTER" and vi.state_configured:
+        # keepalived clears the state to BACKUP. The model keeps the configured state (the
+        # runtime's start-up behaviour is its own decision); the difference is reported.
+        diags.warning(
+            at("state"),
+            f"{name}: state MASTER is incompatible with AH authentication: keepalived "
+            "starts this instance as BACKUP (hakeeper keeps state MASTER)",
+        )
+
     nopreempt, preempt_delay = vi.nopreempt, vi.preempt_delay
     if nopreempt and vi.state == "MASTER" and vi.state_configured:
         diags.warning(
@@ -230,15 +257,11 @@ def _check_instance(
         )
 
     _check_vip_subnets(vi, subnets, diags)
-    track_scripts = _check_track_refs(
-        vi.track_scripts, {s.name for s in config.vrrp_scripts}, "vrrp_script", name, diags
-    )
-    track_files = _check_track_refs(
-        vi.track_files, {t.name for t in config.track_files}, "track_file", name, diags
-    )
+    track_scripts = _check_track_refs(vi.track_scripts, known.scripts, "vrrp_script", name, diags)
+    track_files = _check_track_refs(vi.track_files, known.files, "track_file", name, diags)
     track_processes = _check_track_refs(
         vi.track_processes,
-        {t.name for t in config.track_processes},
+        known.processes,
         "vrrp_track_process",
         name,
         diags,
@@ -288,7 +311,7 @@ def _check_vip_subnets(
 
 
 def _check_track_refs(
-    refs: tuple[TrackRef, ...], known: set[str], what: str, owner: str, diags: Diagnostics
+    refs: tuple[TrackRef, ...], known: frozenset[str], what: str, owner: str, diags: Diagnostics
 ) -> tuple[TrackRef, ...]:
     """Drop references to undefined trackers (keepalived: "not found, ignoring")."""
     kept = []
@@ -306,6 +329,7 @@ def _check_sync_groups(
     instances: list[VrrpInstance],
     groups: tuple[SyncGroup, ...],
     config: KeepalivedConfig,
+    known: _TrackerNames,
     diags: Diagnostics,
 ) -> tuple[list[VrrpInstance], tuple[SyncGroup, ...]]:
     by_name = {vi.name: i for i, vi in enumerate(instances)}
@@ -341,18 +365,14 @@ def _check_sync_groups(
             replace(
                 group,
                 track_scripts=_check_track_refs(
-                    group.track_scripts, set(scripts), "vrrp_script", label, diags
+                    group.track_scripts, known.scripts, "vrrp_script", label, diags
                 ),
                 track_files=_check_track_refs(
-                    group.track_files,
-                    {t.name for t in config.track_files},
-                    "track_file",
-                    label,
-                    diags,
+                    group.track_files, known.files, "track_file", label, diags
                 ),
                 track_processes=_check_track_refs(
                     group.track_processes,
-                    {t.name for t in config.track_processes},
+                    known.processes,
                     "vrrp_track_process",
                     label,
                     diags,

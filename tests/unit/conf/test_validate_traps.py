@@ -172,7 +172,7 @@ def test_tracker_definitions_without_target_are_removed() -> None:
         "vrrp_track_process p {\n quorum 1\n}\n"
     )
     assert warnings(diags) == [
-        "1: vrrp_script s has no 'script COMMAND'; removed",
+        "3: vrrp_script s has no 'script COMMAND'; removed",  # at its '}', like keepalived
         "4: track_file f has no 'file PATH'; removed",
         "7: vrrp_track_process p has no 'process NAME'; removed",
     ]
