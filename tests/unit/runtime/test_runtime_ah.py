@@ -58,9 +58,12 @@ def test_socket_key_uses_protocol_51_only_for_v2_ipv4(tmp_path: Path) -> None:
 
 def test_ah_election_priority_zero_and_wire_format(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
-        a = h.start("a", A_IP, conf(ah_inst(150, body="state MASTER")))
+        a = h.start("a", A_IP, conf(ah_inst(150)))
         b = h.start("b", B_IP, conf(ah_inst(100)))
-        await until(lambda: state(a) == "MASTER" and state(b) == "BACKUP", what="election")
+        # keepalived (and our loader) refuse `state MASTER` with AH: a full down timer
+        await until(
+            lambda: state(a) == "MASTER" and state(b) == "BACKUP", timeout=6.0, what="election"
+        )
         await until(lambda: b.instances["VI_1"].driver.machine.master_ip is not None)  # type: ignore[union-attr]
         await until(lambda: len([s for s, _ in h.wire.datagrams if s == A_IP]) >= 2)
         assert h.wire.sent == []  # nothing left as plain protocol 112
@@ -85,9 +88,9 @@ def test_ah_election_priority_zero_and_wire_format(tmp_path: Path) -> None:
 
 def test_ah_wrong_password_is_counted_and_dropped(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
-        a = h.start("a", A_IP, conf(ah_inst(150, "right", body="state MASTER")))
+        a = h.start("a", A_IP, conf(ah_inst(150, "right")))
         b = h.start("b", B_IP, conf(ah_inst(100, "wrong")))
-        await until(lambda: state(a) == "MASTER", what="a master")
+        await until(lambda: state(a) == "MASTER", timeout=6.0, what="a master")
         await until(lambda: state(b) == "MASTER", timeout=6.0, what="b never hears a")
         dropped = b.instances["VI_1"].driver.status()["counters"]["dropped"]  # type: ignore[union-attr]
         assert dropped.get("AUTH_MISMATCH", 0) >= 1
