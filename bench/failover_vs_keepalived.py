@@ -119,7 +119,10 @@ def verdicts(results: dict[str, dict[str, list[RunResult]]]) -> list[str]:
         if sc.name not in results:
             continue
         ka, hk = results[sc.name]["keepalived"], results[sc.name]["hakeeper"]
-        for what, get in (("outage", "outage_ms"), ("VIP moved", "vip_moved_ms")):
+        metrics = [("outage", "outage_ms"), ("VIP moved", "vip_moved_ms")]
+        if sc.fault == "linkdown":  # fault->VIP depends on the timer phase; this does not
+            metrics.append(("VIP after the old master's last advert", "vip_after_last_advert_ms"))
+        for what, get in metrics:
             m_ka = median([getattr(r, get) for r in ka])
             m_hk = median([getattr(r, get) for r in hk])
             if m_hk < 0 and m_ka < 0:
