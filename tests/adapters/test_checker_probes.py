@@ -437,3 +437,22 @@ def test_file_check_reads_the_tracked_value(tmp_path: Path) -> None:
 def test_bfd_check_is_reported_unsupported() -> None:
     res = probe(BfdCheck("bfd1"), None)
     assert not res.ok and "unsupported" in res.detail
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_misc_check_as_another_user_on_uvloop_and_asyncio() -> None:
+    """`user nobody` works on uvloop too (it rejects subprocess user=/group=)."""
+    import uvloop
+
+    check = MiscCheck(
+        COMMON, misc_path="/bin/sh -c 'exit $(($(id -u) == 0))'", user="nobody", misc_dynamic=False
+    )
+
+    async def go() -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ProbeResult] = loop.create_future()
+        start_probe(loop, check, Target(LOCAL, None), 5, fut.set_result)
+        return await asyncio.wait_for(fut, 10)
+
+    assert uvloop.run(go()).ok  # exit 0 only when not running as root
+    assert asyncio.run(go()).ok

@@ -43,6 +43,7 @@ from hakeeper.check.probes import (
     ProbeResult,
     Target,
     TcpProbe,
+    run_command,
     start_probe,
     target_for,
 )
@@ -57,7 +58,7 @@ from hakeeper.conf.model import (
     TrackFile,
     VirtualServer,
 )
-from hakeeper.io.scripts import run_script
+from hakeeper.io.scripts import ScriptResult
 
 log = logging.getLogger("hakeeper.check")
 
@@ -539,9 +540,10 @@ class CheckerEngine:
         if prev is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await prev  # notifiers of one virtual server run in order
-        res = await run_script(
-            script.command, timeout=self.notify_timeout, user=script.user, group=script.group
-        )
+        try:
+            res = await run_command(script.command, self.notify_timeout, script.user, script.group)
+        except Exception as exc:  # a notifier must never take the checker down
+            res = ScriptResult((script.command,), None, error=f"{type(exc).__name__}: {exc}")
         if not res.ok:
             self.notify_failures += 1
             why = res.error or ("timed out" if res.timed_out else f"exit {res.returncode}")

@@ -38,7 +38,7 @@ from hakeeper.conf.model import (
     TrackFile,
     VirtualServer,
 )
-from hakeeper.io.scripts import run_script
+from hakeeper.io.scripts import ScriptResult, run_script, split_command
 
 log = logging.getLogger(__name__)
 
@@ -279,9 +279,27 @@ class TaskProbe(Probe):
 # ----------------------------------------------------------------------------- MISC/FILE
 
 
+async def run_command(
+    command: str, timeout: float, user: str | None = None, group: str | None = None
+) -> ScriptResult:
+    """run_script, except that `user`/`group` switch through a preexec function (uvloop,
+    which the daemon runs on, rejects create_subprocess_exec's user=/group=)."""
+    if not user and not group:
+        return await run_script(command, timeout=timeout)
+    from hakeeper.runtime.notify import exec_with_timeout  # noqa: PLC0415
+
+    argv = tuple(split_command(command))
+    status = await exec_with_timeout(argv, timeout, user=user, group=group)
+    if status is None:
+        return ScriptResult(argv, None, error=f"did not run as {user}/{group} or timed out")
+    if status < 0:
+        return ScriptResult(argv, None, signal=-status)
+    return ScriptResult(argv, status)
+
+
 async def misc_probe(check: MiscCheck, timeout: float) -> ProbeResult:
     """Run misc_path; exit status -> (ok, weight) like keepalived's misc_dynamic."""
-    result = await run_script(check.misc_path, timeout=timeout, user=check.user, group=check.group)
+    result = await run_command(check.misc_path, timeout, check.user, check.group)
     if result.error:
         return ProbeResult(False, result.error)
     if result.timed_out:
