@@ -244,19 +244,25 @@ def main() -> int:
                     asyncio.run(dp.stop())
         run("routed", f"http://{BACKENDS[0]}/", 0)
     print()
-    print(f"{'config':10} {'mode':10} {'req/s (mean)':>13} {'p50 ms':>7} {'p99 ms':>7}  ratio")
+    print(
+        f"{'config':10} {'mode':10} {'mean req/s':>11} {'median':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7}  ratio(mean)  ratio(median)"
+    )
     for mode in ("keep-alive", "close"):
-        means = {}
+        means: dict[str, float] = {}
+        medians: dict[str, float] = {}
         for config in ("hand", "hakeeper", "routed"):
             rs = [r for r in results if r.config == config and r.mode == mode]
             if not rs:
                 continue
             means[config] = statistics.mean(r.rps for r in rs)
+            medians[config] = statistics.median(r.rps for r in rs)
             ratio = means[config] / means["hand"] if "hand" in means else float("nan")
+            ratio_m = medians[config] / medians["hand"] if "hand" in medians else float("nan")
             print(
-                f"{config:10} {mode:10} {means[config]:13.0f} "
+                f"{config:10} {mode:10} {means[config]:11.0f} {medians[config]:8.0f} "
                 f"{statistics.mean(r.p50_ms for r in rs):7.2f} "
-                f"{statistics.mean(r.p99_ms for r in rs):7.2f}  {ratio:.3f}x"
+                f"{statistics.mean(r.p99_ms for r in rs):7.2f}  {ratio:10.3f}x  {ratio_m:12.3f}x"
             )
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
