@@ -395,8 +395,16 @@ def test_dns_check_wants_our_id_and_noerror() -> None:
 # ---------------------------------------------------------------------------------- PING
 
 
-def test_ping_check_localhost() -> None:
-    res = probe(PingCheck(COMMON), None)
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_ping_check_localhost(address: str) -> None:
+    async def go() -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ProbeResult] = loop.create_future()
+        target = Target(ipaddress.ip_address(address), None)
+        start_probe(loop, PingCheck(COMMON), target, 2, fut.set_result)
+        return await asyncio.wait_for(fut, 5)
+
+    res = asyncio.run(go())
     if not res.ok and ("not permitted" in res.detail or "denied" in res.detail):
         pytest.skip(f"ICMP sockets not allowed here: {res.detail}")
     assert res.ok, res.detail
