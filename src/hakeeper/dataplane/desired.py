@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hakeeper.conf.model import (
     IPAddress,
@@ -317,7 +317,29 @@ def desired_state(
     if cache is not None and len(cache) > len(seen):
         for key in [k for k in cache if k not in seen]:
             del cache[key]
-    return DesiredState(tuple(out))
+    return DesiredState(_unique_frontends(out))
+
+
+def _unique_frontends(services: list[Service]) -> tuple[Service, ...]:
+    """A frontend claimed by two services (e.g. a group range overlapping a VIP) stays with
+    the first one; the later service loses it, with a note (one packet, one service)."""
+    owner: dict[tuple[object, ...], str] = {}
+    out: list[Service] = []
+    for s in services:
+        keep: list[Frontend] = []
+        dropped: list[str] = []
+        for f in s.frontends:
+            k = (f.address, f.port, f.fwmark, None if f.fwmark is not None else s.protocol)
+            if k in owner:
+                dropped.append(
+                    f"{f.address or f'fwmark {f.fwmark}'} {f.port or ''}".strip()
+                    + f" already served by {owner[k]}"
+                )
+                continue
+            owner[k] = s.name
+            keep.append(f)
+        out.append(replace(s, frontends=tuple(keep), notes=(*s.notes, *dropped)) if dropped else s)
+    return tuple(out)
 
 
 __all__ = [

@@ -36,8 +36,12 @@ R1, R2, R3 = (RealServer(A(f"198.18.1.{i}"), 80, weight=i) for i in (1, 2, 3))
 
 
 def _vs(port: int = 80, **kw: object) -> VirtualServer:
-    base: dict[str, object] = {"address": A("198.18.0.10"), "port": port, "lvs_sched": "rr",
-                               "real_servers": (R1, R2, R3)}  # fmt: skip
+    base: dict[str, object] = {
+        "address": A("198.18.0.10"),
+        "port": port,
+        "lvs_sched": "rr",
+        "real_servers": (R1, R2, R3),
+    }
     base.update(kw)
     return VirtualServer(**base)  # type: ignore[arg-type]
 
@@ -73,13 +77,21 @@ def test_pools_keyed_by_vs_key_or_label_and_duplicates_dropped() -> None:
 
 
 def test_groups_fwmark_and_persistence_granularity() -> None:
-    group = VirtualServerGroup("web", (VsgEntry(A("198.18.0.10"), A("198.18.0.12"), 80),
-                                       VsgEntry(fwmark=7)))  # fmt: skip
-    vs = VirtualServer(group="web", persistence_timeout=50, persistence_granularity="255.255.255.0",
-                       real_servers=(R1,))  # fmt: skip
+    group = VirtualServerGroup(
+        "web", (VsgEntry(A("198.18.0.10"), A("198.18.0.12"), 80), VsgEntry(fwmark=7))
+    )
+    vs = VirtualServer(
+        group="web",
+        persistence_timeout=50,
+        persistence_granularity="255.255.255.0",
+        real_servers=(R1,),
+    )
     s = service_from(vs, None, {"web": group})
     assert [str(f.address) for f in s.frontends if f.address] == [
-        "198.18.0.10", "198.18.0.11", "198.18.0.12"]  # fmt: skip
+        "198.18.0.10",
+        "198.18.0.11",
+        "198.18.0.12",
+    ]
     assert any(f.fwmark == 7 for f in s.frontends)
     assert s.persistence_prefix == 24 and s.persistent
     assert prefix_of(None, 4) is None and prefix_of("32", 4) is None and prefix_of("/64", 6) == 64
@@ -102,10 +114,14 @@ def test_plan_orders_changes_and_leaves_unchanged_services_alone() -> None:
     assert [type(c) for c in per80] == [AddBackend, UpdateBackend, DeleteBackend]
     assert isinstance(per80[1], UpdateBackend) and per80[1].old.weight == 3
     assert p.counts() == {
-        "services_added": 1, "services_changed": 1, "services_removed": 1,
-        "backends_added": 4, "backends_changed": 1, "backends_removed": 1,
+        "services_added": 1,
+        "services_changed": 1,
+        "services_removed": 1,
+        "backends_added": 4,
+        "backends_changed": 1,
+        "backends_removed": 1,
         "services_unchanged": 0,
-    }  # fmt: skip
+    }
     assert not plan(new, new) and plan(new, new).counts()["services_unchanged"] == 3
     assert isinstance(p.changes[0], DeleteService)
     assert any(isinstance(c, AddService) for c in p.changes)
@@ -144,3 +160,17 @@ def test_cache_rebuilds_only_changed_virtual_servers() -> None:
     assert [x.key for x in changed.services[1].backends] == ["198.18.1.1:80"]
     desired_state([a], None, cache)
     assert set(cache) == {a.key}
+
+
+def test_a_frontend_claimed_twice_stays_with_the_first_service() -> None:
+    group = VirtualServerGroup("g", (VsgEntry(A("198.18.0.9"), A("198.18.0.10"), 80),))
+    cfg_vs = [_vs(80), VirtualServer(group="g", real_servers=(R1,))]
+    from hakeeper.conf.model import KeepalivedConfig
+
+    st = desired_state(
+        KeepalivedConfig(virtual_servers=tuple(cfg_vs), virtual_server_groups=(group,))
+    )
+    first, second = st.services
+    assert [str(f.address) for f in second.frontends] == ["198.18.0.9"]
+    assert any("already served by 198.18.0.10 80" in n for n in second.notes)
+    assert len(first.frontends) == 1
