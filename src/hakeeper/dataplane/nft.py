@@ -8,9 +8,9 @@ We own `table inet hakeeper` (and `table netdev hakeeper` once a DR service exis
 are deleted at start (leftovers of a killed daemon) and at stop, nothing else is touched.
 
 DR needs each backend's MAC: resolved with `ip neigh` (a ping first when the entry is
-missing); a backend whose MAC cannot be resolved yet is left out and retried at the next
-apply. A failed batch is logged and counted, the previous state stays in the kernel, and
-the next apply rebuilds every service from scratch.
+missing); a backend whose MAC cannot be resolved yet is left out and retried at a later
+apply (at most every 5 s). A failed batch is logged and counted, the previous state stays
+in the kernel, and the next apply rebuilds every service from scratch.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from hakeeper.dataplane.reconcile import Plan, plan
 log = logging.getLogger("hakeeper.dataplane.nft")
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
+L2_RETRY_S = 5.0  # how often an unresolved DR backend's MAC is looked up again
 Json = dict[str, Any]
 
 
@@ -212,6 +213,7 @@ class NftDataplane:
         self.unsupported: dict[ServiceKey, str] = {}
         self.notes: dict[ServiceKey, tuple[str, ...]] = {}
         self.l2: dict[IPAddress, L2Peer] = {}
+        self._l2_failed: dict[IPAddress, float] = {}
         self._rendered: dict[ServiceKey, set[str]] = {}
         self._devices: set[str] = set()
         self._netdev = False
@@ -257,10 +259,18 @@ class NftDataplane:
             if s.method != "DR":
                 continue
             for b in s.backends:
-                if b.address not in self.l2:
-                    peer = resolve_l2(b.address, self.nft.netns)
-                    if peer is not None:
-                        self.l2[b.address] = peer
+                if b.address in self.l2:
+                    continue
+                failed = self._l2_failed.get(b.address)
+                if failed is not None and time.monotonic() - failed < L2_RETRY_S:
+                    continue  # an unreachable backend must not slow every apply down
+                peer = resolve_l2(b.address, self.nft.netns)
+                if peer is not None:
+                    self.l2[b.address] = peer
+                    self._l2_failed.pop(b.address, None)
+                else:
+                    self._l2_failed[b.address] = time.monotonic()
+                    log.warning("DR backend %s: no MAC address yet; left out", b.address)
 
     def _apply(self, desired: DesiredState) -> Plan:
         keep: list[Service] = []
