@@ -108,10 +108,12 @@ class L4Lab:
     def stop_backend(self, name: str) -> None:
         self.lab.stop(self.procs.pop(name))
 
-    def connect(self, n: int, port: int = 80, host: str = VIP, udp: bool = False) -> list[str]:
-        """`n` sequential new TCP connections (or UDP flows) from the client; who answered."""
+    def connect(
+        self, n: int, port: int = 80, host: str = VIP, udp: bool = False, ns: str | None = None
+    ) -> list[str]:
+        """`n` sequential new TCP connections (or UDP flows) from the client (or `ns`)."""
         proc = self.lab.run(
-            self.client,
+            ns or self.client,
             [sys.executable, "-c", _CLIENT, host, str(port), str(n), *(["udp"] if udp else [])],
             timeout=5 + n * 0.5,
         )
