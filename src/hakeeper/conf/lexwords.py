@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shlex
 from collections.abc import Iterable
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
@@ -184,10 +185,32 @@ def _scan_quoted(text: str, i: int, buf: list[str]) -> int:
     return -1
 
 
+def _escape(text: str, i: int) -> tuple[str, int]:
+    """The character a backslash before text[i] stands for, and the index after it
+    (keepalived's `alloc_strvec_quoted_escaped`): `\\xH...` takes every hex digit and
+    `\\NNN` up to 3 octal ones (kept to 8 bits), `\\cX` is control-X, `\\a \\b \\E \\f \\n
+    \\r \\t \\v` are C's, any other `\\C` is C."""
+    n = len(text)
+    c = text[i]
+    if c == "x" and i + 1 < n and text[i + 1] in _HEX:
+        j = i + 1
+        while j < n and text[j] in _HEX:
+            j += 1
+        return chr(int(text[i + 1 : j], 16) & 0xFF), j
+    if c == "c" and i + 1 < n:
+        return chr(ord(text[i + 1]) & 0x1F), i + 2
+    if c in _OCT:
+        j = i
+        while j < n and j < i + 3 and text[j] in _OCT:
+            j += 1
+        return chr(int(text[i:j], 8) & 0xFF), j
+    return _SIMPLE_ESCAPES.get(c, c), i + 1
+
+
 def c_unescape(text: str) -> str:
-    """keepalived's escapes in quoted script strings (`alloc_strvec_quoted_escaped`):
-    `\\a \\b \\E \\f \\n \\r \\t \\v`, `\\xHH`, up to 3 octal digits, `\\cX` (control-X);
-    any other `\\C` is C. For `script`/`notify*` values, after lexing."""
+    """keepalived's escapes in script strings (`alloc_strvec_quoted_escaped`, see `_escape`).
+    A trailing lone backslash is kept. For `script`/`notify*`/`misc_path` values, after
+    lexing (see `script_command`)."""
     if "\\" not in text:
         return text
     buf: list[str] = []
@@ -199,27 +222,77 @@ def c_unescape(text: str) -> str:
             buf.append(c)
             i += 1
             continue
-        i += 1
-        c = text[i]
-        if c == "x" and i + 1 < n and text[i + 1] in _HEX:
-            j = i + 1
-            while j < n and j < i + 3 and text[j] in _HEX:
-                j += 1
-            buf.append(chr(int(text[i + 1 : j], 16)))
-            i = j
-        elif c == "c" and i + 1 < n:
-            buf.append(chr(ord(text[i + 1]) & 0x1F))
-            i += 2
-        elif c in _OCT:
-            j = i
-            while j < n and j < i + 3 and text[j] in _OCT:
-                j += 1
-            buf.append(chr(int(text[i:j], 8) & 0xFF))
-            i = j
-        else:
-            buf.append(_SIMPLE_ESCAPES.get(c, c))
-            i += 1
+        ch, i = _escape(text, i + 1)
+        buf.append(ch)
     return "".join(buf)
+
+
+def keepalived_split(text: str) -> list[str] | None:
+    """Split a command line into argv as keepalived does (`alloc_strvec_quoted_escaped`):
+    words end at blanks; `"..."` and `'...'` quote anywhere in a word; backslash escapes
+    work everywhere, inside quotes too. None for an unterminated quote or a trailing
+    backslash (keepalived then drops the script)."""
+    words: list[str] = []
+    n = len(text)
+    i = 0
+    while True:
+        while i < n and text[i] in WS:
+            i += 1
+        if i >= n:
+            return words
+        buf: list[str] = []
+        quote = ""
+        while i < n:
+            c = text[i]
+            if c == "\\":
+                if i + 1 >= n:
+                    return None
+                ch, i = _escape(text, i + 1)
+                buf.append(ch)
+            elif quote:
+                if c == quote:
+                    quote = ""
+                else:
+                    buf.append(c)
+                i += 1
+            elif c in "\"'":
+                quote = c
+                i += 1
+            elif c in WS:
+                break
+            else:
+                buf.append(c)
+                i += 1
+        if quote:
+            return None
+        words.append("".join(buf))
+
+
+def script_command(text: str) -> str | None:
+    """A lexed script command line as keepalived reads it, in a form `shlex.split` (the
+    runtime's splitter) turns into keepalived's argv.
+
+    keepalived reads script lines twice with `alloc_strvec_quoted_escaped`: the config line
+    (so the command word gets its C escapes), then the command word itself (split into
+    argv, quotes and escapes again). Commands `shlex` already splits the same way come
+    back as they are (after the escapes); others are re-quoted with `shlex.join`. None when
+    keepalived could not split it (unterminated quote, trailing backslash).
+    """
+    unescaped = c_unescape(text)
+    if not _NEEDS_SPLIT.search(unescaped):
+        return unescaped
+    argv = keepalived_split(unescaped)
+    if argv is None:
+        return None
+    try:
+        if shlex.split(unescaped) == argv:
+            return unescaped
+    except ValueError:
+        pass
+    return shlex.join(argv)
+
+
+_NEEDS_SPLIT = re.compile(r"[\\\"'\f\v\r\n]")
 
 
 def parse_number(text: str) -> int | None:

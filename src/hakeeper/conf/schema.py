@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
+from hakeeper.conf.lexwords import script_command
 from hakeeper.conf.model import IPAddress, Script
 from hakeeper.conf.tree import Node, Word
 
@@ -460,6 +461,38 @@ def script(node: Node, diags: Diagnostics) -> Any:
         group = args[2].text if len(args) > 2 else None
         return Script(args[0].text, user, group)
     return Script(" ".join(w.text for w in args))
+
+
+def _keepalived_command(node: Node, diags: Diagnostics, text: str) -> str:
+    command = script_command(text)
+    if command is None:
+        diags.warning(
+            node.loc,
+            f"'{node.keyword.text}': unterminated quote or trailing backslash in the command; "
+            "keepalived would ignore this script",
+        )
+        return text
+    return command
+
+
+@described("COMMAND [USER [GROUP]]")
+def command(node: Node, diags: Diagnostics) -> Any:
+    """A script keyword (`notify*`, `quorum_up`...): `script`'s words, and the command
+    read as keepalived reads script lines (C escapes, then its own argv split)."""
+    got = script(node, diags)
+    if got is INVALID:
+        return INVALID
+    return Script(_keepalived_command(node, diags, got.command), got.user, got.group)
+
+
+@described("COMMAND")
+def command_text(node: Node, diags: Diagnostics) -> Any:
+    """`vrrp_script`'s `script` and `misc_path`: the words as one command line, read as
+    keepalived reads script lines (see `command`)."""
+    got = text(node, diags)
+    if got is INVALID:
+        return INVALID
+    return _keepalived_command(node, diags, got)
 
 
 def ip_port(node: Node, diags: Diagnostics, words: tuple[Word, ...], what: str) -> Any:

@@ -89,3 +89,32 @@ def test_nginx_reads_no_break_spaces_as_blanks_with_one_warning() -> None:
     assert [c.arg_texts() for c in children] == [("10.0.0.1:80",), ("10.0.0.2:80",)]
     assert [(d.severity, str(d.loc)) for d in diags] == [("warning", "n.conf:1:9")]
     assert "on 3 line(s)" in diags.items[0].message
+
+
+def test_script_lines_get_keepalived_escapes_and_argv() -> None:
+    import shlex
+
+    from hakeeper.conf.lexwords import keepalived_split, script_command
+
+    # keepalived: C escapes in the config line, then its own quote/escape argv split
+    assert keepalived_split('a "b c" d\\te\'f g\' ""') == ["a", "b c", "d\tef g", ""]
+    assert keepalived_split('x "open') is None
+    assert script_command("/bin/check arg") == "/bin/check arg"
+    assert script_command('/bin/check "a b"') == '/bin/check "a b"'
+    assert shlex.split(script_command("/bin/echo a\\tb") or "") == ["/bin/echo", "a", "b"]
+    # an escape surviving the first pass is applied by the second, inside the word
+    assert shlex.split(script_command("/bin/x a\\\\tb") or "") == ["/bin/x", "a\tb"]
+    assert script_command("/bin/x \\x41\\101") == "/bin/x AA"
+    config, diags = build(
+        'vrrp_script chk {\n script "/bin/check \\x41 \\"a b\\""\n}\n'
+        + _instance(' notify_master "/bin/n\\tMASTER" root\n track_script {\n  chk\n }\n')
+        + "virtual_server 10.0.0.1 80 {\n lb_algo rr\n real_server 10.0.1.1 80 {\n"
+        '  MISC_CHECK {\n   misc_path "/bin/m \\x42"\n  }\n }\n}\n'
+    )
+    assert not diags.errors
+    assert shlex.split(config.vrrp_scripts[0].script) == ["/bin/check", "A", "a b"]
+    notify = config.vrrp_instances[0].notify_master
+    assert notify is not None and notify.user == "root"
+    assert shlex.split(notify.command) == ["/bin/n", "MASTER"]
+    misc = config.virtual_servers[0].real_servers[0].checkers[0]
+    assert getattr(misc, "misc_path", None) == "/bin/m B"
