@@ -311,3 +311,25 @@ def test_removing_a_service_closes_its_listener_only() -> None:
             bs[0].close()
 
     run(main())
+
+
+def test_bytes_and_eof_sent_before_the_backend_is_connected_are_relayed() -> None:
+    async def main() -> None:
+        bs = await _backends(1)
+        dp, _, port = await proxy(bs, "wlc")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"early bytes")  # before the proxy has a backend connection
+            writer.write_eof()
+            out = await reader.read()
+            assert (
+                out
+                == b"s0\nearly bytes" + hashlib.sha256(b"early bytes").hexdigest().encode() + b"\n"
+            )
+            writer.close()
+            await wait_for(lambda: counts(dp)[bs[0].spec.key] == (0, 0))
+        finally:
+            await dp.close()
+            bs[0].close()
+
+    run(main())

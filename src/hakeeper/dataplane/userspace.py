@@ -386,6 +386,7 @@ class ClientSide(asyncio.Protocol):
         "core",
         "counted",
         "peer",
+        "pending",
         "relay",
         "server_eof",
         "task",
@@ -399,6 +400,7 @@ class ClientSide(asyncio.Protocol):
         self.backend: BackendState | None = None
         self.upstream: BackendSide | None = None
         self.peer: tuple[str, int] | None = None
+        self.pending: list[bytes] | None = None  # client bytes that came before the backend
         self.client_eof = False
         self.server_eof = False
         self.closed = False
@@ -462,7 +464,17 @@ class ClientSide(asyncio.Protocol):
                     upstream.transport.close()
                 return
             self.upstream = upstream
-            self._count(1)
+            assert upstream.transport is not None
+            pending, self.pending = self.pending, None
+            if pending:
+                upstream.transport.writelines(pending)
+                b.bytes_in += sum(len(d) for d in pending)
+            if self.client_eof:
+                self._count(2)
+                if upstream.transport.can_write_eof():
+                    upstream.transport.write_eof()
+            else:
+                self._count(1)
             self.transport.resume_reading()
             return
 
@@ -477,9 +489,16 @@ class ClientSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         up = self.upstream
-        if up is not None and up.transport is not None:
-            up.transport.write(data)
+        if up is not None:
+            up.transport.write(data)  # type: ignore[union-attr]
             self.backend.bytes_in += len(data)  # type: ignore[union-attr]
+            return
+        # uvloop starts reading after connection_made, so the pause there may not hold:
+        # keep what arrives before the backend is connected and pause until it is.
+        if self.pending is None:
+            self.pending = []
+        self.pending.append(data)
+        self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.client_eof = True
