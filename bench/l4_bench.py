@@ -188,6 +188,8 @@ def run_wrk(
 def measure(name: str, pid: int | None, port: int, args: argparse.Namespace) -> list[Result]:
     results = []
     for mode, close in (("keep-alive", False), ("close", True)):
+        if mode not in args.modes.split(","):
+            continue
         run_wrk(port, 1, args.connections, close)  # warm-up
         wpid = worker_pid(pid) if pid is not None else None
         t0 = time.monotonic()
@@ -243,6 +245,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--sched", default="wlc", help="hakeeper's scheduler (keepalived default)")
     ap.add_argument("--only", default="direct,haproxy,nginx,hakeeper")
+    ap.add_argument("--modes", default="keep-alive,close")
     ap.add_argument("--profile", type=Path, help="cProfile output of the hakeeper proxy")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
