@@ -24,7 +24,7 @@ from test_l4proxy_support import (
 
 from hakeeper.balance import LVS_SCHEDULERS
 from hakeeper.balance.lvs import RealServer, WeightedRoundRobin
-from hakeeper.dataplane.userspace import Backend, L4Service
+from hakeeper.dataplane.userspace import Backend, L4Service, UserspaceDataplane
 
 
 async def _backends(n: int) -> list[EchoBackend]:
@@ -331,5 +331,21 @@ def test_bytes_and_eof_sent_before_the_backend_is_connected_are_relayed() -> Non
         finally:
             await dp.close()
             bs[0].close()
+
+    run(main())
+
+
+def test_freebind_listens_on_a_vip_this_host_does_not_have_yet() -> None:
+    async def main() -> None:
+        # 198.18.0.0/15 is not configured here; IP_FREEBIND lets a BACKUP pre-bind the VIP.
+        svc = L4Service("198.18.77.1", 0, "TCP", "rr", (Backend("127.0.0.1", refused_port()),))
+        dp = UserspaceDataplane()
+        try:
+            await dp.apply([svc])
+            assert dp.sockname(svc.key)[0] == "198.18.77.1"
+            with pytest.raises(OSError):  # without freebind the bind fails
+                await dp.apply([svc, L4Service("198.18.77.2", 0, freebind=False)])
+        finally:
+            await dp.close()
 
     run(main())
