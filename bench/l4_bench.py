@@ -106,6 +106,61 @@ else:
     uvloop.run(main())
 """
 
+BARE_RELAY = """
+import asyncio, signal, sys, uvloop
+port, backend = int(sys.argv[1]), int(sys.argv[2])
+
+class Up(asyncio.Protocol):
+    def __init__(self, down):
+        self.down = down
+    def connection_made(self, t):
+        self.t = t
+    def data_received(self, data):
+        self.down.t.write(data)
+    def eof_received(self):
+        if not self.down.t.is_closing():
+            self.down.t.write_eof()
+        return True
+    def connection_lost(self, exc):
+        self.down.t.close()
+
+class Down(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t
+        self.up = None
+        self.early = []
+        asyncio.get_running_loop().create_task(self.connect())
+    async def connect(self):
+        t, up = await loop.create_connection(lambda: Up(self), "127.0.0.1", backend)
+        if self.t.is_closing():
+            t.close()
+            return
+        self.up = up
+        t.writelines(self.early)
+    def data_received(self, data):
+        if self.up is None:
+            self.early.append(data)
+        else:
+            self.up.t.write(data)
+    def eof_received(self):
+        if self.up is not None and not self.up.t.is_closing():
+            self.up.t.write_eof()
+        return True
+    def connection_lost(self, exc):
+        if self.up is not None:
+            self.up.t.close()
+
+async def main():
+    global loop
+    loop = asyncio.get_running_loop()
+    await loop.create_server(Down, "127.0.0.1", port, backlog=1024)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+
+uvloop.run(main())
+"""
+
 
 @dataclass
 class Result:
@@ -244,7 +299,11 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--sched", default="wlc", help="hakeeper's scheduler (keepalived default)")
-    ap.add_argument("--only", default="direct,haproxy,nginx,hakeeper")
+    ap.add_argument(
+        "--only",
+        default="direct,haproxy,nginx,hakeeper,floor",
+        help="floor = a 40-line uvloop relay without scheduling, counts or timeouts",
+    )
     ap.add_argument("--modes", default="keep-alive,close")
     ap.add_argument("--profile", type=Path, help="cProfile output of the hakeeper proxy")
     ap.add_argument("--json", type=Path)
@@ -308,6 +367,15 @@ def main() -> int:
             wait_port(port)
             results += measure(f"hakeeper userspace ({args.sched})", hk.pid, port, args)
             stop(hk)
+
+        if "floor" in only:
+            port = free_port()
+            cmd = [sys.executable, "-c", BARE_RELAY, str(port), str(bport)]
+            fl = subprocess.Popen(["taskset", "-c", "0", *cmd])
+            procs.append(fl)
+            wait_port(port)
+            results += measure("floor: bare uvloop relay", fl.pid, port, args)
+            stop(fl)
     finally:
         for p in reversed(procs):
             stop(p)

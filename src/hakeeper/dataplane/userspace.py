@@ -493,7 +493,7 @@ class ClientSide(asyncio.Protocol):
                 b.bytes_in += sum(len(d) for d in pending)
             if self.client_eof:
                 self._count(2)
-                if upstream.transport.can_write_eof():
+                if not upstream.transport.is_closing():
                     upstream.transport.write_eof()
             else:
                 self._count(1)
@@ -543,7 +543,7 @@ class ClientSide(asyncio.Protocol):
             if self.server_eof:
                 self._finish()
                 return True
-            if up.transport.can_write_eof():
+            if not up.transport.is_closing():
                 up.transport.write_eof()
         return True
 
@@ -553,7 +553,7 @@ class ClientSide(asyncio.Protocol):
         if self.client_eof:
             self._finish()
             return
-        if self.transport.can_write_eof():
+        if not self.transport.is_closing():
             self.transport.write_eof()
 
     def pause_writing(self) -> None:
