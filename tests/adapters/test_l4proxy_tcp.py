@@ -349,3 +349,33 @@ def test_freebind_listens_on_a_vip_this_host_does_not_have_yet() -> None:
             await dp.close()
 
     run(main())
+
+
+def test_client_resets_at_any_stage_leave_no_counts_behind() -> None:
+    async def main() -> None:
+        import socket
+        import struct
+
+        bs = await _backends(2)
+        dp, _, port = await proxy(bs, "wlc")
+        loop = asyncio.get_running_loop()
+        try:
+            for i in range(60):
+                s = socket.socket()
+                s.setblocking(False)
+                await loop.sock_connect(s, ("127.0.0.1", port))
+                if i % 3 >= 1:
+                    await loop.sock_sendall(s, b"x" * 1000)
+                if i % 3 == 2:
+                    await loop.sock_recv(s, 3)  # the greeting: backend connected
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()  # RST
+            await wait_for(lambda: all(v == (0, 0) for v in counts(dp).values()))
+            await wait_for(lambda: sum(b.open for b in bs) == 0)
+            assert await landed(port) in {"s0", "s1"}
+        finally:
+            await dp.close()
+            for b in bs:
+                b.close()
+
+    run(main())

@@ -361,6 +361,8 @@ class BackendSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         c = self.client
+        if c.closed:  # the client went while this connect was completing
+            return
         c.transport.write(data)
         c.backend.bytes_out += len(data)  # type: ignore[union-attr]
 
@@ -369,10 +371,12 @@ class BackendSide(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
-        self.client.transport.pause_reading()
+        if not self.client.closed:
+            self.client.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.client.transport.resume_reading()
+        if not self.client.closed:
+            self.client.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.backend_lost(exc)
@@ -558,12 +562,12 @@ class ClientSide(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         up = self.upstream
-        if up is not None and up.transport is not None:
+        if up is not None and up.transport is not None and not up.transport.is_closing():
             up.transport.pause_reading()
 
     def resume_writing(self) -> None:
         up = self.upstream
-        if up is not None and up.transport is not None:
+        if up is not None and up.transport is not None and not up.transport.is_closing():
             up.transport.resume_reading()
 
     def _finish(self) -> None:
