@@ -35,7 +35,15 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, cast
 
 from hakeeper.balance import LVS_SCHEDULERS, PersistenceTable, Persistent
-from hakeeper.balance.lvs import NO_FLOW, Flow, RealServer, Scheduler, WeightedTwoChoices
+from hakeeper.balance.lvs import (
+    NO_FLOW,
+    Flow,
+    LocalityLeastConnection,
+    LocalityLeastConnectionReplicated,
+    RealServer,
+    Scheduler,
+    WeightedTwoChoices,
+)
 from hakeeper.balance.lvs_hash import MaglevHash, SourceHash
 from hakeeper.dataplane.userspace_udp import UdpService
 
@@ -50,6 +58,8 @@ FLOW_SCHEDULERS = frozenset({"sh", "dh", "mh", "lblc", "lblcr"})
 #: Schedulers whose pick depends on live connection counts (the server list is rebuilt per pick).
 COUNT_SCHEDULERS = frozenset({"lc", "wlc", "sed", "nq", "lblc", "lblcr", "ovf", "twos"})
 LISTEN_BACKLOG = 1024
+#: Seconds between sweeps of expired persistence templates and lblc/lblcr entries.
+SWEEP_INTERVAL = 10.0
 #: Client bytes kept while the backend connection is being set up before reading pauses.
 PENDING_LIMIT = 256 * 1024
 #: IPVS' default UDP timeout (`ipvsadm --set`'s third value) for idle UDP flows.
@@ -291,6 +301,14 @@ class ServiceCore:
         st = self.by_key[chosen.key]
         st.connections += 1
         return st
+
+    def expire(self, now: float) -> int:
+        """Drop stale persistence templates and locality entries (bounded memory)."""
+        gone = self.persistence.expire(now) if self.persistence is not None else 0
+        sched = self.scheduler.inner if isinstance(self.scheduler, Persistent) else self.scheduler
+        if isinstance(sched, LocalityLeastConnection | LocalityLeastConnectionReplicated):
+            gone += sched.expire(now)
+        return gone
 
     def forget_pin(self, client: tuple[str, int]) -> None:
         """Drop the persistence template after its pinned server failed to connect."""
@@ -644,6 +662,7 @@ class UserspaceDataplane:
         self.services: dict[tuple[str, str, int], ServiceCore] = {}
         self._tcp: dict[tuple[str, str, int], TcpService] = {}
         self._udp: dict[tuple[str, str, int], UdpService] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -673,6 +692,8 @@ class UserspaceDataplane:
                 await udp.start(open_listener(spec, socket.SOCK_DGRAM))
                 self._udp[key] = udp
             self.services[key] = core
+        if self._sweeper is None and self.services:
+            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep_tick)
 
     async def _remove(self, key: tuple[str, str, int], drop: bool = False) -> None:
         self.services.pop(key, None)
@@ -685,8 +706,23 @@ class UserspaceDataplane:
 
     async def close(self) -> None:
         """Stop every listener and drop relayed connections (daemon exit)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for key in list(self.services):
             await self._remove(key, drop=True)
+
+    def sweep(self) -> int:
+        """Drop expired persistence templates and lblc/lblcr entries; returns how many."""
+        now = self.loop.time()
+        gone = 0
+        for core in self.services.values():
+            gone += core.expire(now)
+        return gone
+
+    def _sweep_tick(self) -> None:
+        self.sweep()
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep_tick)
 
     def sockname(self, key: tuple[str, str, int]) -> tuple[str, int]:
         """Where a service's listener is bound (useful with port 0)."""

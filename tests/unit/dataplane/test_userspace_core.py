@@ -110,3 +110,13 @@ def test_service_from_model_defaults_ports_and_overrides_weights() -> None:
     assert svc.scheduler == "sed" and svc.persistence_timeout == 50
     with pytest.raises(ValueError):
         service_from_model(VirtualServer(fwmark=1))
+
+
+def test_expire_drops_idle_templates_and_locality_entries() -> None:
+    c = core("rr", A, B, persistence_timeout=5)
+    c.pick(("198.51.100.7", 1000), 0.0)
+    assert c.expire(4.0) == 0 and c.expire(5.0) == 1
+    lb = core("lblc", A, B)
+    lb.pick(("198.51.100.7", 1000), 0.0)
+    assert lb.expire(1.0) == 0
+    assert lb.expire(24 * 3600.0) == 1
