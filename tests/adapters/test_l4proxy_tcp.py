@@ -343,8 +343,13 @@ def test_freebind_listens_on_a_vip_this_host_does_not_have_yet() -> None:
         try:
             await dp.apply([svc])
             assert dp.sockname(svc.key)[0] == "198.18.77.1"
-            with pytest.raises(OSError):  # without freebind the bind fails
-                await dp.apply([svc, L4Service("198.18.77.2", 0, freebind=False)])
+            # without freebind the bind fails: recorded, the other service keeps running
+            other = L4Service("198.18.77.2", 0, freebind=False)
+            await dp.apply([svc, other])
+            assert list(dp.services) == [svc.key]
+            assert "assign" in dp.errors[other.key]  # EADDRNOTAVAIL
+            await dp.apply([svc])
+            assert dp.errors == {}
         finally:
             await dp.close()
 

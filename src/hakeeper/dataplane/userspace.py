@@ -663,6 +663,8 @@ class UserspaceDataplane:
         self._tcp: dict[tuple[str, str, int], TcpService] = {}
         self._udp: dict[tuple[str, str, int], UdpService] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        #: services whose listener could not be opened at the last apply(), with the reason
+        self.errors: dict[tuple[str, str, int], str] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -671,8 +673,14 @@ class UserspaceDataplane:
         return self._loop
 
     async def apply(self, services: Iterable[L4Service]) -> None:
-        """Make the running services match `services` (by key); keep connections alive."""
+        """Make the running services match `services` (by key); keep connections alive.
+
+        A listener that cannot be opened is recorded in `errors` (and retried by the next
+        call) instead of failing the others; an unknown protocol or scheduler raises.
+        """
         wanted = {s.key: s for s in services}
+        for key in [k for k in self.errors if k not in wanted]:
+            del self.errors[key]
         for key in [k for k in self.services if k not in wanted]:
             await self._remove(key)
         for key, spec in wanted.items():
@@ -683,14 +691,22 @@ class UserspaceDataplane:
                 core.update(spec)
                 continue
             core = ServiceCore(spec, self._rng)
-            if key[0] == "TCP":
-                tcp = TcpService(core, self.loop)
-                await tcp.start()
-                self._tcp[key] = tcp
-            else:
-                udp = UdpService(core, self.loop)
-                await udp.start(open_listener(spec, socket.SOCK_DGRAM))
-                self._udp[key] = udp
+            try:
+                if key[0] == "TCP":
+                    tcp = TcpService(core, self.loop)
+                    await tcp.start()
+                    self._tcp[key] = tcp
+                else:
+                    udp = UdpService(core, self.loop)
+                    await udp.start(open_listener(spec, socket.SOCK_DGRAM))
+                    self._udp[key] = udp
+            except OSError as e:
+                # one unbindable address (in use, no such VIP without freebind) must not
+                # stop the other services; the next apply() tries it again
+                self.errors[key] = str(e)
+                log.error("userspace %s %s:%d: cannot listen: %s", *key, e)
+                continue
+            self.errors.pop(key, None)
             self.services[key] = core
         if self._sweeper is None and self.services:
             self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep_tick)
