@@ -18,6 +18,7 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -511,3 +512,116 @@ def _interface(msg: Any) -> InterfaceInfo:
         mtu=int(msg.get("mtu") or 0),
         kind=kind,
     )
+
+
+# ------------------------------------------------------------- synchronous fast path
+# The takeover's critical path (RFC 5798 §6.4.1: the new master configures its VIPs, then
+# announces them) must not wait for the pyroute2 thread. `RawRtnl` is a plain non-blocking
+# NETLINK_ROUTE socket: RTM_NEWADDR messages are built once per (address, ifindex) and
+# sent from the caller's thread; rtnetlink handles a request inside sendmsg(), so the
+# address exists when `send` returns. Acks are read later with `read_acks` (EEXIST is
+# success, as everywhere in this module).
+
+RTM_NEWADDR = 20
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_LABEL = 3
+IFA_BROADCAST = 4
+IFA_FLAGS = 8
+
+
+def _rta(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+
+def newaddr_message(vip: VirtualAddress, ifindex: int, seq: int) -> bytes:
+    """The RTM_NEWADDR request `ip addr add` sends for `vip` (with NLM_F_ACK)."""
+    family = vip.family
+    packed = ipaddress.ip_address(vip.address).packed
+    flags = IFA_F_NODAD if family == socket.AF_INET6 and vip.nodad else 0
+    attrs = []
+    if family == socket.AF_INET:
+        attrs.append(_rta(IFA_LOCAL, packed))
+    attrs.append(_rta(IFA_ADDRESS, packed))
+    brd = vip.broadcast_address()
+    if brd:
+        attrs.append(_rta(IFA_BROADCAST, ipaddress.IPv4Address(brd).packed))
+    if vip.label and family == socket.AF_INET:
+        attrs.append(_rta(IFA_LABEL, vip.label.encode()[:15] + b"\0"))
+    if flags:
+        attrs.append(_rta(IFA_FLAGS, struct.pack("=I", flags)))
+    ifa = struct.pack(
+        "=BBBBI", family, vip.prefixlen, flags & 0xFF, scope_number(vip.scope), ifindex
+    )
+    body = ifa + b"".join(attrs)
+    nl_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    return struct.pack("=IHHII", 16 + len(body), RTM_NEWADDR, nl_flags, seq, 0) + body
+
+
+def parse_acks(data: bytes) -> list[tuple[int, int]]:
+    """(seq, errno) of every NLMSG_ERROR (ack) in a datagram; errno 0 = success."""
+    out: list[tuple[int, int]] = []
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, offset)
+        if length < 16:
+            break
+        if kind == NLMSG_ERROR and offset + 20 <= len(data):
+            (code,) = struct.unpack_from("=i", data, offset + 16)
+            out.append((seq, -code))
+        offset += (length + 3) & ~3
+    return out
+
+
+class RawRtnl:
+    """A non-blocking NETLINK_ROUTE socket for synchronous VIP adds (see above)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
+        self.sock.bind((0, 0))
+        self._seq = 0x40000000
+        self._cache: dict[tuple[VirtualAddress, int], bytes] = {}
+        self.pending: dict[int, VirtualAddress] = {}
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def message(self, vip: VirtualAddress) -> bytes:
+        """The (cached) request for `vip`; OSError if its interface does not exist."""
+        index = socket.if_nametoindex(vip.ifname)
+        key = (vip, index)
+        msg = self._cache.get(key)
+        if msg is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._seq += 1
+            msg = self._cache[key] = newaddr_message(vip, index, self._seq)
+        return msg
+
+    def add_address(self, vip: VirtualAddress) -> None:
+        """Send the RTM_NEWADDR now (the kernel applies it before this returns)."""
+        msg = self.message(vip)
+        self.sock.send(msg)
+        (seq,) = struct.unpack_from("=I", msg, 8)
+        self.pending[seq] = vip
+
+    def read_acks(self) -> list[tuple[VirtualAddress | None, int]]:
+        """Acks received so far: (vip, errno) with EEXIST mapped to 0."""
+        out: list[tuple[VirtualAddress | None, int]] = []
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return out
+            for seq, err in parse_acks(data):
+                vip = self.pending.pop(seq, None)
+                out.append((vip, 0 if err in _EXISTS else err))
+
+    def close(self) -> None:
+        self.sock.close()
