@@ -120,6 +120,7 @@ class NeighbourAnnouncer:
         self.ifname = ifname
         self.sent = 0
         self.errors = 0
+        self._frames: dict[tuple[str, bytes | str | None, bool], bytes] = {}
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # proto 0: send only
         try:
             self._sock.bind((ifname, 0))
@@ -157,10 +158,20 @@ class NeighbourAnnouncer:
         )
 
     def announce(self, ip: str, mac: str | bytes | None = None, *, router: bool = False) -> bool:
-        """GARP for IPv4 addresses, unsolicited NA for IPv6 ones."""
-        if ipaddress.ip_address(ip).version == 6:
-            return self.unsolicited_na(ip, mac, router=router)
-        return self.garp(ip, mac)
+        """GARP for IPv4 addresses, unsolicited NA for IPv6 ones (frames built once and
+        kept: a takeover sends them on its critical path)."""
+        key = (ip, mac, router)
+        frame = self._frames.get(key)
+        if frame is None:
+            own = mac if mac is not None else self.mac
+            if ipaddress.ip_address(ip).version == 6:
+                frame = na_frame(ip, own, router=router)
+            else:
+                frame = garp_frame(ip, own)
+            if len(self._frames) > 1024:
+                self._frames.clear()
+            self._frames[key] = frame
+        return self.send_frame(frame)
 
     def close(self) -> None:
         self._sock.close()
