@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("-i", "--config-id", default=None, metavar="ID")
     run.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
     run.add_argument(
+        "--dataplane",
+        choices=("auto", "nftables", "userspace", "ipvs"),
+        default="auto",
+        help="L4 data plane for virtual_server blocks (auto: nftables if root, else userspace)",
+    )
+    run.add_argument(
         "--nginx",
         default=None,
         metavar="FILE",
@@ -87,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config_id=args.config_id,
         control_path=control,
         status_file=args.status_file,
+        dataplane=args.dataplane,
     )
     if not args.foreground:
         daemonize()
@@ -129,6 +136,10 @@ def _format_status(data: dict[str, Any]) -> str:
         lines.append(
             f"sync group {group['name']}: {group.get('state')} ({', '.join(group['members'])})"
         )
+    if data.get("virtual_servers"):
+        from hakeeper.dataplane.lvs import format_status  # noqa: PLC0415
+
+        lines += format_status(data["virtual_servers"])
     return "\n".join(lines)
 
 

@@ -83,6 +83,7 @@ class DaemonOptions:
     control_path: str | None = DEFAULT_CONTROL_PATH
     status_file: str = "/tmp/hakeeper.json"
     use_netlink: bool = True
+    dataplane: str = "auto"  # L4 data plane for virtual_server blocks (hakeeper.dataplane.lvs)
 
 
 @dataclass(slots=True)
@@ -168,6 +169,7 @@ class Daemon:
         self.fifos: list[FifoNotifier] = []
         self.control: ControlServer | None = None
         self.watchdog: LoopWatchdog | None = None
+        self.lvs: Any = None  # hakeeper.dataplane.lvs.LvsService while virtual servers exist
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -227,6 +229,7 @@ class Daemon:
             stopping = not await self._startup_delay(cfg.global_defs.vrrp_startup_delay)
             if not stopping:
                 await self._apply(cfg, initial=True)
+                await self._sync_lvs(cfg)
             self.watchdog.start()
             log.info("hakeeper started: %d VRRP instance(s)", len(self.instances))
             while not stopping:
@@ -295,10 +298,19 @@ class Daemon:
             return None
         return cfg
 
+    async def _sync_lvs(self, cfg: KeepalivedConfig) -> None:
+        from hakeeper.dataplane.lvs import sync_lvs  # noqa: PLC0415 (only with virtual servers)
+
+        if cfg.virtual_servers or self.lvs is not None:
+            self.lvs = await sync_lvs(self.lvs, cfg, self.options.dataplane)
+
     async def _shutdown(self) -> None:
         log.info("stopping: %d instance(s)", len(self.instances))
         for name in list(self.instances):
             self._stop_instance(name)
+        if self.lvs is not None:  # removes the data plane's rules (keepalived clears IPVS)
+            await self.lvs.stop()
+            self.lvs = None
         await self.host.drain(SHUTDOWN_DRAIN)
         await self.notify.wait_idle(NOTIFY_STOP_WAIT)
         if self.smtp is not None:  # a dead relay must not hold the exit for long
@@ -702,6 +714,7 @@ class Daemon:
         for d in problems:
             log.warning("reload: %s", d.format())
         summary = await self._apply(cfg)
+        await self._sync_lvs(cfg)
         self.reloads.ok += 1
         self.reloads.last_error = ""
         self.reloads.last_summary = summary
@@ -745,6 +758,7 @@ class Daemon:
             "notify": {"ran": self.notify.ran, "failed": self.notify.failed},
             "smtp": ({"sent": self.smtp.sent, "failed": self.smtp.failed} if self.smtp else None),
             "host_ops": self.host.status(),
+            "virtual_servers": self.lvs.status() if self.lvs is not None else None,
         }
 
     def _dump_status(self) -> None:
