@@ -241,6 +241,15 @@ def run_wrk(
 
 
 def measure(name: str, pid: int | None, port: int, args: argparse.Namespace) -> list[Result]:
+    """Both modes against one target; a target that dies mid-run is reported, not fatal."""
+    try:
+        return _measure(name, pid, port, args)
+    except (AttributeError, subprocess.TimeoutExpired) as e:
+        print(f"  {name:24} FAILED (process died or wrk gave no result: {e!r})", flush=True)
+        return []
+
+
+def _measure(name: str, pid: int | None, port: int, args: argparse.Namespace) -> list[Result]:
     results = []
     for mode, close in (("keep-alive", False), ("close", True)):
         if mode not in args.modes.split(","):
