@@ -21,17 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from wrktools import free_port, parse_wrk, stop, wait_port, wrk_argv
 
 BODY = "x" * 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -174,24 +173,6 @@ class Result:
     errors: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
 def cpu_ticks(pid: int) -> int:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -209,35 +190,15 @@ def worker_pid(pid: int) -> int:
     return int(kids[0]) if kids else pid
 
 
-def parse_ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
-    if not m:
-        return float("nan")
-    value = float(m.group(1))
-    return {"us": value / 1000, "ms": value, "s": value * 1000}[m.group(2)]
-
-
 def run_wrk(
     port: int, duration: int, connections: int, close: bool
 ) -> tuple[float, float, float, int]:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if close:
-        cmd += ["-H", "Connection: close"]
+    cmd = wrk_argv(duration, connections, close, "1")
     cmd.append(f"http://127.0.0.1:{port}/")
     out = subprocess.run(
         cmd, check=False, capture_output=True, text=True, timeout=duration + 30
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    return rps, p50, p99, errors
+    return parse_wrk(out)
 
 
 def measure(name: str, pid: int | None, port: int, args: argparse.Namespace) -> list[Result]:
@@ -270,16 +231,6 @@ def _measure(name: str, pid: int | None, port: int, args: argparse.Namespace) ->
             flush=True,
         )
     return results
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def table(results: list[Result]) -> str:

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from wrktools import parse_wrk, wrk_argv
 
 from hakeeper.conf.model import RealServer, VirtualServer
 from hakeeper.dataplane.desired import ServiceCache, desired_state
@@ -80,32 +81,12 @@ class Result:
     errors: int
 
 
-def parse_ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
-    if not m:
-        return float("nan")
-    value = float(m.group(1))
-    return {"us": value / 1000, "ms": value, "s": value * 1000}[m.group(2)]
-
-
 def wrk(
     lab: Lab, client: str, url: str, duration: int, close: bool
 ) -> tuple[float, float, float, int]:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{duration}s", "--latency"]
-    if close:
-        cmd += ["-H", "Connection: close"]
+    cmd = wrk_argv(duration, 50, close, "1")
     out = lab.run(client, [*cmd, url], timeout=duration + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    return rps, p50, p99, errors
+    return parse_wrk(out)
 
 
 def build(lab: Lab, workdir: Path) -> tuple[str, str, str]:
