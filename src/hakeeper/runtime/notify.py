@@ -153,14 +153,14 @@ async def exec_with_timeout(
         return await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
         log.warning("script %s timed out after %gs, killing it", argv[0], timeout)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-            try:
-                await asyncio.wait_for(proc.wait(), 1.0)
-                break
-            except TimeoutError:
-                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 1.0)
+        # whatever survived SIGTERM in the group (the script itself or its children) goes now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
         return None
 
 

@@ -8,6 +8,7 @@ import pwd
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,13 +95,18 @@ def test_timeout_kills_process_group(tmp_path: Path) -> None:
 
     assert asyncio.run(go()) is None
     child = int(pidfile.read_text())
-    # the background sleep was in the killed group; it must be gone (or a zombie reaped by init)
-    try:
-        os.kill(child, 0)
-        alive = Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
-    except ProcessLookupError:
-        alive = False
-    assert not alive
+
+    def alive() -> bool:
+        # the background sleep was in the killed group; it must be gone (or a zombie for init)
+        try:
+            return Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.monotonic() + 5.0
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive()
 
 
 def test_missing_script_counts_as_failure(tmp_path: Path) -> None:
