@@ -369,7 +369,13 @@ def test_udp_check_echo_closed_port_and_reply_pattern() -> None:
     assert not closed.ok and "refused" in closed.detail.lower()
     # no require_reply: silence (no ICMP error) until the timeout is success
     assert asyncio.run(udp_probe_with(lambda d: None, UdpCheck(COMMON), 0.3)).ok
-    patterned = UdpCheck(COMMON, payload=b"\x01", require_reply=True, reply_pattern="AB X2 03")
+    patterned = UdpCheck(
+        COMMON,
+        payload=b"\x01",
+        require_reply=True,
+        reply_data=b"\xab\x02\x03",
+        reply_mask=b"\xff\x0f\xff",
+    )
     assert asyncio.run(udp_probe_with(lambda d: b"\xab\x72\x03\x04", patterned)).ok
     assert not asyncio.run(udp_probe_with(lambda d: b"\xab\x73\x03", patterned, 0.3)).ok
     short = UdpCheck(COMMON, require_reply=True, min_reply_length=4)

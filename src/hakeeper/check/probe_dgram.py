@@ -6,7 +6,8 @@ facts only). PING_CHECK sends one ICMP/ICMPv6 echo through an unprivileged ping 
 socket when that is refused and we are root; the reply must carry our sequence number (and
 identifier on raw sockets). UDP_CHECK sends `payload` (random bytes if none) on a connected
 socket: an ICMP unreachable (ECONNREFUSED & co.) is down; with `require_reply` a reply of
-min..max_reply_length bytes matching the hex pattern (X = any nibble) must arrive, without
+min..max_reply_length bytes matching the expected bytes under the nibble mask (X = any
+nibble, compared over the shorter of reply and pattern) must be the first reply, without
 it silence until connect_timeout is up. DNS_CHECK sends one recursive query of `type` for
 `name` and is up when a response (QR set, RCODE NOERROR) with our id comes back.
 """
@@ -100,36 +101,19 @@ async def ping_probe(target: Target, timeout: float) -> ProbeResult:
 # ----------------------------------------------------------------------------------- UDP
 
 
-def parse_reply_pattern(text: str) -> list[tuple[int, int]]:
-    """keepalived's free-form hex: groups of 2 nibbles, a lone trailing nibble = 0N; X = any.
-
-    Returns (value, mask) per byte.
-    """
-    out: list[tuple[int, int]] = []
-    for group in text.split():
-        chars = list(group)
-        while chars:
-            pair = chars[:2] if len(chars) >= 2 else ["0", *chars]
-            chars = chars[2:]
-            value = mask = 0
-            for ch in pair:
-                value <<= 4
-                mask <<= 4
-                if ch in "xX":
-                    continue
-                value |= int(ch, 16)
-                mask |= 0xF
-            out.append((value, mask))
-    return out
-
-
 def reply_matches(check: UdpCheck, data: bytes) -> bool:
+    """keepalived's require_reply verdict for one received datagram.
+
+    The length must lie in min..max_reply_length; with a HEX_STR the reply must equal the
+    expected bytes under the nibble mask over the shorter of the two (X nibbles ignored).
+    """
     if not check.min_reply_length <= len(data) <= check.max_reply_length:
         return False
-    if not check.reply_pattern:
+    expected, mask = check.reply_data, check.reply_mask
+    if not expected or mask is None:
         return True
-    pattern = parse_reply_pattern(check.reply_pattern)
-    return all((b & mask) == value for b, (value, mask) in zip(data, pattern, strict=False))
+    n = min(len(data), len(expected))
+    return all(data[i] & mask[i] == expected[i] for i in range(n))
 
 
 async def udp_probe(check: UdpCheck, target: Target, timeout: float) -> ProbeResult:
@@ -140,13 +124,14 @@ async def udp_probe(check: UdpCheck, target: Target, timeout: float) -> ProbeRes
         await loop.sock_sendall(sock, check.payload or os.urandom(16))
         try:
             async with asyncio.timeout(timeout):
-                while True:
-                    data = await loop.sock_recv(sock, 65536)
-                    if not check.require_reply or reply_matches(check, data):
-                        return ProbeResult(True, f"reply of {len(data)} bytes")
+                data = await loop.sock_recv(sock, 65536)
+            # a connected socket only hears the target: its first reply is the verdict
+            if not check.require_reply or reply_matches(check, data):
+                return ProbeResult(True, f"reply of {len(data)} bytes")
+            return ProbeResult(False, f"reply of {len(data)} bytes does not match require_reply")
         except TimeoutError:
             if check.require_reply:
-                return ProbeResult(False, "no matching reply")
+                return ProbeResult(False, "no reply")
             return ProbeResult(True, "no ICMP error")
     except OSError as exc:
         if exc.errno in _UNREACHABLE:

@@ -615,13 +615,17 @@ def _checker(  # noqa: PLR0917
     if kind == "DNS_CHECK":
         return DnsCheck(common, type=v.get("type", "SOA"), name=v.get("name", "."), loc=loc)
     reply = v.get("require_reply")
+    lengths = (v.get("min_reply_length", 0), v.get("max_reply_length", 255))
+    if lengths[0] > lengths[1]:
+        diags.error(loc, f"UDP_CHECK min_reply_length {lengths[0]} > max_reply_length {lengths[1]}")
     return UdpCheck(
         common,
         payload=v.get("payload"),
         require_reply=reply is not None,
-        reply_pattern="".join(reply) if reply else None,
-        min_reply_length=v.get("min_reply_length", 0),
-        max_reply_length=v.get("max_reply_length", 255),
+        reply_data=reply[0] if reply else None,
+        reply_mask=reply[1] if reply else None,
+        min_reply_length=lengths[0],
+        max_reply_length=lengths[1],
         loc=loc,
     )
 

@@ -460,7 +460,7 @@ UDP_CHECK = block(
     _connection(),
     _timing(),
     Kw("payload", lines.hex_payload),
-    Kw("require_reply", lines.words_tuple_opt),
+    Kw("require_reply", lines.hex_pattern),
     Kw("min_reply_length", int_arg(0, 65535)),
     Kw("max_reply_length", int_arg(0, 65535)),
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from hakeeper.conf.diagnostics import Diagnostics, did_you_mean
+from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.model import (
     LvsMethod,
     RouteSpec,
@@ -323,14 +323,74 @@ def status_codes(node: Node, diags: Diagnostics) -> Any:
     return tuple(out)
 
 
-@described("HEX")
+def hex_groups(node: Node, diags: Diagnostics, wildcards: bool) -> tuple[bytes, bytes] | None:
+    """keepalived's free-form HEX_STR: blank-separated groups, read two nibbles at a time.
+
+    A group's lone last nibble is a whole byte (`Ab12f 3` -> AB 12 0F 03, keepalived.conf(5)).
+    With `wildcards`, an X/x nibble matches anything: it is 0 in the data and 0 in the mask.
+    Returns (data, mask), or None after reporting the first bad character at its column.
+    """
+    data = bytearray()
+    mask = bytearray()
+    for word in node.args:
+        base = word.loc.col + (1 if word.quoted else 0)
+        for offset, group in _blank_split(word.text):
+            for start in range(0, len(group), 2):
+                pair = group[start : start + 2]
+                value = 0
+                bits = 0xF if len(pair) == 1 else 0  # a lone nibble's high half is a known 0
+                for i, ch in enumerate(pair):
+                    value <<= 4
+                    bits <<= 4
+                    if wildcards and ch in "xX":
+                        continue
+                    if ch not in _HEX_DIGITS:
+                        col = base + offset + start + i
+                        loc = Location(word.loc.file, word.loc.line, col)
+                        allowed = "hex digits or X" if wildcards else "hex digits"
+                        diags.error(
+                            loc, f"'{node.keyword.text}' expects {allowed}, got '{ch}' in '{group}'"
+                        )
+                        return None
+                    value |= int(ch, 16)
+                    bits |= 0xF
+                data.append(value)
+                mask.append(bits)
+    return bytes(data), bytes(mask)
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _blank_split(text: str) -> list[tuple[int, str]]:
+    """(offset, group) for each blank-separated group of a word (quoted words may hold blanks)."""
+    out: list[tuple[int, str]] = []
+    start = -1
+    for i, ch in enumerate(text + " "):
+        if ch.isspace():
+            if start >= 0:
+                out.append((start, text[start:i]))
+                start = -1
+        elif start < 0:
+            start = i
+    return out
+
+
+@described("HEX_STR (groups of hex digits; a lone last nibble of a group is 0N)")
 def hex_payload(node: Node, diags: Diagnostics) -> Any:
-    joined = "".join(w.text for w in node.args)
-    try:
-        return bytes.fromhex(joined if len(joined) % 2 == 0 else "0" + joined)
-    except ValueError:
-        diags.error(node.loc, f"'payload' expects hex digits, got '{joined}'")
+    if not arity(node, diags, 1, None, "HEX_STR"):
         return INVALID
+    parsed = hex_groups(node, diags, wildcards=False)
+    return INVALID if parsed is None else parsed[0]
+
+
+@described("[HEX_STR] (hex groups; X/x = any nibble)")
+def hex_pattern(node: Node, diags: Diagnostics) -> Any:
+    """`require_reply [HEX_STR]`: () without a pattern, else (expected bytes, nibble mask)."""
+    if not node.args:
+        return ()
+    parsed = hex_groups(node, diags, wildcards=True)
+    return INVALID if parsed is None else parsed
 
 
 LVS_METHODS = ("NAT", "DR", "TUN")

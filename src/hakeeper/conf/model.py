@@ -333,7 +333,10 @@ class UdpCheck:
     common: CheckerCommon
     payload: bytes | None = None
     require_reply: bool = False
-    reply_pattern: str | None = None
+    # `require_reply HEX_STR`: the expected bytes and a per-nibble mask (0 where X); a
+    # reply matches over the shorter of the two (keepalived.conf(5)).
+    reply_data: bytes | None = None
+    reply_mask: bytes | None = None
     min_reply_length: int = 0
     max_reply_length: int = 255
     kind: str = "UDP_CHECK"

@@ -15,7 +15,6 @@ from hakeeper.check.probe_dgram import (
     echo_reply_matches,
     echo_request,
     inet_checksum,
-    parse_reply_pattern,
     reply_matches,
 )
 from hakeeper.check.probe_stream import (
@@ -81,11 +80,10 @@ def test_parse_response_and_url_verdicts() -> None:
 
 
 def test_reply_pattern_follows_the_man_page_example() -> None:
-    # "Ab12f 3 456 546443123" -> AB 12 0F 03 45 06 54 64 43 12 03
-    values = [v for v, _m in parse_reply_pattern("Ab12f 3 456 546443123")]
-    assert values == [0xAB, 0x12, 0x0F, 0x03, 0x45, 0x06, 0x54, 0x64, 0x43, 0x12, 0x03]
-    assert parse_reply_pattern("xA") == [(0x0A, 0x0F)]
-    check = UdpCheck(CheckerCommon(), require_reply=True, reply_pattern="0102 XX")
+    # the HEX_STR grammar itself is tested in tests/unit/conf/test_require_reply.py
+    check = UdpCheck(
+        CheckerCommon(), require_reply=True, reply_data=b"\x01\x02\x00", reply_mask=b"\xff\xff\x00"
+    )
     assert reply_matches(check, b"\x01\x02\xff\x00")
     assert reply_matches(check, b"\x01")  # compared up to the shorter of the two
     assert not reply_matches(check, b"\x01\x03")
