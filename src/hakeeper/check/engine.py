@@ -12,11 +12,16 @@ follow keepalived's ("TCP check failed to ...", "Removing service [..] from VS [
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
+import errno
 import heapq
 import logging
+import os
 import random
+import select
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,10 +44,13 @@ from hakeeper.check.policy import (
     VirtualServerSpec,
 )
 from hakeeper.check.probes import (
+    CONNECTED,
+    STREAM_NONBLOCK,
     Probe,
     ProbeResult,
     Target,
     TcpProbe,
+    established,
     run_command,
     start_probe,
     target_for,
@@ -67,7 +75,10 @@ Pool = list[tuple[RealServer, int]]
 PoolCallback = Callable[[VsKey, Pool], None]
 NOTIFY_TIMEOUT_S = 30.0
 FILE_POLL_S = 1.0
-COALESCE_S = 0.01  # probes due within 10 ms start together: one loop wake-up per batch
+TICK_S = 0.01  # timer wheel granularity: probes due in one 10 ms bucket start together
+_PER_TICK = 1.0 / TICK_S
+_NEVER = 1 << 62
+_EPOLLOUT = select.EPOLLOUT
 
 _LOG_NAMES = {"PING_CHECK": "ICMP", "SSL_GET": "SSL", "HTTP_GET": "HTTP"}
 
@@ -173,7 +184,7 @@ class _Bound:
     health: VirtualServerHealth
     reals: dict[str, RealServer]
     targets: dict[tuple[str, int], Target] = field(default_factory=dict)
-    plans: dict[tuple[str, int], tuple[Checker, Target, float]] = field(default_factory=dict)
+    plans: dict[tuple[str, int], _Plan] = field(default_factory=dict)
     inflight: dict[tuple[str, int], Probe] = field(default_factory=dict)
     results: dict[tuple[str, int], ProbeResult] = field(default_factory=dict)
     gen: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -196,6 +207,64 @@ class _Bound:
             common = None if isinstance(check, (FileCheck, BfdCheck)) else check.common
             t = self.targets[key] = target_for(self.vs, real, common)
         return t
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one checker probes, resolved once per (server, checker) and config."""
+
+    check: Checker
+    target: Target
+    timeout: float
+    tcp: bool
+
+
+class _Connect(Probe):
+    """A TCP_CHECK connect waiting in the engine's epoll set; also its timeout entry."""
+
+    __slots__ = ("b", "engine", "fd", "i", "rs", "sock", "started")
+
+    def __init__(  # noqa: PLR0917
+        self,
+        engine: CheckerEngine,
+        sock: _socket.socket,
+        fd: int,
+        b: _Bound,
+        rs: str,
+        i: int,
+        started: float,
+    ) -> None:
+        self.engine = engine
+        self.sock: _socket.socket | None = sock
+        self.fd = fd
+        self.b = b
+        self.rs = rs
+        self.i = i
+        self.started = started
+
+    def _drop(self) -> bool:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return False
+        if self.engine._connects.get(self.fd) is self:
+            del self.engine._connects[self.fd]
+        sock.close()  # also leaves the epoll set
+        return True
+
+    def cancel(self) -> None:
+        self._drop()
+
+    def expire(self) -> None:
+        """The timer wheel reached connect_timeout: a failure if still connecting."""
+        if not self._drop():
+            return
+        b, rs, i = self.b, self.rs, self.i
+        if b.inflight.get((rs, i)) is self:
+            del b.inflight[(rs, i)]
+        self.engine._on_result(b, rs, i, self.started, ProbeResult(False, "connect timeout"))
+
+
+_Entry = tuple[_Bound, str, int, int] | _Connect
 
 
 class CheckerEngine:
@@ -222,10 +291,12 @@ class CheckerEngine:
         self.notify_failures = 0
         self._bound: dict[VsKey, _Bound] = {}
         self._pending = list(virtual_servers)
-        self._heap: list[tuple[float, int, _Bound, str, int, int]] = []
-        self._seq = 0
+        self._wheel: dict[int, list[_Entry]] = {}
+        self._ticks: list[int] = []  # heap of the wheel's occupied buckets
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        self._timer_tick = _NEVER
+        self._epoll: select.epoll | None = None
+        self._connects: dict[int, _Connect] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wall_offset = 0.0
         self._notifies: set[asyncio.Task[None]] = set()
@@ -250,6 +321,10 @@ class CheckerEngine:
             self._timer = None
         for key in list(self._bound):
             self._remove(key, shutdown=True)
+        self._close_epoll()
+        self._wheel.clear()
+        self._ticks.clear()
+        self._timer_tick = _NEVER
         await self.drain_notifies(self.notify_timeout)
 
     async def drain_notifies(self, timeout: float) -> bool:
@@ -413,80 +488,194 @@ class CheckerEngine:
             log.exception("on_pool_change failed for VS %s", key)
 
     # -- timer -------------------------------------------------------------------------
+    # A wheel of TICK_S buckets: scheduling is a list append (no heap comparisons); one
+    # loop timer fires at the end of the earliest occupied bucket, so a probe starts at
+    # most TICK_S after it is due and never before. Pending TCP connects' timeouts live in
+    # the same wheel (a `_Connect` entry), so there is no timer handle per probe.
     def _schedule(self, b: _Bound, a: StartProbe) -> None:
+        self._schedule_at(b, a.rs, a.checker, a.at)
+
+    def _schedule_at(self, b: _Bound, rs: str, i: int, at: float) -> None:
         # a newer StartProbe for the same checker supersedes queued ones (generation check)
-        gkey = (a.rs, a.checker)
+        gkey = (rs, i)
         gen = b.gen.get(gkey, 0) + 1
         b.gen[gkey] = gen
-        self._seq += 1
-        heapq.heappush(self._heap, (a.at, self._seq, b, a.rs, a.checker, gen))
-        if a.at < self._timer_at:
-            self._arm(a.at)
+        self._put(int(at * _PER_TICK), (b, rs, i, gen))
 
-    def _arm(self, at: float) -> None:
+    def _put(self, tick: int, entry: _Entry) -> None:
+        bucket = self._wheel.get(tick)
+        if bucket is not None:
+            bucket.append(entry)
+            return
+        self._wheel[tick] = [entry]
+        heapq.heappush(self._ticks, tick)
+        if tick < self._timer_tick:
+            self._arm(tick)
+
+    def _arm(self, tick: int) -> None:
         if not self.running or self._loop is None:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = at
-        self._timer = self._loop.call_at(at, self._fire)
+        self._timer_tick = tick
+        self._timer = self._loop.call_at((tick + 1) * TICK_S, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
         # results handled inline below schedule their next probe seconds ahead: keep the
         # timer "armed" at -inf so they do not re-arm it one by one; re-armed once at the end
-        self._timer_at = float("-inf")
+        self._timer_tick = -1
         now = self._now()
-        heap = self._heap
-        horizon = now + COALESCE_S
-        while heap and heap[0][0] <= horizon:
-            _at, _seq, b, rs, i, gen = heapq.heappop(heap)
-            if b.live and b.gen.get((rs, i)) == gen:
+        last = int(now * _PER_TICK + 1e-6) - 1  # buckets that have fully elapsed
+        ticks, wheel = self._ticks, self._wheel
+        due: list[list[_Entry]] = []
+        while ticks and ticks[0] <= last:
+            due.append(wheel.pop(heapq.heappop(ticks)))
+        for bucket in due:
+            for entry in bucket:
                 try:
-                    self._launch(b, rs, i, gen)
+                    if isinstance(entry, _Connect):
+                        entry.expire()
+                    else:
+                        b, rs, i, gen = entry
+                        if b.live and b.gen.get((rs, i)) == gen:
+                            self._launch(b, rs, i, now)
                 except Exception:  # never let one bad probe end the checker loop
-                    log.exception("launching probe %s/%s#%d", b.key, rs, i)
-        self._timer_at = float("inf")
-        if heap:
-            self._arm(heap[0][0])
+                    log.exception("checker timer entry %r", entry)
+        self._timer_tick = _NEVER
+        if ticks:
+            self._arm(ticks[0])
 
-    def _launch(self, b: _Bound, rs: str, i: int, gen: int) -> None:
+    def _plan(self, b: _Bound, rs: str, i: int) -> _Plan | None:
         pkey = (rs, i)
         plan = b.plans.get(pkey)
         if plan is None:
             check = b.checker(rs, i)
             if check is None:
-                return
+                return None
             real = b.health.reals[rs].spec
-            plan = b.plans[pkey] = (check, b.target(rs, i), real.checkers[i].connect_timeout)
+            target = b.target(rs, i)
+            timeout = real.checkers[i].connect_timeout
+            plan = b.plans[pkey] = _Plan(check, target, timeout, type(check) is TcpCheck)
+        return plan
+
+    def _launch(self, b: _Bound, rs: str, i: int, now: float) -> None:
+        plan = self._plan(b, rs, i)
+        if plan is None:
+            return
+        self.probes_started += 1
+        inflight = b.inflight
+        if inflight:
+            old = inflight.pop((rs, i), None)
+            if old is not None:
+                old.cancel()
+        target = plan.target
+        if plan.tcp and target.plain:
+            self._tcp_connect(b, rs, i, target, plan.timeout, now)
+            return
         loop = self._loop
         assert loop is not None
-        started = loop.time()
-        self.probes_started += 1
 
         def done(result: ProbeResult) -> None:
-            self._on_result(b, rs, i, gen, started, result)
+            self._on_result(b, rs, i, now, result)
 
-        inflight = b.inflight
-        old = inflight.pop(pkey, None)
-        if old is not None:
-            old.cancel()
-        check, target, timeout = plan
-        if type(check) is TcpCheck:
-            probe = TcpProbe(loop, target, timeout, done, inline=True)
-            if probe.early is not None:  # connected within connect(): no poller, no handle
-                self._on_result(b, rs, i, gen, started, probe.early)
-            else:
-                inflight[pkey] = probe
+        check = plan.check
+        if plan.tcp:
+            probe: Probe = TcpProbe(loop, target, plan.timeout, done)
         else:
             weight = b.health.reals[rs].spec.weight
-            inflight[pkey] = start_probe(
-                loop, check, target, timeout, done, self.track_files, weight
-            )
+            probe = start_probe(loop, check, target, plan.timeout, done, self.track_files, weight)
+        inflight[(rs, i)] = probe
 
-    def _on_result(  # noqa: PLR0917
-        self, b: _Bound, rs: str, i: int, gen: int, started: float, result: ProbeResult
+    # -- TCP_CHECK fast path -----------------------------------------------------------
+    def _tcp_connect(  # noqa: PLR0917
+        self, b: _Bound, rs: str, i: int, target: Target, timeout: float, now: float
     ) -> None:
+        """keepalived's TCP_CHECK on a bare socket: connect(); a connect that completed in
+        the call (same-host backends) or failed at once is a result right here; otherwise
+        the socket waits in our own epoll set (one loop reader for all pending connects)
+        and its timeout in the timer wheel."""
+        try:
+            sock = _socket.socket(target.family, STREAM_NONBLOCK)
+        except OSError as exc:
+            self._on_result(b, rs, i, now, ProbeResult(False, f"socket: {exc.strerror or exc}"))
+            return
+        err = sock.connect_ex(target.addr)
+        if err == errno.EINPROGRESS and established(sock):
+            err = 0  # same-host backends: the handshake completed inside connect()
+        if err != errno.EINPROGRESS:
+            sock.close()
+            self._tcp_result(b, rs, i, now, err)
+            return
+        fd = sock.fileno()
+        pending = _Connect(self, sock, fd, b, rs, i, now)
+        try:
+            self._epoll_set().register(fd, _EPOLLOUT)
+        except OSError as exc:
+            sock.close()
+            self._on_result(b, rs, i, now, ProbeResult(False, f"epoll: {exc.strerror or exc}"))
+            return
+        self._connects[fd] = pending
+        b.inflight[(rs, i)] = pending
+        self._put(int((now + timeout) * _PER_TICK), pending)
+
+    def _tcp_result(self, b: _Bound, rs: str, i: int, started: float, err: int) -> None:
+        if err == 0 and b.live and self.running:
+            at = b.health.steady_ok(rs, i, self._now())
+            if at is not None:  # up and still up: no actions, no allocation beyond the entry
+                b.results[(rs, i)] = CONNECTED
+                self._schedule_at(b, rs, i, at)
+                return
+        result = CONNECTED if err == 0 else ProbeResult(False, os.strerror(err))
+        self._on_result(b, rs, i, started, result)
+
+    def _epoll_set(self) -> select.epoll:
+        ep = self._epoll
+        if ep is None:
+            assert self._loop is not None
+            ep = self._epoll = select.epoll()
+            self._loop.add_reader(ep.fileno(), self._epoll_ready)
+        return ep
+
+    def _epoll_ready(self) -> None:
+        ep = self._epoll
+        if ep is None:
+            return
+        try:
+            events = ep.poll(0, 1024)
+        except OSError:
+            return
+        connects = self._connects
+        for fd, _ev in events:
+            pending = connects.pop(fd, None)
+            if pending is None or pending.sock is None:
+                continue
+            sock = pending.sock
+            pending.sock = None
+            try:
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError as exc:
+                err = exc.errno or errno.EIO
+            sock.close()  # closing the last reference also leaves the epoll set
+            b, rs, i = pending.b, pending.rs, pending.i
+            if b.inflight.get((rs, i)) is pending:
+                del b.inflight[(rs, i)]
+            try:
+                self._tcp_result(b, rs, i, pending.started, err)
+            except Exception:
+                log.exception("TCP check result %s/%s#%d", b.key, rs, i)
+
+    def _close_epoll(self) -> None:
+        for pending in list(self._connects.values()):
+            pending.cancel()
+        self._connects.clear()
+        if self._epoll is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
+
+    def _on_result(self, b: _Bound, rs: str, i: int, started: float, result: ProbeResult) -> None:
         key = (rs, i)
         b.inflight.pop(key, None)
         if not b.live or not self.running:
@@ -499,8 +688,7 @@ class CheckerEngine:
         if not ok and (self.log_all_failures or was_alive):
             kind, ip = self._kind(b, rs, i)
             log.info("%s check failed to %s. (%s)", kind, ip, result.detail)
-        assert self._loop is not None
-        actions = h.on_result(rs, i, ok, self._loop.time(), weight=result.weight, started=started)
+        actions = h.on_result(rs, i, ok, self._now(), weight=result.weight, started=started)
         if ok and was_alive is False and h.alive(rs):
             log.info("%s check succeed to %s.", *self._kind(b, rs, i))
         if len(actions) == 1 and type(actions[0]) is StartProbe:

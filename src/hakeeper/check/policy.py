@@ -190,6 +190,10 @@ class _Checker:
     retry_it: int = 0
     last_status: int | None = None  # MISC: last weight applied (status - 2 or -1)
     next_at: float = 0.0
+    misc: bool = field(init=False, default=False)  # MISC_CHECK: retries/base differ
+
+    def __post_init__(self) -> None:
+        self.misc = self.spec.kind.upper() == "MISC_CHECK"
 
 
 @dataclass(slots=True)
@@ -312,7 +316,7 @@ class VirtualServerHealth:
             # ha_suspend: a disabled checker's result changes nothing; it keeps ticking
             return [self._schedule(real, checker, now + c.spec.delay_loop)]
         real.last_result = ok
-        misc = c.spec.kind.upper() == "MISC_CHECK"
+        misc = c.misc
         if ok:
             if weight is not None and weight != c.last_status:
                 c.last_status = weight
@@ -331,6 +335,22 @@ class VirtualServerHealth:
         base = started if (misc and started is not None) else now
         actions.append(self._schedule(real, checker, max(base + delay, now)))
         return actions
+
+    def steady_ok(self, rs: str, checker: int, now: float) -> float | None:
+        """Fast path of `on_result(rs, checker, True, now)` for the common case where a
+        success changes nothing (the checker is up and has run, no misc weight, not
+        suspended): records it and returns when the next probe is due, without building
+        any action. Returns None when the full `on_result` is needed (nothing recorded)."""
+        real = self.reals.get(rs)
+        if real is None or self.stopped or self.suspended or checker >= len(real.checkers):
+            return None
+        c = real.checkers[checker]
+        if not c.is_up or not c.has_run or c.misc or checker < 0:
+            return None
+        real.last_result = True
+        c.retry_it = 0
+        at = c.next_at = now + c.spec.delay_loop
+        return at
 
     def set_weight(self, rs: str, weight: int) -> list[Action]:
         """An external weight change (e.g. an agent or the control API)."""

@@ -125,7 +125,7 @@ def open_socket(target: Target, kind: int, proto: int = 0) -> socket.socket:
 
 Done = Callable[[ProbeResult], None]
 CONNECTED = ProbeResult(True, "connected")
-_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 
 
 class Probe:
@@ -140,7 +140,7 @@ class Probe:
 # ------------------------------------------------------------------------------ TCP_CHECK
 
 
-def _established(sock: _socket.socket) -> bool:
+def established(sock: _socket.socket) -> bool:
     """One cheap syscall instead of a poller registration when connect() already finished."""
     try:
         sock.getpeername()
@@ -173,7 +173,7 @@ class TcpProbe(Probe):
         self.early: ProbeResult | None = None
         try:
             if target.plain:  # the C socket type: no Python-level __init__ per probe
-                sock = _socket.socket(target.family, _STREAM_NONBLOCK)
+                sock = _socket.socket(target.family, STREAM_NONBLOCK)
             else:
                 sock = open_socket(target, socket.SOCK_STREAM)
         except OSError as exc:
@@ -181,7 +181,7 @@ class TcpProbe(Probe):
             return
         self._sock = sock
         err = sock.connect_ex(target.addr)
-        if err == errno.EINPROGRESS and _established(sock):
+        if err == errno.EINPROGRESS and established(sock):
             err = 0  # same-host backends: the handshake completed inside connect()
         if err == 0 and inline:
             sock.close()
