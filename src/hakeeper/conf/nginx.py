@@ -497,6 +497,8 @@ class _Reader:
 
     def return_location(self, node: Node, settings: ProxySettings) -> HttpLocation:
         args = node.arg_texts()
+        if len(args) == 1 and args[0].startswith(("http://", "https://", "$scheme")):
+            args = ("302", args[0])  # `return URL` (ngx_http_rewrite_return)
         code = self.number(node, args[0]) if args[0].isdigit() else None
         if code is None or not 0 <= code <= 999:
             self.diags.error(node.loc, f'invalid return code "{args[0]}"')

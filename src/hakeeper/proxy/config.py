@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from hakeeper.proxy.routes import RouteTable
 
 # Variables a header rule value may use (nginx names).
 VARIABLES = frozenset(
@@ -174,7 +177,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    """Everything one proxied `location` needs; the engine never mutates it."""
+    """Everything one proxied `location` (or one routed listener) needs; immutable."""
 
     peers: tuple[Peer, ...]
     proxy_host: str = "backend"
@@ -187,6 +190,9 @@ class ProxyConfig:
     scheme: str = "http"
     server_name: str = ""
     timer_resolution: float = 0.5  # how often deadlines are swept
+    # a listener with several servers/locations: the table the engine routes by (then
+    # every location brings its own ProxyConfig; this one gives the client-side settings)
+    routes: RouteTable | None = None
 
     def __post_init__(self) -> None:
         if self.http_version not in ("1.0", "1.1"):

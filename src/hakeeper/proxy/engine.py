@@ -9,6 +9,13 @@ handles, like nginx's timer tree with `timer_resolution`: the hot path only stor
 float deadline. `start_listening` attaches the engine to listening sockets (inherited,
 passed over SCM_RIGHTS, or freshly bound) and `drain` stops accepting and waits for
 in-flight requests, the hook hitless reloads use.
+
+A listener with a routing table (`config.routes`: several servers or locations) gets
+one child engine per proxied location: the child holds that location's settings,
+compiled rules, balancer (shared between locations of one upstream) and keep-alive
+pool, and shares the parent's counters, connection sets and clock; the client protocol
+switches to the child of the request it is relaying. A plain listener has no children
+and runs exactly as before.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from hakeeper.proxy.upstream import K_IDLE, Pool, UpstreamProtocol
 
 if TYPE_CHECKING:
     from hakeeper.proxy.http1 import ClientProtocol
+    from hakeeper.proxy.routes import Proxied
 
 
 @dataclass(slots=True)
@@ -59,15 +67,23 @@ class Engine:
         config: ProxyConfig,
         balancer: Balancer | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        parent: Engine | None = None,
     ) -> None:
         self.config = config
         self.rules = CompiledRules(config)
         self.balancer: Balancer = balancer if balancer is not None else RoundRobin(config.peers)
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.pool = Pool(config.upstream_keepalive)
-        self.clients: set[ClientProtocol] = set()
-        self.upstreams: set[UpstreamProtocol] = set()
-        self.stats = Stats()
+        self.clients: set[ClientProtocol] = set() if parent is None else parent.clients
+        self.upstreams: set[UpstreamProtocol] = set() if parent is None else parent.upstreams
+        self.stats: Stats = Stats() if parent is None else parent.stats
+        self.routes = config.routes
+        self.children: dict[Proxied, Engine] = {}
+        if self.routes is not None:
+            for proxied in self.routes.proxied():
+                self.children[proxied] = Engine(
+                    proxied.config, proxied.balancer, self.loop, parent=self
+                )
         self.servers: list[asyncio.Server] = []
         self.up_version = b" HTTP/" + config.http_version.encode("ascii") + b"\r\n"
         self.up_keepalive = config.http_version == "1.1" and config.upstream_keepalive > 0
@@ -87,14 +103,22 @@ class Engine:
         # that need precision; deadlines may fire up to one timer_resolution early
         self.now = self.loop.time()
         # the client address is only needed by dynamic header rules or a keyed balancer
-        self.needs_addr = bool(self.rules.dynamic) or getattr(self.balancer, "uses_key", True)
+        self.needs_addr = (
+            bool(self.rules.dynamic)
+            or getattr(self.balancer, "uses_key", True)
+            or self.routes is not None
+        )
         self.hosts_ok: dict[bytes, bool] = {}  # Host values already validated
         from hakeeper.proxy.http1 import ClientProtocol  # noqa: PLC0415 (import cycle)
+        from hakeeper.proxy.routed import RoutedClientProtocol  # noqa: PLC0415
 
-        self._client_class = ClientProtocol
+        self._client_class: type[ClientProtocol] = (
+            RoutedClientProtocol if self.routes is not None else ClientProtocol
+        )
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
-        self._schedule_sweep()
+        if parent is None:
+            self._schedule_sweep()
 
     # -- connections --------------------------------------------------------------------
     def protocol_factory(self) -> ClientProtocol:
@@ -143,6 +167,8 @@ class Engine:
     def _sweep(self) -> None:
         try:
             self.now = now = self.loop.time()
+            for child in self.children.values():
+                child.now = now
             # deadlines were set from the cached clock (up to one resolution stale), so
             # they expire one resolution late rather than early
             limit = now - self.config.timer_resolution
@@ -150,7 +176,7 @@ class Engine:
                 client.on_timeout()
             for up in [u for u in self.upstreams if u.deadline and u.deadline <= limit]:
                 if up.kind == K_IDLE:
-                    self.pool.remove(up)
+                    up.engine.pool.remove(up)
                     up.close()
                 else:
                     up.on_timeout()
@@ -183,5 +209,7 @@ class Engine:
         for client in list(self.clients):
             client.abort()
         self.pool.close_all()
+        for child in self.children.values():
+            child.pool.close_all()
         for up in list(self.upstreams):
             up.close()

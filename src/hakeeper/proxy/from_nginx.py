@@ -1,25 +1,30 @@
 """From the nginx.conf model (`hakeeper.conf.nginx`) to what the proxy engine runs.
 
-Maps one proxied `location` to a `ProxyConfig` plus its balancer, following nginx's
-meaning of each directive: `proxy_pass http://NAME` uses `upstream NAME` (its method via
-`hakeeper.balance.upstream.UpstreamGroup`, its `keepalive` pool) and sends
-`Host: NAME` for `$proxy_host`; `proxy_pass http://host:port` is a one-peer upstream;
+Maps each proxied `location` to a `ProxyConfig` plus its balancer, following nginx's
+meaning of each directive: `proxy_pass http://NAME[/uri]` uses `upstream NAME` (its
+method via `hakeeper.balance.upstream.UpstreamGroup`, its `keepalive` pool, its `hash`
+key compiled as a variable template) and sends `Host: NAME` for `$proxy_host`;
+`proxy_pass http://host:port` is a one-peer upstream. Like nginx, every location using
+one upstream shares ONE balancer (the same smooth-WRR / passive-health state).
 `proxy_set_header` lists become header rules; timeouts, `client_max_body_size`,
-`proxy_next_upstream(_tries, _timeout)` carry over. `listeners` gives what
-`hakeeper run --nginx` serves today: one engine per `listen`, which the engine supports
-when a server proxies a single prefix location (`location /`); anything richer is
-reported as unsupported instead of being served differently from nginx.
+`proxy_next_upstream(_tries, _timeout)` carry over. `listeners` gives one `Route` per
+listen address: when that address has a single server whose only location is a plain
+`location / { proxy_pass ...; }` (client-address keyed balancing), the engine's fast
+path; otherwise a `routes.RouteTable` (server_name selection, all locations, `return`,
+URI parts) carried in `ProxyConfig.routes`.
 Pure apart from building balancer objects.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+from typing import Any
 
 from hakeeper.balance.nginx import UpstreamServer as BalancedServer
 from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
-from hakeeper.conf.nginx import HttpLocation, Listen, NginxConfig, Server
+from hakeeper.conf.nginx import HttpLocation, Listen, NginxConfig, ProxySettings, Server
 from hakeeper.proxy.balancer import Balancer, RoundRobin
 from hakeeper.proxy.config import (
     HeaderRule,
@@ -30,29 +35,94 @@ from hakeeper.proxy.config import (
     Timeouts,
     header_rule,
 )
+from hakeeper.proxy.routes import (
+    Location,
+    Proxied,
+    Return,
+    RouteTable,
+    Template,
+    VirtualServer,
+    compile_template,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One listener and the proxy settings + balancer behind it."""
+    """One listener and the proxy settings + balancer behind it.
+
+    `config.routes` is the routing table when the listener needs one (then `balancer`
+    is unused: each location carries its own)."""
 
     listen: Listen
     config: ProxyConfig
     balancer: Balancer
 
 
+_URI_PART_IN_REGEX = (
+    '"proxy_pass" cannot have URI part in location given by regular expression, '
+    'or inside named location, or inside "if" statement, or inside "limit_except" block'
+)
+
+
+def _engine_settings(s: ProxySettings) -> dict[str, Any]:
+    return {
+        "http_version": s.http_version,
+        "timeouts": Timeouts(
+            client_header=s.client_header_timeout,
+            client_body=s.client_body_timeout,
+            keepalive=s.keepalive_timeout,
+            proxy_connect=s.connect_timeout,
+            proxy_read=s.read_timeout,
+            proxy_send=s.send_timeout,
+        ),
+        "limits": Limits(max_body=s.client_max_body_size, keepalive_requests=s.keepalive_requests),
+        "retry": RetryPolicy(
+            on=frozenset(s.next_upstream),
+            tries=s.next_upstream_tries,
+            timeout=s.next_upstream_timeout,
+        ),
+    }
+
+
 def proxy_for(
-    nginx: NginxConfig, location: HttpLocation, diags: Diagnostics
+    nginx: NginxConfig,
+    location: HttpLocation,
+    diags: Diagnostics,
+    balancers: dict[str, Balancer] | None = None,
+    server_name: str = "",
 ) -> tuple[ProxyConfig, Balancer] | None:
-    """The engine settings for one location with `proxy_pass`, or None (reported)."""
+    """The engine settings for one location with `proxy_pass`, or None (reported).
+
+    `balancers` caches one balancer per upstream name (or host:port) across locations.
+    """
+    built = proxied_for(nginx, location, diags, balancers, server_name)
+    return None if built is None else (built.config, built.balancer)
+
+
+def proxied_for(
+    nginx: NginxConfig,
+    location: HttpLocation,
+    diags: Diagnostics,
+    balancers: dict[str, Balancer] | None = None,
+    server_name: str = "",
+) -> Proxied | None:
+    """`proxy_for` with the URI part and the hash key template (`routes.Proxied`)."""
     url = location.proxy_pass
     if url is None:
-        diags.error(location.loc, "location has no proxy_pass")
+        diags.error(
+            location.loc, "location has no proxy_pass or return (serving files is not supported)"
+        )
         return None
     rest = url[len("http://") :]
-    hostport, slash, uri = rest.partition("/")
+    hostport, slash, uri_text = rest.partition("/")
+    uri: bytes | None = None
     if slash:
-        diags.error(location.loc, f'proxy_pass with a URI part ("/{uri}") is not supported yet')
+        if location.modifier in ("~", "~*"):
+            diags.error(location.loc, _URI_PART_IN_REGEX)
+            return None
+        uri = ("/" + uri_text).encode("latin-1")
+    if "$" in url:
+        diags.error(location.loc, "proxy_pass with variables is not supported")
         return None
     s = location.settings
     rules: list[HeaderRule] = []
@@ -62,40 +132,46 @@ def proxy_for(
         except ValueError as exc:
             diags.error(location.loc, f"proxy_set_header {name}: {exc}")
             return None
+    cache = balancers if balancers is not None else {}
     upstream = nginx.upstream(hostport)
     balancer: Balancer
     keepalive = 0
     up_timeout = 60.0
     up_requests = 1000
+    key: Template | None = None
     if upstream is not None:
         peers = tuple(
             Peer(srv.host, srv.port, f"{srv.host}:{srv.port}") for srv in upstream.servers
         )
-        entries = [
-            (
-                peer,
-                BalancedServer(
-                    name=f"{i}:{peer.name}",
-                    weight=srv.weight,
-                    max_fails=srv.max_fails,
-                    fail_timeout=srv.fail_timeout,
-                    backup=srv.backup,
-                    down=srv.down,
-                    max_conns=srv.max_conns,
-                    server=peer.name,
-                ),
-            )
-            for i, (peer, srv) in enumerate(zip(peers, upstream.servers, strict=True))
-        ]
         if upstream.method in ("hash", "hash_consistent") and upstream.hash_key not in (
             "$remote_addr",
-            "$binary_remote_addr",
+            "",
         ):
-            diags.warning(
-                upstream.loc,
-                f"hash key {upstream.hash_key!r}: the proxy hashes the client address for now",
-            )
-        balancer = UpstreamGroup(upstream.method, entries)
+            try:
+                key = compile_template(upstream.hash_key)
+            except ValueError as exc:
+                diags.error(upstream.loc, str(exc))
+                return None
+        cached = cache.get(hostport)
+        if cached is None:
+            entries = [
+                (
+                    peer,
+                    BalancedServer(
+                        name=f"{i}:{peer.name}",
+                        weight=srv.weight,
+                        max_fails=srv.max_fails,
+                        fail_timeout=srv.fail_timeout,
+                        backup=srv.backup,
+                        down=srv.down,
+                        max_conns=srv.max_conns,
+                        server=peer.name,
+                    ),
+                )
+                for i, (peer, srv) in enumerate(zip(peers, upstream.servers, strict=True))
+            ]
+            cached = cache[hostport] = UpstreamGroup(upstream.method, entries)
+        balancer = cached
         keepalive = upstream.keepalive
         up_timeout = upstream.keepalive_timeout
         up_requests = upstream.keepalive_requests
@@ -107,69 +183,122 @@ def proxy_for(
             diags.error(location.loc, f'invalid port in upstream "{hostport}"')
             return None
         peers = (Peer(host.strip("[]"), int(port_text)),)
-        balancer = RoundRobin(peers)
+        balancer = cache.setdefault(hostport, RoundRobin(peers))
+    base = _engine_settings(s)
     config = ProxyConfig(
         peers=peers,
         proxy_host=hostport,
-        http_version=s.http_version,
         headers=tuple(rules),
-        timeouts=Timeouts(
-            client_header=s.client_header_timeout,
-            client_body=s.client_body_timeout,
-            keepalive=s.keepalive_timeout,
-            proxy_connect=s.connect_timeout,
-            proxy_read=s.read_timeout,
-            proxy_send=s.send_timeout,
-            upstream_keepalive=up_timeout,
-        ),
-        limits=Limits(
-            max_body=s.client_max_body_size,
-            keepalive_requests=s.keepalive_requests,
-            upstream_keepalive_requests=up_requests,
-        ),
-        retry=RetryPolicy(
-            on=frozenset(s.next_upstream),
-            tries=s.next_upstream_tries,
-            timeout=s.next_upstream_timeout,
-        ),
         upstream_keepalive=keepalive,
+        server_name=server_name,
+        http_version=base["http_version"],
+        timeouts=replace(base["timeouts"], upstream_keepalive=up_timeout),
+        limits=replace(base["limits"], upstream_keepalive_requests=up_requests),
+        retry=base["retry"],
     )
-    return config, balancer
+    return Proxied(config, balancer, uri, key)
 
 
-def _served_location(server: Server, diags: Diagnostics) -> HttpLocation | None:
-    proxied = [loc for loc in server.locations if loc.proxy_pass is not None]
-    only = len(server.locations) == 1 and len(proxied) == 1
-    if only and proxied[0].modifier in ("", "^~") and proxied[0].pattern == "/":
-        return proxied[0]
-    diags.error(
-        server.loc,
-        "the proxy engine serves one `location / { proxy_pass ...; }` per server for now; "
-        "this server has other locations or returns",
+def _regex(location: HttpLocation) -> re.Pattern[bytes]:
+    flags = re.IGNORECASE if location.modifier == "~*" else 0
+    pattern = re.sub(r"\(\?<([A-Za-z_])", r"(?P<\1", location.pattern)
+    return re.compile(pattern.encode("latin-1"), flags)
+
+
+def _return(location: HttpLocation, diags: Diagnostics) -> Return | None:
+    code = location.return_code
+    assert code is not None
+    text = location.return_text
+    if code == 0 and not text:  # never produced by the reader; keeps mypy happy
+        return None
+    try:
+        template = compile_template(text) if text else None
+    except ValueError as exc:
+        diags.error(location.loc, str(exc))
+        return None
+    return Return(code, template)
+
+
+def virtual_server(
+    nginx: NginxConfig, server: Server, diags: Diagnostics, balancers: dict[str, Balancer]
+) -> VirtualServer | None:
+    """One `server` block with every location translated (None if any is in error)."""
+    name = next(
+        (n for n in server.names if not n.startswith(("~", "*")) and not n.endswith("*")), ""
     )
+    locations: list[Location] = []
+    server_return: Return | None = None
+    ok = True
+    for loc in server.locations:
+        action: Return | Proxied | None
+        if loc.return_code is not None:
+            action = _return(loc, diags)
+        else:
+            action = proxied_for(nginx, loc, diags, balancers, name)
+        if action is None:
+            ok = False
+            continue
+        if loc.pattern == "" and loc.modifier == "":
+            if server_return is None and isinstance(action, Return):
+                server_return = action  # server-level `return`: before any location
+            continue
+        regex = _regex(loc) if loc.modifier in ("~", "~*") else None
+        locations.append(Location(loc.modifier, loc.pattern, action, regex))
+    if not ok:
+        return None
+    return VirtualServer(server.names, locations, server_return)
+
+
+def _fast(vs: VirtualServer) -> Proxied | None:
+    """The proxied location when `vs` is a plain `location / { proxy_pass ...; }` (a lone
+    server is every request's server, whatever its names)."""
+    if vs.server_return is not None or len(vs.locations) != 1:
+        return None
+    (loc,) = vs.locations
+    action = loc.action
+    plain = loc.modifier in ("", "^~") and loc.pattern == "/"
+    if plain and isinstance(action, Proxied) and action.uri is None and action.key is None:
+        return action
     return None
 
 
 def listeners(nginx: NginxConfig, diags: Diagnostics) -> list[Route]:
-    """What `hakeeper run --nginx` serves: one route per `listen` (errors reported)."""
-    routes: list[Route] = []
-    seen: dict[tuple[str, int], Server] = {}
+    """What `hakeeper run --nginx` serves: one route per listen address (errors reported)."""
+    balancers: dict[str, Balancer] = {}
+    by_addr: dict[tuple[str, int], list[tuple[Server, VirtualServer, Listen]]] = {}
     for server in nginx.servers:
-        location = _served_location(server, diags)
-        if location is None:
-            continue
-        built = proxy_for(nginx, location, diags)
-        if built is None:
+        vs = virtual_server(nginx, server, diags, balancers)
+        if vs is None:
             continue
         for listen in server.listens:
-            key = (listen.host, listen.port)
-            if key in seen:
-                diags.error(
-                    server.loc,
-                    f"a second server on {listen.host}:{listen.port} "
-                    "(server_name selection) is not supported yet",
-                )
-                continue
-            seen[key] = server
-            routes.append(Route(listen, built[0], built[1]))
+            by_addr.setdefault((listen.host, listen.port), []).append((server, vs, listen))
+    wildcard_ports = {port for host, port in by_addr if host in ("0.0.0.0", "::")}
+    routes: list[Route] = []
+    for (host, port), members in by_addr.items():
+        if port in wildcard_ports and host not in ("0.0.0.0", "::"):
+            diags.error(
+                members[0][0].loc,
+                f"listening on {host}:{port} beside a wildcard address on the same port "
+                "is not supported",
+            )
+            continue
+        defaults = [i for i, (_, _, listen) in enumerate(members) if listen.default_server]
+        if len(defaults) > 1:
+            diags.error(
+                members[defaults[1]][0].loc, f"a duplicate default server for {host}:{port}"
+            )
+            continue
+        default = defaults[0] if defaults else 0
+        servers = [vs for _, vs, _ in members]
+        listen = members[default][2]
+        fast = _fast(servers[0]) if len(servers) == 1 else None
+        if fast is not None:
+            routes.append(Route(listen, fast.config, fast.balancer))
+            continue
+        table = RouteTable(servers, default, port)
+        first = members[default][0].locations
+        settings = first[0].settings if first else ProxySettings()
+        base = _engine_settings(settings)
+        config = ProxyConfig(peers=(), routes=table, **base)
+        routes.append(Route(listen, config, RoundRobin(())))
     return routes

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from httptools import (
     HttpParserCallbackError,
@@ -41,6 +41,9 @@ from hakeeper.proxy.framing import (
     valid_host,
 )
 from hakeeper.proxy.upstream import UpstreamProtocol
+
+if TYPE_CHECKING:
+    from hakeeper.proxy.routes import RequestView, Return
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,12 @@ class Request:
     responded = False
     tries = 0
     start = 0.0
+    # set only by RoutedClientProtocol (class defaults cost the plain path nothing)
+    engine: Engine | None = None  # the location's child engine
+    ret: Return | None = None  # a `return` location answers this request
+    view: RequestView | None = None  # variables for `return` texts
+    hkey: str | None = None  # the upstream `hash` key, when not the client address
+    request_uri = b""  # the client's target when `target` was rewritten (URI part)
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
@@ -450,8 +459,9 @@ class ClientProtocol(asyncio.Protocol):
             up.transport.write(LAST_CHUNK)
 
     # -- relaying -----------------------------------------------------------------------
-    def _build_head(self, req: Request, framing: bytes) -> bytes:
-        engine = self.engine
+    def _build_head(self, req: Request, framing: bytes, engine: Engine | None = None) -> bytes:
+        if engine is None:
+            engine = self.engine
         rules = engine.rules
         dyn = b""
         if rules.dynamic:
@@ -462,7 +472,7 @@ class ClientProtocol(asyncio.Protocol):
                 xff=req.xff,
                 upgrade=req.upgrade,
                 connection=req.connection,
-                target=req.target,
+                target=req.request_uri or req.target,
                 extra=tuple(req.extra or ()),
             )
             dyn = rules.dynamic_block(facts)

@@ -1,0 +1,267 @@
+"""The client protocol of a routed listener: server_name, locations, `return`, URI parts.
+
+`RoutedClientProtocol` extends `http1.ClientProtocol` for listeners whose engine carries
+a `routes.RouteTable` (several servers or locations). Request headers are all kept until
+the head is complete, because the Host header, and with it the virtual server, may come
+last; then the request is routed as nginx does (`routes.VirtualServer.find` on the
+normalized URI), and either answered by its `return` (in order with pipelined requests,
+any body discarded) or bound to the child engine of its location: that location's
+`proxy_set_header` rules, `proxy_pass` URI part, balancer (with a `hash` key rendered
+from nginx variables), timeouts and retries. Everything after that runs on the plain
+protocol's code with `self.engine` switched to the child while the request is active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hakeeper.proxy.engine import Engine
+from hakeeper.proxy.framing import CRLF, origin_form, request_status
+from hakeeper.proxy.http1 import (
+    _SPECIAL,
+    _TE_CHUNKED,
+    B_QUEUE,
+    H_CL,
+    H_CONNECTION,
+    H_EXPECT,
+    H_HOST,
+    H_TE,
+    H_UPGRADE,
+    H_XFF,
+    ClientProtocol,
+    Request,
+    _RejectError,
+)
+from hakeeper.proxy.routes import (
+    BadUriError,
+    Proxied,
+    Redirect,
+    RequestView,
+    Return,
+    RouteTable,
+    Template,
+    normalize_host,
+    normalize_path,
+    split_target,
+    upstream_target,
+)
+
+NOT_FOUND = Return(404, None)  # no location matched (nginx would look for a file)
+
+
+class RoutedClientProtocol(ClientProtocol):
+    """A downstream connection on a listener with a routing table."""
+
+    __slots__ = ("addr_key", "home", "local_addr", "local_port", "table")
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.home = engine
+        table = engine.routes
+        assert table is not None
+        self.table: RouteTable = table
+        self.addr_key = ""
+        self.local_addr = b""
+        self.local_port = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.addr_key = self.key
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple) and len(local) >= 2:
+            self.local_addr = str(local[0]).encode("ascii")
+            self.local_port = str(local[1]).encode("ascii")
+        else:
+            self.local_port = str(self.table.port).encode("ascii")
+
+    # -- httptools callbacks ------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.cur
+        assert req is not None
+        if req.headers_done:
+            return
+        home = self.home
+        size = len(name) + len(value)
+        if size > home.header_line:
+            raise _RejectError(400)
+        req.hsize += size + 4
+        if req.hsize > home.header_total:
+            raise _RejectError(400)
+        low = name.lower()
+        special = _SPECIAL.get(low)
+        if special is not None:
+            if special == H_HOST:
+                req.host = value
+                req.host_count += 1
+            elif special == H_CL:
+                req.clen = int(value)
+            elif special == H_TE:
+                req.chunked = True
+            elif special == H_XFF:
+                req.xff = req.xff + b", " + value if req.xff else value
+            elif special == H_UPGRADE:
+                req.upgrade = value
+            elif special == H_CONNECTION:
+                req.connection = value
+            elif special == H_EXPECT:
+                req.expect = value.lower() == b"100-continue"
+        if req.extra is None:
+            req.extra = []
+        req.extra.append((low, value))  # every header: filtered once the route is known
+        req.lines.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        req.headers_done = True
+        parser = self.parser
+        home = self.home
+        req.method = method = parser.get_method()
+        req.version = version = parser.get_http_version()
+        keep = parser.should_keep_alive()
+        if parser.should_upgrade():
+            if method == b"CONNECT":
+                raise _RejectError(405)
+            req.is_upgrade = True
+        if req.target[:1] != b"/":
+            try:
+                req.target = origin_form(req.target, method)
+            except ValueError:
+                raise _RejectError(400) from None
+        status = request_status(version, req.host_count, req.host, req.clen, 0)
+        if status:
+            raise _RejectError(status)
+        path, args = split_target(req.target)
+        if req.target == b"*":
+            path = b"*"
+        try:
+            uri, quoted = normalize_path(path) if path[:1] == b"/" else (path, False)
+        except BadUriError:
+            raise _RejectError(400) from None
+        host = normalize_host(req.host) if req.host else b""
+        server = self.table.server_for(host)
+        action: Return | Proxied
+        prefix = b""
+        found = None
+        if server.server_return is not None:
+            action = server.server_return
+        else:
+            found = server.find(uri)
+            if found is None:
+                action = NOT_FOUND
+            elif isinstance(found, Redirect):
+                target = found.pattern + b"?" + args if args else found.pattern
+                action = Return(301, Template((target,)))
+            else:
+                action = found.action
+                prefix = found.prefix
+        if self.served >= home.ka_requests or self.draining:
+            keep = False
+        req.keep_alive = keep
+        home.stats.requests += 1
+        req.start = home.now
+        if isinstance(action, Return) or action.key is not None:
+            req.view = RequestView(
+                method=method,
+                target=req.target,
+                path=uri,
+                args=args,
+                host=host,
+                headers=req.extra or (),
+                remote_addr=self.remote_addr,
+                remote_port=self.remote_port,
+                server_name=server.primary_name.encode("latin-1"),
+                server_port=self.local_port,
+                server_addr=self.local_addr,
+            )
+        if isinstance(action, Return):
+            req.ret = action
+            self._begin(req)
+            return
+        child = home.children[action]
+        req.engine = child
+        if child.config.limits.max_body and req.clen > child.config.limits.max_body:
+            raise _RejectError(413)
+        if action.uri is not None:
+            req.request_uri = req.target
+            req.target = upstream_target(action.uri, prefix, uri, quoted, args)
+        if action.key is not None:
+            assert req.view is not None
+            req.hkey = action.key.render(req.view).decode("utf-8", "replace")
+        drop = child.drop
+        extra = req.extra or ()
+        req.lines = [
+            line for (low, _), line in zip(extra, req.lines, strict=True) if low not in drop
+        ]
+        if req.chunked:
+            if child.up_version.endswith(b"1.1\r\n"):
+                req.head = self._build_head(req, _TE_CHUNKED, child)
+            else:
+                req.buffer_all = True  # HTTP/1.0 upstream: needs a Content-Length
+        elif not child.rules.dynamic:
+            req.head = b"".join(
+                (method, b" ", req.target, child.up_version, child.static_rules, *req.lines, CRLF)
+            )
+        else:
+            req.head = self._build_head(req, b"", child)
+        self._begin(req)
+
+    def _begin(self, req: Request) -> None:
+        if self.active is None:
+            self.active = req
+            if req.expect:
+                self._start(req)
+            else:
+                self._try(req)
+        else:
+            self.queue.append(req)
+            self.block(B_QUEUE)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.cur
+        assert req is not None
+        if req.ret is not None:
+            req.received += len(body)  # discarded, like ngx_http_discard_request_body
+            return
+        engine = self.engine
+        if req.engine is not None and req is not self.active:
+            self.engine = req.engine  # its own client_max_body_size
+        try:
+            super().on_body(body)
+        finally:
+            self.engine = engine
+
+    def on_message_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        if req.ret is None:
+            super().on_message_complete()
+            return
+        self.cur = None
+        req.complete = True
+        if req is self.active:
+            self._answer(req)
+
+    # -- relaying -----------------------------------------------------------------------
+    def _try(self, req: Request) -> None:
+        if req.ret is not None:
+            if req.complete:
+                self._answer(req)
+            return  # answered once its body has been read (on_message_complete)
+        child = req.engine
+        assert child is not None
+        self.engine = child
+        self.key = req.hkey if req.hkey is not None else self.addr_key
+        super()._try(req)
+
+    def _answer(self, req: Request) -> None:
+        ret = req.ret
+        assert ret is not None and req.view is not None
+        keep = req.keep_alive and req.complete and not self.draining
+        data, keep = ret.response(req.view, keep, req.method == b"HEAD")
+        req.responded = True
+        req.keep_alive = keep
+        if data:
+            self._write(data)
+        self.home.stats.responses += 1
+        self._finish(req)
