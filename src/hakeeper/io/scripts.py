@@ -4,9 +4,11 @@ Owns process handling for keepalived's script features (keepalived.conf(5) `vrrp
 `MISC_CHECK`, `notify*`, `script_user`): the command line is split like a shell would
 (shlex, so `"/path with space/chk" arg` works as in keepalived's quoted scripts), it runs
 in its own session so a timeout can end the whole process group (SIGTERM, then SIGKILL
-after a grace period), optionally as another `user [group]`, with stdin from /dev/null and
-output discarded unless asked for. The result carries the exit status, the signal that
-ended it, and whether it timed out; interpreting it (rise/fall, weight) is the caller's.
+after a grace period), optionally as another `user [group]` (switched by one preexec
+function, `privilege_drop`, so it works alike on uvloop and the stdlib loop; notify scripts
+use it too), with stdin from /dev/null and output discarded unless asked for. The result
+carries the exit status, the signal that ended it, and whether it timed out; interpreting
+it (rise/fall, weight) is the caller's.
 `exec_status` matches the `Exec` hook of `hakeeper.runtime.notify.NotifyRunner`.
 """
 
@@ -20,7 +22,8 @@ import os
 import pwd
 import shlex
 import signal
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -65,11 +68,41 @@ class RunAs:
     @classmethod
     def resolve(cls, user: str, group: str | None = None) -> RunAs:
         pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
-        if group is None:
-            gid = pw.pw_gid
-        else:
-            gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
+        gid = pw.pw_gid if group is None else _gid(group)
         return cls(uid=pw.pw_uid, gid=gid, name=pw.pw_name)
+
+    def preexec(self) -> Callable[[], None]:
+        return _switch_to(self.uid, self.gid)
+
+
+def _gid(group: str) -> int:
+    return grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
+
+
+def privilege_drop(user: str | None, group: str | None = None) -> Callable[[], None] | None:
+    """A preexec function running the child as `user [group]`, or None when neither is set.
+
+    Names are resolved now, in the parent (KeyError/ValueError when unknown), so the child
+    only makes system calls: supplementary groups become just the target group, then the
+    gid, then the uid (in that order, while it still may). A preexec function rather than
+    create_subprocess_exec's user=/group=/extra_groups=, which uvloop rejects: the same
+    code path runs on the stdlib loop and on uvloop. `group` alone changes only the group.
+    """
+    if user is not None:
+        return RunAs.resolve(user, group).preexec()
+    if group is not None:
+        return _switch_to(None, _gid(group))
+    return None
+
+
+def _switch_to(uid: int | None, gid: int) -> Callable[[], None]:
+    def switch() -> None:
+        os.setgroups([gid])
+        os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+
+    return switch
 
 
 async def run_script(
@@ -86,13 +119,10 @@ async def run_script(
     argv = split_command(command)
     if not argv:
         return ScriptResult((), None, error="empty command")
-    extra: dict[str, object] = {}
-    if user is not None:
-        try:
-            who = RunAs.resolve(user, group)
-        except (KeyError, ValueError) as exc:
-            return ScriptResult(tuple(argv), None, error=f"unknown user/group: {exc}")
-        extra = {"user": who.uid, "group": who.gid, "extra_groups": []}
+    try:
+        preexec = privilege_drop(user, group)
+    except (KeyError, ValueError) as exc:
+        return ScriptResult(tuple(argv), None, error=f"unknown user/group: {exc}")
     out = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -102,9 +132,10 @@ async def run_script(
             stderr=asyncio.subprocess.STDOUT if capture else asyncio.subprocess.DEVNULL,
             start_new_session=True,
             env=env,
-            **extra,  # type: ignore[arg-type]
+            preexec_fn=preexec,
         )
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
+        # SubprocessError: the privilege drop failed in the child (e.g. not root)
         return ScriptResult(tuple(argv), None, error=f"{type(exc).__name__}: {exc}")
     output = b""
     timed_out = False

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import logging
 import os
-import pwd
 import shlex
 import signal
 import subprocess
@@ -30,6 +28,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from hakeeper.io.scripts import privilege_drop
 
 log = logging.getLogger("hakeeper.notify")
 
@@ -111,24 +111,6 @@ def notify_commands(
     return [argv for argv, _who in notify_jobs(scripts, kind, name, state, priority)]
 
 
-def _drop_privileges(user: str | None, group: str | None) -> Callable[[], None]:
-    """A preexec function switching to `user`/`group` (names resolved now, in the parent).
-
-    Not the `user=`/`group=` arguments of create_subprocess_exec: uvloop rejects them.
-    """
-    pw = pwd.getpwnam(user) if user else None
-    gid = grp.getgrnam(group).gr_gid if group else (pw.pw_gid if pw else None)
-
-    def switch() -> None:
-        if gid is not None:
-            os.setgroups([gid])
-            os.setgid(gid)
-        if pw is not None:
-            os.setuid(pw.pw_uid)
-
-    return switch
-
-
 async def exec_with_timeout(
     argv: Sequence[str], timeout: float, *, user: str | None = None, group: str | None = None
 ) -> int | None:
@@ -136,8 +118,8 @@ async def exec_with_timeout(
     kill the whole process group on timeout."""
     extra: dict[str, Any] = {}
     try:
-        if user or group:
-            extra["preexec_fn"] = _drop_privileges(user, group)
+        if user or group:  # not create_subprocess_exec's user=/group=: uvloop rejects them
+            extra["preexec_fn"] = privilege_drop(user or None, group or None)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
