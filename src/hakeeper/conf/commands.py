@@ -6,6 +6,7 @@ no error (no warning either with --strict) and 1 otherwise. keepalived's spellin
 accepted: `hakeeper -t -f FILE`, `hakeeper --config-test -f FILE` and `check -t`.
 `dump -f FILE [--json]` prints the model (JSON or readable text) on stdout and the
 diagnostics on stderr; it exits 1 when the config has errors.
+`check --nginx FILE` (and `hakeeper -t --nginx FILE`) checks an nginx.conf like `nginx -t`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _file_options(check)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    _nginx_option(check)
     check.add_argument(
         "-t", "--config-test", action="store_true", help="accepted for keepalived compatibility"
     )
@@ -87,9 +89,21 @@ def add_config_test_option(parser: argparse.ArgumentParser) -> None:
         "-t", "--config-test", nargs=0, action=_ConfigTest, help="check the config (see `check`)"
     )
     _file_options(parser)
+    _nginx_option(parser)
+
+
+def _nginx_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nginx",
+        metavar="FILE",
+        default=None,
+        help="check this nginx.conf instead, like `nginx -t -c FILE`",
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if getattr(args, "nginx", None):
+        return cmd_check_nginx(args.nginx)
     path: str = args.file
     _, diags = load_keepalived(path, config_id=args.config_id)
     for diag in diags.sorted():
@@ -98,6 +112,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = diags.has_errors or (strict and bool(diags.warnings))
     print(_summary(path, diags, failed, strict))
     return 1 if failed else 0
+
+
+def cmd_check_nginx(path: str) -> int:
+    """`nginx -t -c FILE`: every error with file:line:col, then nginx's verdict lines.
+
+    What `hakeeper run --nginx` could not serve as nginx would (valid nginx, not yet
+    implemented) is printed as warnings; only errors fail the test, like nginx.
+    """
+    from hakeeper.proxy.from_nginx import listeners  # noqa: PLC0415
+    from hakeeper.proxy.run import read_file  # noqa: PLC0415 (keeps `check -f` light)
+    from hakeeper.proxy.stream import stream_services  # noqa: PLC0415
+
+    diags = Diagnostics()
+    config = read_file(path, diags)
+    if not diags.has_errors:
+        serve = Diagnostics()
+        listeners(config, serve)
+        stream_services(config.stream, serve)
+        for d in serve:
+            diags.warning(d.loc, f"hakeeper run: {d.message}")
+    for diag in diags.sorted():
+        print(diag.format())
+    if diags.has_errors:
+        print(f"hakeeper: configuration file {path} test failed")
+        return 1
+    print(f"hakeeper: the configuration file {path} syntax is ok")
+    print(f"hakeeper: configuration file {path} test is successful")
+    return 0
 
 
 def _summary(path: str, diags: Diagnostics, failed: bool, strict: bool) -> str:

@@ -19,9 +19,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.tree import Node, Word
+
+if TYPE_CHECKING:
+    from hakeeper.conf.nginx_stream import StreamConfig
 
 IncludeFn = Callable[[str, Location, Diagnostics], Sequence[Node]]
 
@@ -125,12 +129,19 @@ class Server:
     loc: Location | None = None
 
 
+def _no_stream() -> StreamConfig:
+    from hakeeper.conf.nginx_stream import StreamConfig  # noqa: PLC0415 (it imports us)
+
+    return StreamConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class NginxConfig:
     worker_processes: str = "1"
     worker_connections: int = 512
     upstreams: tuple[Upstream, ...] = ()
     servers: tuple[Server, ...] = ()
+    stream: StreamConfig = field(default_factory=_no_stream)
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -191,6 +202,8 @@ DIRECTIVES: dict[str, _Spec] = {
     "use": _spec({EVENTS}, 1, 1),
     "multi_accept": _spec({EVENTS}, 1, 1),
     "http": _spec({MAIN}, 0, 0, block=True),
+    "stream": _spec({MAIN}, 0, 0, block=True),  # read by conf/nginx_stream.py
+    "load_module": _spec({MAIN}, 1, 1),
     "include": _spec({MAIN, EVENTS, HTTP, UPSTREAM, SERVER, LOCATION}, 1, 1),
     "access_log": _spec(_ANY_HTTP, 1, -1),
     "log_format": _spec({HTTP}, 2, -1),
@@ -265,7 +278,8 @@ class _Reader:
         for node in nodes:
             spec = DIRECTIVES.get(node.name)
             if spec is None:
-                self.diags.error(node.loc, f'unknown directive "{node.name}"')
+                hint = did_you_mean(node.name, DIRECTIVES)
+                self.diags.error(node.loc, f'unknown directive "{node.name}"{hint}')
                 continue
             if context not in spec.contexts:
                 self.diags.error(node.loc, f'"{node.name}" directive is not allowed here')
@@ -323,6 +337,10 @@ class _Reader:
             elif node.name == "http":
                 upstreams, servers = self.http(node)
                 config = replace(config, upstreams=upstreams, servers=servers)
+            elif node.name == "stream":
+                from hakeeper.conf.nginx_stream import read_stream  # noqa: PLC0415
+
+                config = replace(config, stream=read_stream(node, self.diags, self.include))
         return config
 
     def http(self, block: Node) -> tuple[tuple[Upstream, ...], tuple[Server, ...]]:

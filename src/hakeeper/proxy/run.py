@@ -6,6 +6,8 @@ as `ngx_conf_include`), refuses to start on any config error (exit 1, messages a
 `worker_processes` workers. SIGHUP re-reads the file and, if it is valid, reloads
 hitlessly (new workers on the same listening sockets, old ones drain); on errors the old
 config keeps running. SIGTERM/SIGINT stop gracefully (in-flight requests finish).
+`stream { }` servers run in one child process on the userspace L4 proxy
+(`hakeeper.proxy.stream`), which re-reads the file on SIGHUP.
 """
 
 from __future__ import annotations
@@ -20,15 +22,24 @@ from collections.abc import Sequence
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.lexer import parse_nginx_file
 from hakeeper.conf.nginx import NginxConfig, read_nginx
+from hakeeper.conf.nginx_stream import StreamConfig
 from hakeeper.conf.tree import Node
 from hakeeper.proxy.from_nginx import Route, listeners
 from hakeeper.proxy.server import BalancerFactory, Master, worker_count
+from hakeeper.proxy.stream import StreamProcess, stream_services
 
 log = logging.getLogger("hakeeper.proxy")
 
 
 def load(path: str, diags: Diagnostics) -> tuple[NginxConfig, list[Route]]:
     """Read, check and translate an nginx.conf; errors are collected in `diags`."""
+    config = read_file(path, diags)
+    routes = listeners(config, diags) if not diags.has_errors else []
+    return config, routes
+
+
+def read_file(path: str, diags: Diagnostics) -> NginxConfig:
+    """Read and check an nginx.conf like `nginx -t` (includes relative to its directory)."""
     base = os.path.dirname(os.path.abspath(path))
 
     def include(pattern: str, loc: Location, d: Diagnostics) -> Sequence[Node]:
@@ -41,18 +52,17 @@ def load(path: str, diags: Diagnostics) -> tuple[NginxConfig, list[Route]]:
             nodes.extend(parse_nginx_file(name, d))
         return nodes
 
-    config = read_nginx(parse_nginx_file(path, diags), diags, include)
-    routes = listeners(config, diags) if not diags.has_errors else []
-    return config, routes
+    return read_nginx(parse_nginx_file(path, diags), diags, include)
 
 
 def run_nginx(path: str) -> int:
     """Serve `path` until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
     diags = Diagnostics()
     config, routes = load(path, diags)
+    streams = stream_services(config.stream, diags) if not diags.has_errors else []
     for d in diags.sorted():
         print(d.format(), file=sys.stderr)
-    if diags.has_errors or not routes:
+    if diags.has_errors or not (routes or streams):
         print(f"hakeeper: configuration file {path} test failed", file=sys.stderr)
         return 1
     workers = worker_count(config.worker_processes)
@@ -67,23 +77,40 @@ def run_nginx(path: str) -> int:
         for r in routes
     ]
     started: list[Master] = []
+    stream = StreamProcess(path, _read_stream) if streams else None
     # block before the first worker serves, or an early SIGHUP would kill the master
     # (workers unblock for themselves after the fork)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     try:
+        if stream is not None:  # forked first: it must not inherit the HTTP sockets
+            try:
+                stream.start()
+            except RuntimeError as e:
+                print(f"hakeeper: {e}", file=sys.stderr)
+                return 1
         for m in masters:
             m.start()
             started.append(m)
-        log.info("serving %s on %s", path, ", ".join(f"{m.host}:{m.port}" for m in masters))
+        shown = [f"{m.host}:{m.port}" for m in masters]
+        shown += [f"{s.spec.host}:{s.spec.port}/{s.spec.protocol.lower()}" for s in streams]
+        log.info("serving %s on %s", path, ", ".join(shown))
         while True:
             sig = signal.sigwait({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
             if sig != signal.SIGHUP:
                 return 0
             started = _reload(path, started)
+            if stream is not None:
+                stream.reload()  # it re-reads the file and keeps its config on errors
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         for m in started:
             m.stop()
+        if stream is not None:
+            stream.stop()
+
+
+def _read_stream(path: str, diags: Diagnostics) -> StreamConfig:
+    return read_file(path, diags).stream
 
 
 def _reload(path: str, masters: list[Master]) -> list[Master]:
