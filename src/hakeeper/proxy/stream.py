@@ -40,15 +40,19 @@ from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.nginx import Upstream
 from hakeeper.conf.nginx_stream import StreamConfig, StreamServer
-from hakeeper.dataplane.userspace import (
-    Backend,
-    BackendState,
-    L4Service,
-    ServiceCore,
-    TcpService,
-    open_listener,
-)
+from hakeeper.dataplane.userspace import Backend, BackendState, L4Service, ServiceCore
 from hakeeper.dataplane.userspace_udp import UdpFlow, UdpService
+
+try:  # the TCP relay is moving from userspace.py into relay.py (engineer P, in progress)
+    from hakeeper.dataplane.relay import (  # type: ignore[import-not-found,unused-ignore]
+        TcpService,
+        open_listener,
+    )
+except ImportError:  # pragma: no cover - before the move
+    from hakeeper.dataplane.userspace import (  # type: ignore[attr-defined,no-redef,assignment,unused-ignore]
+        TcpService,
+        open_listener,
+    )
 
 log = logging.getLogger("hakeeper.stream")
 
