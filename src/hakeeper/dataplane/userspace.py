@@ -1,4 +1,4 @@
-"""The userspace L4 data plane: a TCP/UDP proxy on uvloop Protocols that runs every IPVS scheduler.
+"""The userspace L4 data plane: a TCP/UDP proxy on uvloop that runs every IPVS scheduler.
 
 It plays the role IPVS plays for keepalived (LVS-NAT seen from the client: one listener per
 virtual service, each new connection scheduled onto a real server). Behaviour follows IPVS
@@ -11,11 +11,8 @@ their end; `persistence_timeout`/`persistence_granularity` pin clients through
 as a failed pick and the connection is scheduled again without that server, like
 HAProxy's `redispatch`.
 
-TCP relay: bytes go straight from one transport to the other (`transport.write(data)`, no
-copy), with flow control both ways (the receiving transport's buffer above its high-water
-mark pauses reading on the sending one; resume on drain) and half-close propagation (EOF
-from one side becomes `write_eof()` on the other; the pair closes when both directions
-ended). UDP is in `userspace_udp.py`.
+TCP relay: `relay.py` (raw non-blocking sockets on loop readers, flow control both ways,
+half-close propagation). UDP relay: `userspace_udp.py`.
 
 `UserspaceDataplane.apply(services)` is the reconcile step: listeners are opened, kept or
 closed by service key; for a kept service the backend list, weights and scheduler are
@@ -25,14 +22,13 @@ swapped in place without touching established connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from hakeeper.balance import LVS_SCHEDULERS, PersistenceTable, Persistent
 from hakeeper.balance.lvs import (
@@ -45,6 +41,7 @@ from hakeeper.balance.lvs import (
     WeightedTwoChoices,
 )
 from hakeeper.balance.lvs_hash import MaglevHash, SourceHash
+from hakeeper.dataplane.relay import TcpService, open_listener
 from hakeeper.dataplane.userspace_udp import UdpService
 
 if TYPE_CHECKING:
@@ -52,16 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 #: Schedulers that look at the Flow (addresses, `now`); the others get NO_FLOW (cheaper).
 FLOW_SCHEDULERS = frozenset({"sh", "dh", "mh", "lblc", "lblcr"})
 #: Schedulers whose pick depends on live connection counts (the server list is rebuilt per pick).
 COUNT_SCHEDULERS = frozenset({"lc", "wlc", "sed", "nq", "lblc", "lblcr", "ovf", "twos"})
-LISTEN_BACKLOG = 1024
 #: Seconds between sweeps of expired persistence templates and lblc/lblcr entries.
 SWEEP_INTERVAL = 10.0
-#: Client bytes kept while the backend connection is being set up before reading pauses.
-PENDING_LIMIT = 256 * 1024
 #: IPVS' default UDP timeout (`ipvsadm --set`'s third value) for idle UDP flows.
 UDP_IDLE_TIMEOUT = 300.0
 
@@ -348,320 +341,6 @@ class ServiceCore:
             )
             for s in self.order
         )
-
-
-def open_listener(spec: L4Service, kind: int) -> socket.socket:
-    """A bound (and for TCP listening) socket; IP_FREEBIND lets a BACKUP pre-bind the VIP."""
-    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
-    sock = socket.socket(family, kind)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if spec.freebind:
-            level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
-            with contextlib.suppress(OSError):  # kernels without IPv6 freebind
-                sock.setsockopt(level, IP_FREEBIND, 1)
-        sock.bind((spec.host, spec.port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-# ------------------------------------------------------------------------------- TCP relay
-
-
-class BackendSide(asyncio.Protocol):
-    """The connection to the real server; bytes go to the paired client transport."""
-
-    __slots__ = ("client", "transport")
-
-    def __init__(self, client: ClientSide) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-
-    def me(self) -> BackendSide:
-        """Protocol factory for create_connection (this very instance)."""
-        return self
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        c = self.client
-        if c.closed:  # the client went while this connect was completing
-            return
-        c.transport.write(data)
-        c.backend.bytes_out += len(data)  # type: ignore[union-attr]
-
-    def eof_received(self) -> bool:
-        self.client.backend_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        if not self.client.closed:
-            self.client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.client.closed:
-            self.client.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.backend_lost(exc)
-
-
-class ClientSide(asyncio.Protocol):
-    """An accepted client connection: schedule, connect (with failover), then relay."""
-
-    __slots__ = (
-        "backend",
-        "client_eof",
-        "closed",
-        "core",
-        "counted",
-        "paused",
-        "peer",
-        "pending",
-        "pending_size",
-        "relay",
-        "server_eof",
-        "task",
-        "timed_out",
-        "transport",
-        "upstream",
-    )
-
-    def __init__(self, relay: TcpService) -> None:
-        self.relay = relay
-        self.core = relay.core
-        self.backend: BackendState | None = None
-        self.upstream: BackendSide | None = None
-        self.peer: tuple[str, int] | None = None
-        self.pending: list[bytes] | None = None  # client bytes that came before the backend
-        self.pending_size = 0
-        self.paused = False
-        self.client_eof = False
-        self.server_eof = False
-        self.closed = False
-        self.counted = 0  # 0 none, 1 active, 2 inactive
-        self.task: asyncio.Task[None] | None = None
-        self.timed_out = False
-
-    # -- accounting (IPVS: ESTABLISHED = active, everything else = inactive)
-    def _count(self, state: int) -> None:
-        b = self.backend
-        if b is None or state == self.counted:
-            return
-        if self.counted == 1:
-            b.active -= 1
-        elif self.counted == 2:
-            b.inactive -= 1
-        if state == 1:
-            b.active += 1
-        elif state == 2:
-            b.inactive += 1
-        self.counted = state
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transport is not an asyncio.Transport subclass. Reading is not paused
-        # here (uvloop starts reading after this returns): data_received keeps early bytes.
-        self.transport = cast(asyncio.Transport, transport)
-        relay = self.relay
-        relay.clients.add(self)
-        core = self.core
-        if core.needs_flow:
-            self.peer = transport.get_extra_info("peername")
-        self.task = relay.loop.create_task(self._connect())
-
-    async def _connect(self) -> None:
-        relay = self.relay
-        core = self.core
-        loop = relay.loop
-        tried: set[str] = set()
-        started = loop.time()
-        while not self.closed:
-            b = core.pick(self.peer, loop.time(), tried)
-            if b is None:
-                log.warning("%s: no real server available", relay.name)
-                self.transport.abort()
-                return
-            self.backend = b
-            self._count(2)
-            if self.peer is not None and core.persistence is not None:
-                core.persistence.connection_opened(ip_address(self.peer[0]))
-            upstream = BackendSide(self)
-            # a plain timer is cheaper than asyncio.timeout() on this per-connection path
-            self.timed_out = False
-            timer = loop.call_later(core.spec.connect_timeout, self._connect_timeout)
-            try:
-                await loop.create_connection(upstream.me, b.addr[0], b.addr[1])
-            except asyncio.CancelledError:
-                if not self.timed_out:
-                    raise
-                self.task.uncancel()  # type: ignore[union-attr]
-                e: BaseException | None = None
-            except OSError as exc:
-                e = exc
-            else:
-                e = None
-            finally:
-                timer.cancel()
-            if e is not None or self.timed_out:
-                b.failed += 1
-                tried.add(b.key)
-                self._release(failed=True)
-                if self.peer is not None:
-                    core.forget_pin(self.peer)
-                log.info("%s: connect to %s failed: %s", relay.name, b.key, e or "timed out")
-                if core.hooks and not core.may_retry(len(tried), started, loop.time()):
-                    self.transport.abort()
-                    return
-                continue
-            if self.closed:  # the client went away while we were connecting
-                if upstream.transport is not None:
-                    upstream.transport.close()
-                return
-            self.upstream = upstream
-            assert upstream.transport is not None
-            pending, self.pending = self.pending, None
-            if pending:
-                upstream.transport.writelines(pending)
-                b.bytes_in += sum(len(d) for d in pending)
-            if self.client_eof:
-                self._count(2)
-                if not upstream.transport.is_closing():
-                    upstream.transport.write_eof()
-            else:
-                self._count(1)
-            if self.paused:
-                self.paused = False
-                self.transport.resume_reading()
-            return
-
-    def _connect_timeout(self) -> None:
-        self.timed_out = True
-        if self.task is not None:
-            self.task.cancel()
-
-    def _release(self, failed: bool = False) -> None:
-        """Forget the scheduled backend's counts and its persistence hold."""
-        self._count(0)
-        if self.core.hooks and self.backend is not None:
-            self.core.released(self.backend, failed, self.relay.loop.time())
-        if self.peer is not None and self.core.persistence is not None and self.backend:
-            self.core.persistence.connection_closed(
-                ip_address(self.peer[0]), self.relay.loop.time()
-            )
-        self.backend = None
-
-    def data_received(self, data: bytes) -> None:
-        up = self.upstream
-        if up is not None:
-            up.transport.write(data)  # type: ignore[union-attr]
-            self.backend.bytes_in += len(data)  # type: ignore[union-attr]
-            return
-        # Bytes that arrive before the backend is connected (a request sent right after
-        # the handshake) are kept; reading pauses only past PENDING_LIMIT, which saves two
-        # epoll_ctl calls per connection on the usual one-small-request path.
-        pending = self.pending
-        if pending is None:
-            self.pending = pending = []
-            self.pending_size = 0
-        pending.append(data)
-        self.pending_size += len(data)
-        if self.pending_size > PENDING_LIMIT:
-            self.transport.pause_reading()
-            self.paused = True
-
-    def eof_received(self) -> bool:
-        self.client_eof = True
-        up = self.upstream
-        if up is not None and up.transport is not None:
-            self._count(2)
-            if self.server_eof:
-                self._finish()
-                return True
-            if not up.transport.is_closing():
-                up.transport.write_eof()
-        return True
-
-    def backend_eof(self) -> None:
-        self.server_eof = True
-        self._count(2)
-        if self.client_eof:
-            self._finish()
-            return
-        if not self.transport.is_closing():
-            self.transport.write_eof()
-
-    def pause_writing(self) -> None:
-        up = self.upstream
-        if up is not None and up.transport is not None and not up.transport.is_closing():
-            up.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        up = self.upstream
-        if up is not None and up.transport is not None and not up.transport.is_closing():
-            up.transport.resume_reading()
-
-    def _finish(self) -> None:
-        """Both directions ended: close both (buffered bytes are flushed first)."""
-        self.transport.close()
-        up = self.upstream
-        if up is not None and up.transport is not None:
-            up.transport.close()
-
-    def backend_lost(self, exc: Exception | None) -> None:
-        if exc is not None:
-            self.transport.abort()
-        else:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.relay.clients.discard(self)
-        up = self.upstream
-        if up is not None and up.transport is not None:
-            if exc is not None:
-                up.transport.abort()
-            else:
-                up.transport.close()
-        if self.backend is not None:
-            self._release()
-        task = self.task
-        if task is not None and not task.done():
-            task.cancel()
-
-
-class TcpService:
-    """One TCP listener and the connections it relays."""
-
-    def __init__(self, core: ServiceCore, loop: asyncio.AbstractEventLoop) -> None:
-        self.core = core
-        self.loop = loop
-        self.name = f"{core.spec.host}:{core.spec.port}/tcp"
-        self.clients: set[ClientSide] = set()
-        self.server: asyncio.Server | None = None
-        self.sockname: tuple[str, int] = (core.spec.host, core.spec.port)
-
-    async def start(self) -> None:
-        sock = open_listener(self.core.spec, socket.SOCK_STREAM)
-        self.sockname = sock.getsockname()[:2]
-        self.name = f"{self.sockname[0]}:{self.sockname[1]}/tcp"
-        self.server = await self.loop.create_server(
-            lambda: ClientSide(self), sock=sock, backlog=LISTEN_BACKLOG
-        )
-
-    async def stop(self, *, drop: bool = False) -> None:
-        """Stop accepting; with `drop`, also abort the relayed connections."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        if drop:
-            for c in list(self.clients):
-                c.transport.abort()
 
 
 # ---------------------------------------------------------------------------- the data plane
