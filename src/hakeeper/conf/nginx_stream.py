@@ -269,6 +269,7 @@ class _StreamReader(_Reader):
     def stream_server(
         self, block: Node, inherited: StreamServer, config: StreamConfig
     ) -> StreamServer:
+        before = len(self.diags.errors)
         children = self.expand(block.children or (), S_SERVER)
         server = replace(self.proxy_settings(children, inherited), loc=block.loc)
         listens: list[StreamListen] = []
@@ -281,9 +282,11 @@ class _StreamReader(_Reader):
                 target = node.args[0].text
                 if self.proxy_target(node, target, config):
                     server = replace(server, proxy_pass=target)
-        if not any(n.name == "listen" for n in children):
+        if len(self.diags.errors) > before:
+            pass  # nginx stops at the first error: no follow-up noise from a typo
+        elif not any(n.name == "listen" for n in children):
             self.diags.error(block.loc, 'no "listen" is defined for server')
-        if not any(n.name == "proxy_pass" for n in children):
+        elif not any(n.name == "proxy_pass" for n in children):
             self.diags.error(block.loc, "no handler for server")
         return replace(server, listens=tuple(listens))
 
