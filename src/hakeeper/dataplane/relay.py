@@ -1,14 +1,18 @@
-"""TCP relay of the userspace L4 data plane: raw non-blocking sockets driven by loop readers.
+"""TCP relay of the userspace L4 data plane: raw non-blocking sockets on an edge-triggered epoll.
 
-One `TcpService` per TCP virtual service. Instead of asyncio transports and protocols (two
-transports, two protocols, a task and a future per connection, which cap a new-connection-
-per-request load at about half of HAProxy `mode tcp`), each relayed connection is one small
-slots object, `Conn`, holding the two sockets. The loop's `add_reader`/`add_writer` call its
-methods; bytes go `recv_into` a buffer shared by the whole loop and straight out with `send`,
-and only what the receiver does not take at once is copied and kept (reading the sender
-pauses until it drained: flow control both ways). Accepts are taken in a batch per wake-up
-until EAGAIN; backend connects are non-blocking `connect_ex` + a writer for completion; the
-connect timeouts of a service share one timer over a heap instead of a timer per connection.
+One `TcpService` per TCP virtual service. Each relayed connection is one small slots object,
+`Conn`, holding the client and backend sockets; no transports, protocols, tasks or futures.
+Why: with asyncio/uvloop transports (and even with `loop.add_reader`, whose libuv poll
+handles cost ~18 epoll_ctl calls per relayed connection), a new-connection-per-request load
+ran at about half of HAProxy `mode tcp` per core. Here every socket is registered once, edge
+triggered, in one `select.epoll` per event loop (the `Reactor`), whose own descriptor is a
+single reader of the asyncio loop; closing a socket removes it from the epoll set for free.
+
+Bytes go `recv_into` a buffer shared by the loop and straight out with `send`; only what the
+receiver does not take at once is copied and kept, and reading the sender pauses until that
+drained (flow control both ways; an EPOLLOUT edge resumes). Accepts are taken in a batch per
+wake-up until EAGAIN; backend connects are non-blocking `connect_ex`, completed by the
+EPOLLOUT edge; the connect timeouts of a service share one timer over a heap.
 
 Behaviour is the one keepalived users see from IPVS NAT, plus HAProxy's `redispatch`:
 - counts as IPVS shows them: connecting or half-closed = inactive, established = active;
@@ -16,7 +20,8 @@ Behaviour is the one keepalived users see from IPVS NAT, plus HAProxy's `redispa
   connection is scheduled again without it (`ServiceCore.may_retry` may stop that);
 - half-close propagates (EOF from one side becomes `shutdown(SHUT_WR)` on the other once the
   bytes before it are delivered); the pair closes when both directions ended;
-- a reset or error on one side resets the other (SO_LINGER 0 then close).
+- a reset or error on one side resets the other (SO_LINGER 0 then close); a client turned
+  away (no usable server) is closed with a FIN.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ import contextlib
 import errno
 import heapq
 import logging
+import select
 import socket
 import struct
+import weakref
+from collections.abc import Callable
 from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
@@ -41,6 +49,8 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 LISTEN_BACKLOG = 1024
 #: Accepts per listener wake-up before yielding to the other callbacks of the loop.
 ACCEPT_BATCH = 64
+#: epoll events handled per reactor wake-up (the rest come at the next loop iteration).
+EVENT_BATCH = 512
 #: Client bytes kept while the backend connection is being set up before reading pauses.
 PENDING_LIMIT = 256 * 1024
 #: One receive buffer for every relayed connection of the loop (callbacks never overlap).
@@ -55,20 +65,26 @@ _SHUT_WR = socket.SHUT_WR
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
 _STREAM = socket.SOCK_STREAM
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+_ERR = select.EPOLLERR
+_HUP = select.EPOLLHUP
+_RDHUP = select.EPOLLRDHUP
+#: Registered once per socket: input, output, peer shutdown, edge triggered.
+_MASK = _IN | _OUT | _RDHUP | select.EPOLLET
+#: Event bits after which reading must go on until EOF/EAGAIN (a FIN or error is queued).
+_DRAIN = _RDHUP | _HUP | _ERR
 
 # Conn.flags bits
 CONNECTING = 1  # backend connect in progress
 CONNECTED = 2  # backend socket connected
-C_EOF = 4  # client sent EOF (after its bytes were queued to the backend)
+C_EOF = 4  # client sent EOF
 B_EOF = 8  # backend sent EOF
 C_SHUT = 16  # EOF forwarded to the client (shutdown SHUT_WR done)
 B_SHUT = 32  # EOF forwarded to the backend
 CLOSED = 64
-C_READ = 128  # reader registered on the client socket
-B_READ = 256  # reader registered on the backend socket
-C_WRITE = 512  # writer registered on the client socket (bytes waiting for it)
-B_WRITE = 1024  # writer registered on the backend socket (bytes waiting or connecting)
-PAUSED = 2048  # client reading paused while connecting (PENDING_LIMIT)
+C_HELD = 128  # client reading stopped with data possibly unread (backend slow/connecting)
+B_HELD = 256  # backend reading stopped with data possibly unread (client slow)
 
 
 def open_listener(spec: L4Service, kind: int) -> socket.socket:
@@ -91,13 +107,72 @@ def open_listener(spec: L4Service, kind: int) -> socket.socket:
     return sock
 
 
+class Reactor:
+    """One edge-triggered epoll per event loop, itself one reader of that loop.
+
+    `handlers` maps a registered descriptor to its callback (called with the event bits);
+    a descriptor is dropped from `handlers` before its socket is closed, so a stale event
+    of a closed socket finds no handler.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop_ref = weakref.ref(loop)  # weak: the reactor table is keyed by the loop
+        self.ep = select.epoll()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.users = 0
+        self.buf = bytearray(BUFFER_SIZE)
+        self.view = memoryview(self.buf)
+        loop.add_reader(self.ep.fileno(), self.poll)
+
+    def poll(self) -> None:
+        handlers = self.handlers
+        for fd, ev in self.ep.poll(0, EVENT_BATCH):
+            h = handlers.get(fd)
+            if h is None:
+                continue
+            try:
+                h(ev)
+            except Exception:  # a bug must cost one connection, never the loop
+                log.exception("relay: event handler failed")
+
+    def close(self) -> None:
+        loop = self.loop_ref()
+        if loop is not None:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                loop.remove_reader(self.ep.fileno())
+        self.ep.close()
+
+
+_reactors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Reactor] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _acquire(loop: asyncio.AbstractEventLoop) -> Reactor:
+    r = _reactors.get(loop)
+    if r is None:
+        _reactors[loop] = r = Reactor(loop)
+    r.users += 1
+    return r
+
+
+def _release(r: Reactor) -> None:
+    r.users -= 1
+    loop = r.loop_ref()
+    if r.users <= 0 and loop is not None and _reactors.get(loop) is r:
+        del _reactors[loop]
+        r.close()
+
+
 class Conn:
     """One relayed client connection and (once scheduled) its backend connection."""
 
     __slots__ = (
         "attempt",
         "backend",
+        "bfd",
         "bs",
+        "cfd",
         "counted",
         "cs",
         "flags",
@@ -109,11 +184,13 @@ class Conn:
         "tried",
     )
 
-    def __init__(self, svc: TcpService, cs: _socket.socket, peer: tuple[str, int]) -> None:
+    def __init__(self, svc: TcpService, cs: _socket.socket, fd: int, peer: tuple[str, int]) -> None:
         self.svc = svc
         self.cs = cs
+        self.cfd = fd
         self.peer = peer
         self.bs: _socket.socket | None = None
+        self.bfd = -1
         self.backend: BackendState | None = None
         self.flags = 0
         self.counted = 0  # 0 none, 1 active, 2 inactive
@@ -157,10 +234,9 @@ class Conn:
         """Schedule onto a real server and start the non-blocking connect."""
         svc = self.svc
         core = svc.core
-        loop = svc.loop
         while not self.flags & CLOSED:
             tried = self.tried
-            b = core.pick(self.peer, loop.time(), tried if tried is not None else frozenset())
+            b = core.pick(self.peer, svc.loop.time(), tried if tried is not None else frozenset())
             if b is None:
                 log.warning("%s: no real server available", svc.name)
                 self.close()
@@ -178,53 +254,30 @@ class Conn:
                 return
             bs.setblocking(False)
             bs.setsockopt(_SOL_TCP, _NODELAY, 1)
-            self.bs = bs
             err = bs.connect_ex((host, port))
-            if err == errno.EINPROGRESS:
-                self.flags |= CONNECTING | B_WRITE
-                self.attempt += 1
-                loop.add_writer(bs.fileno(), self.connect_done)
-                svc.watch_connect(self)
+            if err not in (0, errno.EINPROGRESS):
+                bs.close()
+                if self.connect_failed(OSError(err, errno.errorcode.get(err, str(err)))):
+                    continue
                 return
+            self.bs = bs
+            self.bfd = fd = bs.fileno()
+            svc.reactor.handlers[fd] = self.on_backend
+            svc.reactor.ep.register(fd, _MASK)
             if err == 0:
                 self.connected()
-                return
-            if not self.connect_failed(OSError(err, errno.errorcode.get(err, str(err)))):
-                return
-
-    def connect_done(self) -> None:
-        """Writer callback: the backend connect completed or failed."""
-        bs = self.bs
-        assert bs is not None
-        self.svc.loop.remove_writer(bs.fileno())
-        self.flags &= ~(CONNECTING | B_WRITE)
-        self.attempt += 1
-        err = bs.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err == 0:
-            self.connected()
-        elif self.connect_failed(OSError(err, errno.errorcode.get(err, str(err)))):
-            self.connect()
-
-    def connect_timeout(self) -> None:
-        """The service's timeout heap says this connect took longer than connect_timeout."""
-        self.flags &= ~CONNECTING
-        self.attempt += 1
-        if self.flags & B_WRITE and self.bs is not None:
-            self.svc.loop.remove_writer(self.bs.fileno())
-            self.flags &= ~B_WRITE
-        if self.connect_failed(None):
-            self.connect()
+            else:
+                self.flags |= CONNECTING
+                self.attempt += 1
+                svc.watch_connect(self)
+            return
 
     def connect_failed(self, e: OSError | None) -> bool:
-        """Count the failure and close that socket; True when another server may be tried."""
+        """Count the failure on the real server; True when another server may be tried."""
         svc = self.svc
         core = svc.core
         b = self.backend
         assert b is not None
-        bs = self.bs
-        if bs is not None:
-            bs.close()
-            self.bs = None
         b.failed += 1
         tried = self.tried
         if tried is None:
@@ -240,104 +293,162 @@ class Conn:
             return False
         return True
 
+    def _drop_backend(self) -> None:
+        """Close a backend socket whose connect failed (the client stays)."""
+        self.flags &= ~CONNECTING
+        self.attempt += 1
+        if self.bs is not None:
+            self.svc.reactor.handlers.pop(self.bfd, None)
+            self.bs.close()
+            self.bs = None
+            self.bfd = -1
+
+    def connect_timeout(self) -> None:
+        """The service's timeout heap says this connect took longer than connect_timeout."""
+        self._drop_backend()
+        if self.connect_failed(None):
+            self.connect()
+
     def connected(self) -> None:
-        bs = self.bs
-        assert bs is not None
-        loop = self.svc.loop
-        flags = self.flags | CONNECTED
-        self.flags = flags | B_READ
-        loop.add_reader(bs.fileno(), self.backend_readable)
+        flags = self.flags = (self.flags | CONNECTED) & ~CONNECTING
+        self.attempt += 1
         self._count(2 if flags & C_EOF else 1)
         if self.to_b:
             self.backend.bytes_in += len(self.to_b)  # type: ignore[union-attr]
             self._flush_b()
         elif flags & C_EOF:
             self._shut_b()
-        if self.flags & PAUSED:
-            self.flags &= ~PAUSED
-            if not self.flags & (C_EOF | B_WRITE | CLOSED):
-                self.flags |= C_READ
-                loop.add_reader(self.cs.fileno(), self.client_readable)
+        elif flags & C_HELD:
+            self.flags &= ~C_HELD
+            self._read_client(True)
+
+    # -- events
+    def on_client(self, ev: int) -> None:
+        if ev & _OUT and self.to_c:
+            self._flush_c()
+        if ev & (_IN | _DRAIN) and not self.flags & (C_EOF | CLOSED):
+            self._read_client(bool(ev & _DRAIN))
+
+    def on_backend(self, ev: int) -> None:
+        flags = self.flags
+        if flags & CONNECTING:
+            if ev & (_ERR | _HUP):
+                err = self.bs.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+                self._drop_backend()
+                if self.connect_failed(OSError(err, errno.errorcode.get(err, str(err)))):
+                    # later: a new socket may reuse a descriptor still in this event batch
+                    self.svc.loop.call_soon(self.connect)
+                return
+            if not ev & _OUT:
+                return
+            self.connected()
+            if self.flags & CLOSED:
+                return
+        if ev & _OUT and self.to_b:
+            self._flush_b()
+        if ev & (_IN | _DRAIN) and not self.flags & (B_EOF | CLOSED):
+            self._read_backend(bool(ev & _DRAIN))
 
     # -- relay
-    def client_readable(self) -> None:
-        svc = self.svc
-        try:
-            n = self.cs.recv_into(svc.buf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.reset()
-            return
-        loop = svc.loop
-        flags = self.flags
-        if n == 0:
-            self.flags = flags = (flags | C_EOF) & ~C_READ
-            loop.remove_reader(self.cs.fileno())
-            if flags & CONNECTED:
-                self._count(2)
-                if not self.to_b:
-                    self._shut_b()
-            return
-        if not flags & CONNECTED:  # keep early bytes until the backend is there
-            self.to_b += svc.view[:n]
-            if len(self.to_b) > PENDING_LIMIT:
-                self.flags = (flags | PAUSED) & ~C_READ
-                loop.remove_reader(self.cs.fileno())
-            return
-        self.backend.bytes_in += n  # type: ignore[union-attr]
-        bs = self.bs
-        try:
-            sent = bs.send(svc.view[:n])  # type: ignore[union-attr]
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.reset()
-            return
-        if sent < n:  # the backend is slower: keep the rest, pause the client
-            self.to_b = svc.view[sent:n].tobytes()
-            self.flags = (flags | B_WRITE) & ~C_READ
-            loop.remove_reader(self.cs.fileno())
-            loop.add_writer(bs.fileno(), self.backend_writable)  # type: ignore[union-attr]
-
-    def backend_readable(self) -> None:
-        svc = self.svc
-        bs = self.bs
-        try:
-            n = bs.recv_into(svc.buf)  # type: ignore[union-attr]
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.reset()
-            return
-        loop = svc.loop
-        flags = self.flags
-        if n == 0:
-            self.flags = flags = (flags | B_EOF) & ~B_READ
-            loop.remove_reader(bs.fileno())  # type: ignore[union-attr]
-            self._count(2)
-            if not self.to_c:
-                self._shut_c()
-            return
-        self.backend.bytes_out += n  # type: ignore[union-attr]
+    def _read_client(self, drain: bool) -> None:
+        """Read the client until EAGAIN (or one short read when no FIN/error is queued)."""
+        reactor = self.svc.reactor
+        buf = reactor.buf
+        view = reactor.view
         cs = self.cs
+        while True:
+            flags = self.flags
+            if flags & CLOSED:
+                return
+            if (not flags & CONNECTED and len(self.to_b) > PENDING_LIMIT) or (
+                flags & CONNECTED and self.to_b
+            ):
+                self.flags = flags | C_HELD  # resumed when to_b drained
+                return
+            try:
+                n = cs.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.reset()
+                return
+            if n == 0:
+                self._client_eof()
+                return
+            if not flags & CONNECTED:  # keep early bytes until the backend is there
+                self.to_b += view[:n]
+            else:
+                self.backend.bytes_in += n  # type: ignore[union-attr]
+                try:
+                    sent = self.bs.send(view[:n])  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self.reset()
+                    return
+                if sent < n:  # the backend is slower: keep the rest; EPOLLOUT resumes
+                    self.to_b = view[sent:n].tobytes()
+            if n < BUFFER_SIZE and not drain:
+                return
+
+    def _read_backend(self, drain: bool) -> None:
+        """Read the backend until EAGAIN (or one short read when no FIN/error is queued)."""
+        reactor = self.svc.reactor
+        buf = reactor.buf
+        view = reactor.view
+        bs = self.bs
+        assert bs is not None
+        while True:
+            flags = self.flags
+            if flags & CLOSED:
+                return
+            if self.to_c:
+                self.flags = flags | B_HELD
+                return
+            try:
+                n = bs.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.reset()
+                return
+            if n == 0:
+                self._backend_eof()
+                return
+            self.backend.bytes_out += n  # type: ignore[union-attr]
+            try:
+                sent = self.cs.send(view[:n])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.reset()
+                return
+            if sent < n:  # the client is slower: keep the rest; EPOLLOUT resumes
+                self.to_c = view[sent:n].tobytes()
+            if n < BUFFER_SIZE and not drain:
+                return
+
+    def _flush_b(self) -> None:
+        """Send what waits for the backend; once it is all gone, go on reading the client."""
         try:
-            sent = cs.send(svc.view[:n])
+            sent = self.bs.send(self.to_b)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
-            sent = 0
+            return
         except OSError:
             self.reset()
             return
-        if sent < n:  # the client is slower: keep the rest, pause the backend
-            self.to_c = svc.view[sent:n].tobytes()
-            self.flags = (flags | C_WRITE) & ~B_READ
-            loop.remove_reader(bs.fileno())  # type: ignore[union-attr]
-            loop.add_writer(cs.fileno(), self.client_writable)
+        self.to_b = rest = self.to_b[sent:]
+        if rest:
+            return
+        flags = self.flags
+        if flags & C_EOF:
+            self._shut_b()
+        elif flags & C_HELD:
+            self.flags = flags & ~C_HELD
+            self._read_client(True)
 
-    def backend_writable(self) -> None:
-        self._flush_b()
-
-    def client_writable(self) -> None:
+    def _flush_c(self) -> None:
+        """Send what waits for the client; once it is all gone, go on reading the backend."""
         try:
             sent = self.cs.send(self.to_c)
         except (BlockingIOError, InterruptedError):
@@ -345,48 +456,28 @@ class Conn:
         except OSError:
             self.reset()
             return
-        self.to_c = self.to_c[sent:]
-        if self.to_c:
+        self.to_c = rest = self.to_c[sent:]
+        if rest:
             return
-        loop = self.svc.loop
-        self.flags &= ~C_WRITE
-        loop.remove_writer(self.cs.fileno())
-        if self.flags & B_EOF:
-            self._shut_c()
-        else:
-            self.flags |= B_READ
-            loop.add_reader(self.bs.fileno(), self.backend_readable)  # type: ignore[union-attr]
-
-    def _flush_b(self) -> None:
-        """Send what waits for the backend; a writer stays registered until it is all gone."""
-        bs = self.bs
-        assert bs is not None
-        try:
-            sent = bs.send(self.to_b)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.reset()
-            return
-        self.to_b = self.to_b[sent:]
-        loop = self.svc.loop
         flags = self.flags
-        if self.to_b:
-            if not flags & B_WRITE:
-                self.flags = flags | B_WRITE
-                loop.add_writer(bs.fileno(), self.backend_writable)
-            if flags & C_READ:
-                self.flags &= ~C_READ
-                loop.remove_reader(self.cs.fileno())
-            return
-        if flags & B_WRITE:
-            self.flags = flags = flags & ~B_WRITE
-            loop.remove_writer(bs.fileno())
-        if flags & C_EOF:
-            self._shut_b()
-        elif not flags & (C_READ | PAUSED):
-            self.flags = flags | C_READ
-            loop.add_reader(self.cs.fileno(), self.client_readable)
+        if flags & B_EOF:
+            self._shut_c()
+        elif flags & B_HELD:
+            self.flags = flags & ~B_HELD
+            self._read_backend(True)
+
+    def _client_eof(self) -> None:
+        flags = self.flags = self.flags | C_EOF
+        if flags & CONNECTED:
+            self._count(2)
+            if not self.to_b:
+                self._shut_b()
+
+    def _backend_eof(self) -> None:
+        self.flags |= B_EOF
+        self._count(2)
+        if not self.to_c:
+            self._shut_c()
 
     def _shut_b(self) -> None:
         if self.flags & C_SHUT:  # the last direction: close() sends this FIN
@@ -409,48 +500,32 @@ class Conn:
             self.reset()
 
     # -- teardown
-    def _unregister(self) -> None:
-        loop = self.svc.loop
-        flags = self.flags
-        if flags & (C_READ | C_WRITE):
-            fd = self.cs.fileno()
-            if flags & C_READ:
-                loop.remove_reader(fd)
-            if flags & C_WRITE:
-                loop.remove_writer(fd)
-        bs = self.bs
-        if bs is not None and flags & (B_READ | B_WRITE):
-            fd = bs.fileno()
-            if flags & B_READ:
-                loop.remove_reader(fd)
-            if flags & B_WRITE:
-                loop.remove_writer(fd)
-        self.flags = (flags | CLOSED) & ~(C_READ | C_WRITE | B_READ | B_WRITE | CONNECTING)
+    def _teardown(self, linger: bytes | None) -> None:
+        self.flags = (self.flags | CLOSED) & ~CONNECTING
+        handlers = self.svc.reactor.handlers
+        handlers.pop(self.cfd, None)
+        for s in (self.cs, self.bs):
+            if s is None:
+                continue
+            if linger is not None:
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.close()  # also leaves the epoll set
+        if self.bs is not None:
+            handlers.pop(self.bfd, None)
+        self._release()
+        self.svc.conns.discard(self)
 
     def close(self) -> None:
         """Close both sockets with a FIN: both directions ended (all bytes delivered), or
         the client is turned away (no usable server)."""
-        if self.flags & CLOSED:
-            return
-        self._unregister()
-        self.cs.close()
-        if self.bs is not None:
-            self.bs.close()
-        self._release()
-        self.svc.conns.discard(self)
+        if not self.flags & CLOSED:
+            self._teardown(None)
 
     def reset(self) -> None:
-        """An error or reset on one side (or no server): reset both (SO_LINGER 0, close)."""
-        if self.flags & CLOSED:
-            return
-        self._unregister()
-        for s in (self.cs, self.bs):
-            if s is not None:
-                with contextlib.suppress(OSError):
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                s.close()
-        self._release()
-        self.svc.conns.discard(self)
+        """An error or reset on one side (or no descriptor left): reset both sides."""
+        if not self.flags & CLOSED:
+            self._teardown(_LINGER_RESET)
 
 
 class TcpService:
@@ -463,8 +538,7 @@ class TcpService:
         self.conns: set[Conn] = set()
         self.sock: socket.socket | None = None
         self.sockname: tuple[str, int] = (core.spec.host, core.spec.port)
-        self.buf = bytearray(BUFFER_SIZE)
-        self.view = memoryview(self.buf)
+        self.reactor: Reactor = None  # type: ignore[assignment]  # set by start()
         self._connects: list[tuple[float, int, int, Conn]] = []
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -481,6 +555,7 @@ class TcpService:
         self.sock = sock
         self.sockname = sock.getsockname()[:2]
         self.name = f"{self.sockname[0]}:{self.sockname[1]}/tcp"
+        self.reactor = _acquire(self.loop)
         self.loop.add_reader(sock.fileno(), self._accept)
 
     def _accept(self) -> None:
@@ -489,6 +564,9 @@ class TcpService:
             return
         conns = self.conns
         family = lsock.family
+        reactor = self.reactor
+        handlers = reactor.handlers
+        register = reactor.ep.register
         for _ in range(ACCEPT_BATCH):
             try:
                 fd, peer = lsock._accept()  # type: ignore[attr-defined]
@@ -505,10 +583,10 @@ class TcpService:
             cs = _socket.socket(family, _STREAM, 0, fd)
             cs.setblocking(False)
             cs.setsockopt(_SOL_TCP, _NODELAY, 1)
-            conn = Conn(self, cs, peer)
+            conn = Conn(self, cs, fd, peer)
             conns.add(conn)
-            conn.flags = C_READ
-            self.loop.add_reader(cs.fileno(), conn.client_readable)
+            handlers[fd] = conn.on_client
+            register(fd, _MASK)
             conn.connect()
 
     def _resume_accept(self) -> None:
@@ -555,6 +633,9 @@ class TcpService:
                 self._timer.cancel()
                 self._timer = None
             self._connects.clear()
+            if self.reactor is not None:
+                _release(self.reactor)
+                self.reactor = None  # type: ignore[assignment]
 
 
-__all__ = ["LISTEN_BACKLOG", "PENDING_LIMIT", "Conn", "TcpService", "open_listener"]
+__all__ = ["LISTEN_BACKLOG", "PENDING_LIMIT", "Conn", "Reactor", "TcpService", "open_listener"]
