@@ -184,3 +184,45 @@ def test_listener_that_cannot_bind_fails_the_start() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     run(main(), limit=60)
+
+
+def test_stream_block_added_by_reload_starts_serving() -> None:
+    async def main() -> None:
+        a = await EchoBackend("a").start()
+        work = tempfile.mkdtemp(prefix="hk-stream-run-")
+        conf = os.path.join(work, "nginx.conf")
+        http_port, port = _free_port(), _free_port()
+        http = (
+            f"events {{}}\nhttp {{ server {{ listen 127.0.0.1:{http_port}; "
+            "location / { proxy_pass http://127.0.0.1:1; } } }\n"
+        )
+        with open(conf, "w") as f:
+            f.write(http)
+        proc = Proc(conf)
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 15
+            while True:  # the HTTP listener is up: the command has started
+                try:
+                    _, w = await asyncio.open_connection("127.0.0.1", http_port)
+                    w.close()
+                    break
+                except OSError:
+                    assert proc.proc.poll() is None, "".join(proc.lines)
+                    assert loop.time() < end, "hakeeper did not start"
+                    await asyncio.sleep(0.05)
+            with open(conf, "w") as f:
+                f.write(http + f"stream {{ server {{ listen 127.0.0.1:{port}; ")
+                f.write(f"proxy_pass 127.0.0.1:{a.port}; }} }}\n")
+            proc.proc.send_signal(signal.SIGHUP)
+            assert await _first_greeting(port, proc) == "a"
+        finally:
+            code = proc.stop()
+            a.close()
+            shutil.rmtree(work, ignore_errors=True)
+        assert code == 0, "".join(proc.lines)
+        for p in (http_port, port):  # neither listener outlives the command
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p))
+
+    run(main(), limit=60)

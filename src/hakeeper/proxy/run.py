@@ -101,6 +101,8 @@ def run_nginx(path: str) -> int:
             started = _reload(path, started)
             if stream is not None:
                 stream.reload()  # it re-reads the file and keeps its config on errors
+            else:
+                stream = _late_stream(path, started)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         for m in started:
@@ -111,6 +113,21 @@ def run_nginx(path: str) -> int:
 
 def _read_stream(path: str, diags: Diagnostics) -> StreamConfig:
     return read_file(path, diags).stream
+
+
+def _late_stream(path: str, masters: list[Master]) -> StreamProcess | None:
+    """A `stream { }` block that a reload added: start its process (None if none/invalid)."""
+    diags = Diagnostics()
+    found = stream_services(_read_stream(path, diags), diags)
+    if diags.has_errors or not found:
+        return None
+    stream = StreamProcess(path, _read_stream)
+    try:
+        stream.start(inherited=[s for m in masters for s in m.socks])
+    except RuntimeError as e:
+        log.error("%s", e)
+        return None
+    return stream
 
 
 def _reload(path: str, masters: list[Master]) -> list[Master]:

@@ -354,14 +354,20 @@ class StreamProcess:
         self.loader = loader
         self.pid = 0
 
-    def start(self, ready_timeout: float = 10.0) -> None:
-        """Fork, serve, and return once every listener is open (RuntimeError otherwise)."""
+    def start(self, ready_timeout: float = 10.0, inherited: Sequence[socket.socket] = ()) -> None:
+        """Fork, serve, and return once every listener is open (RuntimeError otherwise).
+
+        `inherited`: the parent's other listening sockets, closed in the child so that it
+        never keeps them open (a stream block added by a reload forks after the HTTP ones).
+        """
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child
             code = 1
             try:
                 os.close(r)
+                for sock in inherited:
+                    sock.close()
                 code = _child_main(self.path, self.loader, w)
             finally:
                 os._exit(code)
