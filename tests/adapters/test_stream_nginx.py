@@ -288,3 +288,29 @@ stream {{
             await runner.close()
 
     run(main())
+
+
+def test_proxy_timeout_closes_idle_tcp_sessions_only() -> None:
+    async def main() -> None:
+        bs = await _backends(1)
+        port = free_port()
+        text = upstream_conf(port, [f"127.0.0.1:{bs[0].port}"], server_extra="proxy_timeout 1s;")
+        runner, port = await _serve(text)
+        loop = asyncio.get_running_loop()
+        try:
+            idle = await connect(port)
+            busy = await connect(port)
+            start = loop.time()
+            # the busy one talks every 0.3 s for 2.4 s and stays open
+            while loop.time() - start < 2.4:
+                assert await busy.echo(b"ping") == b"ping"
+                await asyncio.sleep(0.3)
+            # the idle one was closed by the proxy after about 1 s without data
+            assert await asyncio.wait_for(idle.reader.read(), 5) == b""
+            assert runner.timed_out == 1
+            busy.close()
+            idle.close()
+        finally:
+            await _close(runner, bs)
+
+    run(main())

@@ -9,8 +9,10 @@ flow) gets a peer from the upstream's method (smooth weighted round-robin by def
 `fail_timeout`, effective weight cut) and, when `proxy_next_upstream on` and the
 `_tries` / `_timeout` budget allows, the connection moves to the next peer; when no peer
 is left the client connection is closed, as nginx does. A session that ends frees its
-peer as a success (the `conns` count for least_conn / max_conns). UDP flows end after
-`proxy_timeout` without datagrams.
+peer as a success (the `conns` count for least_conn / max_conns). A session ends after
+`proxy_timeout` without data either way: UDP flows by the relay's idle timer, TCP
+sessions by a sweep that reads each socket's last send/receive time from TCP_INFO (so the
+relay's hot path keeps no per-read timestamps).
 
 The relay is the userspace data plane's (`hakeeper.dataplane.userspace` TcpService /
 UdpService); this module plugs nginx's choice into its `ServiceCore` hooks. `StreamRunner`
@@ -30,10 +32,12 @@ import random
 import select
 import signal
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
+from typing import Any
 
 from hakeeper.balance.nginx import UpstreamServer as BalancedServer
 from hakeeper.balance.upstream import UpstreamGroup
@@ -228,6 +232,36 @@ class StreamUdpService(UdpService):
         flow.to_backend(data)
 
 
+# ------------------------------------------------------------------------- proxy_timeout
+
+#: struct tcp_info: tcpi_last_data_sent at byte 44, tcpi_last_data_recv at byte 52 (ms ago).
+_TCP_INFO_LAST = struct.Struct("=I4xI")
+_TCP_INFO_LEN = 104
+
+
+def idle_seconds(sock: Any) -> float | None:
+    """Seconds since `sock` last sent or received data (the kernel's TCP_INFO), or None."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except (OSError, AttributeError, ValueError):
+        return None
+    if len(info) < 56:
+        return None
+    sent, received = _TCP_INFO_LAST.unpack_from(info, 44)
+    return float(min(sent, received)) / 1000.0
+
+
+def session_idle(conn: Any) -> float | None:
+    """How long a relayed TCP session saw no data either way (None: not established)."""
+    client, backend = getattr(conn, "cs", None), getattr(conn, "bs", None)
+    if client is None or backend is None:
+        return None
+    a, b = idle_seconds(client), idle_seconds(backend)
+    if a is None or b is None:
+        return None
+    return min(a, b)
+
+
 # --------------------------------------------------------------------------------- runner
 
 
@@ -242,6 +276,9 @@ class StreamRunner:
         self.tcp: dict[tuple[str, str, int], TcpService] = {}
         self.udp: dict[tuple[str, str, int], StreamUdpService] = {}
         self.errors: dict[tuple[str, str, int], str] = {}
+        self._idle_timer: asyncio.TimerHandle | None = None
+        #: TCP sessions closed by proxy_timeout
+        self.timed_out = 0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -288,15 +325,53 @@ class StreamRunner:
             except OSError as e:
                 self.errors[key] = str(e)
                 log.error("stream %s %s:%d: cannot listen: %s", *key, e)
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        """One timer for every TCP listener's proxy_timeout, at a quarter of the shortest."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        timeouts = [_timeout(tcp) for tcp in self.tcp.values()]
+        if timeouts:
+            step = min(max(min(timeouts) / 4, 0.05), 30.0)
+            self._idle_timer = self.loop.call_later(step, self._idle_tick)
+
+    def _idle_tick(self) -> None:
+        self._idle_timer = None
+        self.sweep_idle()
+        self._arm_idle()
+
+    def sweep_idle(self) -> int:
+        """Close (FIN both ways) sessions without data for proxy_timeout; how many."""
+        closed = 0
+        for tcp in self.tcp.values():
+            limit = _timeout(tcp)
+            for conn in list(tcp.clients):
+                idle = session_idle(conn)
+                if idle is not None and idle >= limit:
+                    log.info("%s: session timed out after %.1f s idle", tcp.name, idle)
+                    conn.close()
+                    closed += 1
+        self.timed_out += closed
+        return closed
 
     async def close(self) -> None:
         """Stop every listener and drop relayed connections."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         for tcp in self.tcp.values():
             await tcp.stop(drop=True)
         for udp in self.udp.values():
             udp.stop()
         self.tcp.clear()
         self.udp.clear()
+
+
+def _timeout(tcp: TcpService) -> float:
+    core = tcp.core
+    return core.service.server.timeout if isinstance(core, NginxStreamCore) else 600.0
 
 
 # -------------------------------------------------------------------------------- process
