@@ -34,6 +34,7 @@ from hakeeper.proxy.config import (
     RetryPolicy,
     Timeouts,
     header_rule,
+    nginx_default_headers,
 )
 from hakeeper.proxy.routes import (
     Location,
@@ -132,6 +133,12 @@ def proxied_for(
         except ValueError as exc:
             diags.error(location.loc, f"proxy_set_header {name}: {exc}")
             return None
+    # nginx always adds its default Host/Connection lines for names the list leaves out
+    # (ngx_http_proxy_init_headers merges ngx_http_proxy_headers after the user's)
+    named = {r.name.lower() for r in rules}
+    for default in nginx_default_headers():
+        if default.name.lower() not in named:
+            rules.append(default)
     cache = balancers if balancers is not None else {}
     upstream = nginx.upstream(hostport)
     balancer: Balancer

@@ -97,7 +97,8 @@ def test_bridge_to_engine_settings() -> None:
     assert pc.timeouts.proxy_read == 5.0 and pc.timeouts.upstream_keepalive == 30.0
     assert pc.limits.max_body == 8 << 20
     assert pc.retry.on == frozenset({"error", "timeout", "http_503"}) and pc.retry.tries == 2
-    assert [h.name for h in pc.headers] == ["Host", "X-Forwarded-For"]
+    # nginx's default Connection: close is added for the name the list leaves out
+    assert [h.name for h in pc.headers] == ["Host", "X-Forwarded-For", "Connection"]
     assert isinstance(route.balancer, UpstreamGroup) and route.balancer.method == "least_conn"
     assert [p.port for p in pc.peers] == [8080, 8080, 8080]
 

@@ -1,0 +1,196 @@
+"""Routed listeners on real loopback sockets: ordering with pipelining, bodies sent to a
+`return`, per-location proxy settings and limits, hash keys from variables, one balancer
+per upstream, and the plain fast path left untouched."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from test_proxy_support import (
+    Backend,
+    BackendConn,
+    Seen,
+    connect,
+    read_response,
+    read_until_closed,
+    request,
+    run,
+    simple_response,
+)
+
+from hakeeper.conf.diagnostics import Diagnostics
+from hakeeper.conf.lexer import parse_nginx_text
+from hakeeper.conf.nginx import read_nginx
+from hakeeper.proxy.engine import Engine
+from hakeeper.proxy.from_nginx import listeners
+from hakeeper.proxy.http1 import ClientProtocol
+from hakeeper.proxy.routed import RoutedClientProtocol
+
+CONF = """
+http {{
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    upstream app {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; keepalive 4; }}
+    upstream byuri {{ hash $request_uri consistent; server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}
+    server {{
+        listen 127.0.0.1:8999;
+        server_name main.test;
+        location / {{ proxy_pass http://app; }}
+        location /ret {{ return 200 "r $uri"; }}
+        location /hdr/ {{
+            proxy_pass http://app/;
+            proxy_set_header Host $host;
+            proxy_set_header X-Loc "hdr $remote_addr";
+            proxy_set_header Connection "";
+        }}
+        location /small/ {{ proxy_pass http://app; client_max_body_size 10; }}
+        location /h/ {{ proxy_pass http://byuri; }}
+    }}
+    server {{ listen 127.0.0.1:8999; server_name other.test; location /only {{ return 204; }} }}
+}}
+"""
+
+
+def _named(name: bytes) -> object:
+    def handler(conn: BackendConn, seen: Seen) -> None:
+        conn.send(simple_response(body=name + b" " + seen.target))
+
+    return handler
+
+
+@contextlib.asynccontextmanager
+async def routed(text: str) -> AsyncIterator[tuple[Engine, int, list[Backend]]]:
+    backends = [await Backend(_named(n)).start() for n in (b"A", b"B")]  # type: ignore[arg-type]
+    engine: Engine | None = None
+    try:
+        diags = Diagnostics()
+        conf = text.format(a=backends[0].port, b=backends[1].port)
+        cfg = read_nginx(parse_nginx_text(conf, "t.conf", diags), diags)
+        (route,) = listeners(cfg, diags)
+        assert not diags.has_errors, [d.format() for d in diags]
+        engine = Engine(route.config, route.balancer)
+        await engine.start_listening("127.0.0.1", 0)
+        yield engine, engine.ports()[0], backends
+        assert engine.stats.internal_errors == 0
+    finally:
+        if engine is not None:
+            engine.close()
+        for b in backends:
+            await b.stop()
+
+
+def get(path: bytes, host: bytes = b"main.test", extra: bytes = b"") -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n" + extra + b"\r\n"
+
+
+def test_pipelined_returns_and_proxied_requests_stay_in_order() -> None:
+    async def main() -> None:
+        async with routed(CONF) as (engine, port, backends):
+            assert isinstance(engine.protocol_factory(), RoutedClientProtocol)
+            reader, writer = await connect(port)
+            writer.write(
+                get(b"/x1")
+                + get(b"/ret/1")
+                + b"POST /ret/2 HTTP/1.1\r\nHost: main.test\r\nContent-Length: 5\r\n\r\nhello"
+                + b"POST /ret/3 HTTP/1.1\r\nHost: main.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"3\r\nabc\r\n0\r\n\r\n"
+                + get(b"/x2")
+                + get(b"/only", b"other.test")
+                + get(b"/nothing", b"other.test")
+            )
+            bodies = []
+            statuses = []
+            for _ in range(7):
+                resp = await read_response(reader)
+                assert resp.keep_alive
+                statuses.append(resp.status)
+                bodies.append(resp.body)
+            assert statuses == [200, 200, 200, 200, 200, 204, 404]
+            assert bodies[:5] == [b"A /x1", b"r /ret/1", b"r /ret/2", b"r /ret/3", b"B /x2"]
+            # the bodies sent to `return` never reached an upstream
+            assert [s.target for b in backends for s in b.seen] == [b"/x1", b"/x2"]
+            writer.close()
+
+    run(main())
+
+
+def test_expect_continue_on_a_return_location() -> None:
+    async def main() -> None:
+        async with routed(CONF) as (_, port, _b):
+            reader, writer = await connect(port)
+            writer.write(
+                b"PUT /ret/e HTTP/1.1\r\nHost: main.test\r\nContent-Length: 3\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"abc")
+            resp = await read_response(reader)
+            assert resp.status == 200 and resp.body == b"r /ret/e" and resp.keep_alive
+            writer.close()
+
+    run(main())
+
+
+def test_per_location_headers_uri_part_and_body_limit() -> None:
+    async def main() -> None:
+        async with routed(CONF) as (engine, port, backends):
+            resp = await request(port, get(b"/hdr/p?k=7", extra=b"X-Loc: client\r\n"))
+            assert resp.status == 200 and resp.body.endswith(b" /p?k=7")
+            (seen,) = [s for b in backends for s in b.seen]
+            assert seen.header(b"x-loc") == b"hdr 127.0.0.1"  # the client's value was replaced
+            assert seen.header(b"host") == b"main.test"
+            resp = await request(port, get(b"/", extra=b"X-Loc: client\r\n"))
+            seen = [s for b in backends for s in b.seen][-1]
+            assert seen.header(b"x-loc") == b"client" and seen.header(b"host") == b"app"
+            big = b"POST /small/ HTTP/1.1\r\nHost: main.test\r\nContent-Length: 11\r\n\r\n"
+            reader, writer = await connect(port)
+            writer.write(big + b"x" * 11)
+            assert (await read_response(reader)).status == 413
+            await read_until_closed(reader)
+            writer.close()
+            resp = await request(port, big.replace(b"11", b"10") + b"x" * 10)
+            assert resp.status == 200
+            # the other location of the same upstream allows the default 1m
+            resp = await request(port, big.replace(b"/small/", b"/") + b"x" * 11)
+            assert resp.status == 200
+            for bad in (b"/../x", b"/%zz"):
+                assert (await request(port, get(bad))).status == 400
+            assert engine.stats.upstream_reused > 0  # each location keeps its own pool
+
+    run(main())
+
+
+def test_hash_key_from_request_uri_and_shared_round_robin() -> None:
+    async def main() -> None:
+        async with routed(CONF) as (_, port, _b):
+            owners: dict[bytes, set[bytes]] = {}
+            for i in range(12):
+                path = b"/h/%d" % (i % 4)
+                resp = await request(port, get(path))
+                owners.setdefault(path, set()).add(resp.body[:1])
+            assert all(len(v) == 1 for v in owners.values())  # one backend per key
+            assert {next(iter(v)) for v in owners.values()} == {b"A", b"B"}
+            # `/` and `/hdr/` use upstream app: ONE round-robin across both locations
+            seq = []
+            for path in (b"/a", b"/hdr/b", b"/c", b"/hdr/d"):
+                seq.append((await request(port, get(path))).body[:1])
+            assert seq == [b"A", b"B", b"A", b"B"]
+
+    run(main())
+
+
+def test_lone_location_listener_keeps_the_fast_path() -> None:
+    async def main() -> None:
+        text = (
+            "http {{ upstream app {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}"
+            " server {{ listen 127.0.0.1:8999; server_name x;"
+            " location / {{ proxy_pass http://app; }} }} }}"
+        )
+        async with routed(text) as (engine, port, _b):
+            assert engine.routes is None and not engine.children
+            assert type(engine.protocol_factory()) is ClientProtocol
+            resp = await request(port, get(b"/z", b"anything"))
+            assert resp.status == 200 and resp.body == b"A /z"
+
+    run(main())
