@@ -65,6 +65,11 @@ _SHUT_WR = socket.SHUT_WR
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
 _STREAM = socket.SOCK_STREAM
+#: Backend sockets are created non-blocking (no extra ioctl); accepted client sockets stay
+#: blocking at the descriptor level (Python's accept cannot ask for SOCK_NONBLOCK) and are
+#: therefore only ever read and written with MSG_DONTWAIT: one syscall less per connection.
+_STREAM_NB = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_DONTWAIT = socket.MSG_DONTWAIT
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR
@@ -247,12 +252,11 @@ class Conn:
                 core.persistence.connection_opened(ip_address(self.peer[0]))
             host, port = b.addr
             try:
-                bs = _socket.socket(_AF_INET6 if ":" in host else _AF_INET, _STREAM, 0)
+                bs = _socket.socket(_AF_INET6 if ":" in host else _AF_INET, _STREAM_NB, 0)
             except OSError as e:  # out of descriptors: this connection cannot be served
                 log.warning("%s: backend socket: %s", svc.name, e)
                 self.reset()
                 return
-            bs.setblocking(False)
             bs.setsockopt(_SOL_TCP, _NODELAY, 1)
             err = bs.connect_ex((host, port))
             if err not in (0, errno.EINPROGRESS):
@@ -366,7 +370,7 @@ class Conn:
                 self.flags = flags | C_HELD  # resumed when to_b drained
                 return
             try:
-                n = cs.recv_into(buf)
+                n = cs.recv_into(buf, 0, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -417,7 +421,7 @@ class Conn:
                 return
             self.backend.bytes_out += n  # type: ignore[union-attr]
             try:
-                sent = self.cs.send(view[:n])
+                sent = self.cs.send(view[:n], _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
@@ -450,7 +454,7 @@ class Conn:
     def _flush_c(self) -> None:
         """Send what waits for the client; once it is all gone, go on reading the backend."""
         try:
-            sent = self.cs.send(self.to_c)
+            sent = self.cs.send(self.to_c, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -579,9 +583,9 @@ class TcpService:
                     self._backoff = self.loop.call_later(ACCEPT_BACKOFF, self._resume_accept)
                     return
                 continue  # ECONNABORTED and friends: that one client is gone
-            # the bare C socket object: socket.socket's Python wrapper costs per connection
-            cs = _socket.socket(family, _STREAM, 0, fd)
-            cs.setblocking(False)
+            # the bare C socket object (socket.socket's Python wrapper costs per connection);
+            # the type flag only tells Python "never wait": I/O on it uses MSG_DONTWAIT
+            cs = _socket.socket(family, _STREAM_NB, 0, fd)
             cs.setsockopt(_SOL_TCP, _NODELAY, 1)
             conn = Conn(self, cs, fd, peer)
             conns.add(conn)
