@@ -50,7 +50,6 @@ from hakeeper.check.probes import (
     ProbeResult,
     Target,
     TcpProbe,
-    established,
     run_command,
     start_probe,
     target_for,
@@ -79,6 +78,8 @@ TICK_S = 0.01  # timer wheel granularity: probes due in one 10 ms bucket start t
 _PER_TICK = 1.0 / TICK_S
 _NEVER = 1 << 62
 _EPOLLOUT = select.EPOLLOUT
+_EINPROGRESS, _EISCONN = errno.EINPROGRESS, errno.EISCONN
+_CONNECTING = frozenset((errno.EINPROGRESS, errno.EALREADY))
 
 _LOG_NAMES = {"PING_CHECK": "ICMP", "SSL_GET": "SSL", "HTTP_GET": "HTTP"}
 
@@ -184,10 +185,7 @@ class _Bound:
     health: VirtualServerHealth
     reals: dict[str, RealServer]
     targets: dict[tuple[str, int], Target] = field(default_factory=dict)
-    plans: dict[tuple[str, int], _Plan] = field(default_factory=dict)
-    inflight: dict[tuple[str, int], Probe] = field(default_factory=dict)
-    results: dict[tuple[str, int], ProbeResult] = field(default_factory=dict)
-    gen: dict[tuple[str, int], int] = field(default_factory=dict)
+    slots: dict[tuple[str, int], _Slot] = field(default_factory=dict)
     live: bool = True
     last_pool: Pool | None = None
     notify_tail: asyncio.Task[None] | None = None
@@ -197,6 +195,12 @@ class _Bound:
         if real is None or i >= len(real.checkers):
             return None
         return real.checkers[i]
+
+    def slot(self, rs: str, i: int) -> _Slot:
+        slot = self.slots.get((rs, i))
+        if slot is None:
+            slot = self.slots[(rs, i)] = _Slot(self, rs, i)
+        return slot
 
     def target(self, rs: str, i: int) -> Target:
         key = (rs, i)
@@ -219,27 +223,34 @@ class _Plan:
     tcp: bool
 
 
+class _Slot:
+    """One checker of one real server: its queued-probe generation, resolved plan, probe
+    in flight and last result (the engine's per-checker state; the policy keeps the rest)."""
+
+    __slots__ = ("b", "gen", "i", "inflight", "plan", "result", "rs")
+
+    def __init__(self, b: _Bound, rs: str, i: int) -> None:
+        self.b = b
+        self.rs = rs
+        self.i = i
+        self.gen = 0  # a newer StartProbe supersedes queued ones
+        self.plan: _Plan | None = None
+        self.inflight: Probe | None = None
+        self.result: ProbeResult | None = None
+
+
 class _Connect(Probe):
     """A TCP_CHECK connect waiting in the engine's epoll set; also its timeout entry."""
 
-    __slots__ = ("b", "engine", "fd", "i", "rs", "sock", "started")
+    __slots__ = ("engine", "fd", "slot", "sock", "started")
 
-    def __init__(  # noqa: PLR0917
-        self,
-        engine: CheckerEngine,
-        sock: _socket.socket,
-        fd: int,
-        b: _Bound,
-        rs: str,
-        i: int,
-        started: float,
+    def __init__(
+        self, engine: CheckerEngine, sock: _socket.socket, fd: int, slot: _Slot, started: float
     ) -> None:
         self.engine = engine
         self.sock: _socket.socket | None = sock
         self.fd = fd
-        self.b = b
-        self.rs = rs
-        self.i = i
+        self.slot = slot
         self.started = started
 
     def _drop(self) -> bool:
@@ -258,13 +269,13 @@ class _Connect(Probe):
         """The timer wheel reached connect_timeout: a failure if still connecting."""
         if not self._drop():
             return
-        b, rs, i = self.b, self.rs, self.i
-        if b.inflight.get((rs, i)) is self:
-            del b.inflight[(rs, i)]
-        self.engine._on_result(b, rs, i, self.started, ProbeResult(False, "connect timeout"))
+        slot = self.slot
+        if slot.inflight is self:
+            slot.inflight = None
+        self.engine._on_result(slot, self.started, ProbeResult(False, "connect timeout"))
 
 
-_Entry = tuple[_Bound, str, int, int] | _Connect
+_Entry = tuple[_Slot, int] | _Connect
 
 
 class CheckerEngine:
@@ -350,7 +361,8 @@ class CheckerEngine:
                 bound.vs = vs
                 bound.reals = {rs_label(r.ip, r.port): r for r in vs.real_servers}
                 bound.targets.clear()
-                bound.plans.clear()
+                for slot in bound.slots.values():
+                    slot.plan = None
                 self._apply(bound, bound.health.reload(health_spec(vs), self._now()))
 
     def set_suspended(self, key: VsKey, suspended: bool) -> None:
@@ -374,7 +386,8 @@ class CheckerEngine:
                 changed = h.changed_at(rs_key)
                 checks = []
                 for i, c in enumerate(real.checkers):
-                    r = b.results.get((rs_key, i))
+                    slot = b.slots.get((rs_key, i))
+                    r = None if slot is None else slot.result
                     checks.append(
                         CheckerStatus(
                             c.kind,
@@ -422,9 +435,10 @@ class CheckerEngine:
 
     def _remove(self, key: VsKey, *, shutdown: bool) -> None:
         bound = self._bound[key]
-        for probe in bound.inflight.values():
-            probe.cancel()
-        bound.inflight.clear()
+        for slot in bound.slots.values():
+            if slot.inflight is not None:
+                slot.inflight.cancel()
+                slot.inflight = None
         if shutdown:
             self._apply(bound, bound.health.shutdown())
         bound.live = False
@@ -493,14 +507,11 @@ class CheckerEngine:
     # most TICK_S after it is due and never before. Pending TCP connects' timeouts live in
     # the same wheel (a `_Connect` entry), so there is no timer handle per probe.
     def _schedule(self, b: _Bound, a: StartProbe) -> None:
-        self._schedule_at(b, a.rs, a.checker, a.at)
+        self._schedule_at(b.slot(a.rs, a.checker), a.at)
 
-    def _schedule_at(self, b: _Bound, rs: str, i: int, at: float) -> None:
-        # a newer StartProbe for the same checker supersedes queued ones (generation check)
-        gkey = (rs, i)
-        gen = b.gen.get(gkey, 0) + 1
-        b.gen[gkey] = gen
-        self._put(int(at * _PER_TICK), (b, rs, i, gen))
+    def _schedule_at(self, slot: _Slot, at: float) -> None:
+        slot.gen = gen = slot.gen + 1
+        self._put(int(at * _PER_TICK), (slot, gen))
 
     def _put(self, tick: int, entry: _Entry) -> None:
         bucket = self._wheel.get(tick)
@@ -523,7 +534,7 @@ class CheckerEngine:
     def _fire(self) -> None:
         self._timer = None
         # results handled inline below schedule their next probe seconds ahead: keep the
-        # timer "armed" at -inf so they do not re-arm it one by one; re-armed once at the end
+        # timer "armed" at -1 so they do not re-arm it one by one; re-armed once at the end
         self._timer_tick = -1
         now = self._now()
         last = int(now * _PER_TICK + 1e-6) - 1  # buckets that have fully elapsed
@@ -537,60 +548,55 @@ class CheckerEngine:
                     if isinstance(entry, _Connect):
                         entry.expire()
                     else:
-                        b, rs, i, gen = entry
-                        if b.live and b.gen.get((rs, i)) == gen:
-                            self._launch(b, rs, i, now)
+                        slot, gen = entry
+                        if slot.gen == gen and slot.b.live:
+                            self._launch(slot, now)
                 except Exception:  # never let one bad probe end the checker loop
                     log.exception("checker timer entry %r", entry)
         self._timer_tick = _NEVER
         if ticks:
             self._arm(ticks[0])
 
-    def _plan(self, b: _Bound, rs: str, i: int) -> _Plan | None:
-        pkey = (rs, i)
-        plan = b.plans.get(pkey)
-        if plan is None:
-            check = b.checker(rs, i)
-            if check is None:
-                return None
-            real = b.health.reals[rs].spec
-            target = b.target(rs, i)
-            timeout = real.checkers[i].connect_timeout
-            plan = b.plans[pkey] = _Plan(check, target, timeout, type(check) is TcpCheck)
+    @staticmethod
+    def _plan(slot: _Slot) -> _Plan | None:
+        b, rs, i = slot.b, slot.rs, slot.i
+        check = b.checker(rs, i)
+        if check is None:
+            return None
+        timeout = b.health.reals[rs].spec.checkers[i].connect_timeout
+        plan = _Plan(check, b.target(rs, i), timeout, type(check) is TcpCheck)
+        slot.plan = plan
         return plan
 
-    def _launch(self, b: _Bound, rs: str, i: int, now: float) -> None:
-        plan = self._plan(b, rs, i)
+    def _launch(self, slot: _Slot, now: float) -> None:
+        plan = slot.plan or self._plan(slot)
         if plan is None:
             return
         self.probes_started += 1
-        inflight = b.inflight
-        if inflight:
-            old = inflight.pop((rs, i), None)
-            if old is not None:
-                old.cancel()
+        if slot.inflight is not None:
+            slot.inflight.cancel()
+            slot.inflight = None
         target = plan.target
         if plan.tcp and target.plain:
-            self._tcp_connect(b, rs, i, target, plan.timeout, now)
+            self._tcp_connect(slot, target, plan.timeout, now)
             return
         loop = self._loop
         assert loop is not None
 
         def done(result: ProbeResult) -> None:
-            self._on_result(b, rs, i, now, result)
+            self._on_result(slot, now, result)
 
-        check = plan.check
         if plan.tcp:
             probe: Probe = TcpProbe(loop, target, plan.timeout, done)
         else:
-            weight = b.health.reals[rs].spec.weight
-            probe = start_probe(loop, check, target, plan.timeout, done, self.track_files, weight)
-        inflight[(rs, i)] = probe
+            weight = slot.b.health.reals[slot.rs].spec.weight
+            probe = start_probe(
+                loop, plan.check, target, plan.timeout, done, self.track_files, weight
+            )
+        slot.inflight = probe
 
     # -- TCP_CHECK fast path -----------------------------------------------------------
-    def _tcp_connect(  # noqa: PLR0917
-        self, b: _Bound, rs: str, i: int, target: Target, timeout: float, now: float
-    ) -> None:
+    def _tcp_connect(self, slot: _Slot, target: Target, timeout: float, now: float) -> None:
         """keepalived's TCP_CHECK on a bare socket: connect(); a connect that completed in
         the call (same-host backends) or failed at once is a result right here; otherwise
         the socket waits in our own epoll set (one loop reader for all pending connects)
@@ -598,36 +604,44 @@ class CheckerEngine:
         try:
             sock = _socket.socket(target.family, STREAM_NONBLOCK)
         except OSError as exc:
-            self._on_result(b, rs, i, now, ProbeResult(False, f"socket: {exc.strerror or exc}"))
+            self._on_result(slot, now, ProbeResult(False, f"socket: {exc.strerror or exc}"))
             return
         err = sock.connect_ex(target.addr)
-        if err == errno.EINPROGRESS and established(sock):
-            err = 0  # same-host backends: the handshake completed inside connect()
-        if err != errno.EINPROGRESS:
+        if err == _EINPROGRESS:
+            # same-host backends complete the handshake inside connect(); asking again
+            # says so (EISCONN) without raising, else EALREADY (or the connect's error)
+            err = sock.connect_ex(target.addr)
+            if err == _EISCONN:
+                err = 0
+        if err not in _CONNECTING:
             sock.close()
-            self._tcp_result(b, rs, i, now, err)
+            self._tcp_result(slot, now, err)
             return
         fd = sock.fileno()
-        pending = _Connect(self, sock, fd, b, rs, i, now)
+        pending = _Connect(self, sock, fd, slot, now)
         try:
             self._epoll_set().register(fd, _EPOLLOUT)
         except OSError as exc:
             sock.close()
-            self._on_result(b, rs, i, now, ProbeResult(False, f"epoll: {exc.strerror or exc}"))
+            self._on_result(slot, now, ProbeResult(False, f"epoll: {exc.strerror or exc}"))
             return
         self._connects[fd] = pending
-        b.inflight[(rs, i)] = pending
+        slot.inflight = pending
         self._put(int((now + timeout) * _PER_TICK), pending)
 
-    def _tcp_result(self, b: _Bound, rs: str, i: int, started: float, err: int) -> None:
-        if err == 0 and b.live and self.running:
-            at = b.health.steady_ok(rs, i, self._now())
-            if at is not None:  # up and still up: no actions, no allocation beyond the entry
-                b.results[(rs, i)] = CONNECTED
-                self._schedule_at(b, rs, i, at)
-                return
-        result = CONNECTED if err == 0 else ProbeResult(False, os.strerror(err))
-        self._on_result(b, rs, i, started, result)
+    def _tcp_result(self, slot: _Slot, started: float, err: int) -> None:
+        if err == 0:
+            b = slot.b
+            if b.live and self.running:
+                at = b.health.steady_ok(slot.rs, slot.i, self._now())
+                if at is not None:  # up and still up: no actions, nothing allocated but the entry
+                    slot.result = CONNECTED
+                    slot.gen = gen = slot.gen + 1
+                    self._put(int(at * _PER_TICK), (slot, gen))
+                    return
+            self._on_result(slot, started, CONNECTED)
+            return
+        self._on_result(slot, started, ProbeResult(False, os.strerror(err)))
 
     def _epoll_set(self) -> select.epoll:
         ep = self._epoll
@@ -657,13 +671,13 @@ class CheckerEngine:
             except OSError as exc:
                 err = exc.errno or errno.EIO
             sock.close()  # closing the last reference also leaves the epoll set
-            b, rs, i = pending.b, pending.rs, pending.i
-            if b.inflight.get((rs, i)) is pending:
-                del b.inflight[(rs, i)]
+            slot = pending.slot
+            if slot.inflight is pending:
+                slot.inflight = None
             try:
-                self._tcp_result(b, rs, i, pending.started, err)
+                self._tcp_result(slot, pending.started, err)
             except Exception:
-                log.exception("TCP check result %s/%s#%d", b.key, rs, i)
+                log.exception("TCP check result %s/%s#%d", slot.b.key, slot.rs, slot.i)
 
     def _close_epoll(self) -> None:
         for pending in list(self._connects.values()):
@@ -675,15 +689,15 @@ class CheckerEngine:
             self._epoll.close()
             self._epoll = None
 
-    def _on_result(self, b: _Bound, rs: str, i: int, started: float, result: ProbeResult) -> None:
-        key = (rs, i)
-        b.inflight.pop(key, None)
+    def _on_result(self, slot: _Slot, started: float, result: ProbeResult) -> None:
+        slot.inflight = None
+        b, rs, i = slot.b, slot.rs, slot.i
         if not b.live or not self.running:
             return
         h = b.health
         real = h.reals.get(rs)
         was_alive = real.alive if real is not None else None
-        b.results[key] = result
+        slot.result = result
         ok = result.ok
         if not ok and (self.log_all_failures or was_alive):
             kind, ip = self._kind(b, rs, i)
