@@ -84,6 +84,35 @@ def _die_with_parent() -> None:
         pass
 
 
+def _forget_parent_signals() -> None:
+    """A worker forked from the asyncio daemon (`hakeeper run -f ... --nginx ...`) inherits
+    its Python signal handlers and wakeup fd: a signal must not be written into the
+    daemon's loop. SIGHUP is ignored (nginx workers ignore it too; the master reloads)."""
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _release_inherited_fds(keep: set[int]) -> None:
+    """A worker forked from a daemon inherits all its fds (VRRP and checker sockets, client
+    connections of the control socket, pipes, other listeners): point each one it does not
+    need at /dev/null, so those connections/files are held by the daemon alone (a client
+    waiting for EOF is not kept waiting by a worker). dup2 rather than close: the fd numbers
+    stay taken, so an inherited Python object closing its fd later cannot hit one of ours."""
+    try:
+        fds = [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no /proc
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in fds:
+        if fd > 2 and fd != null and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd, inheritable=False)
+    os.close(null)
+
+
 def tune_gc() -> None:
     """Worker GC settings: move start-up objects out of the collector's sight and collect
     less often (connections free themselves by reference counting; see connection_lost)."""
@@ -198,9 +227,11 @@ class Master:
                     # the master may fork from a sigwait() loop: start with no signal
                     # blocked, and die with the master rather than linger on the socket
                     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                    _forget_parent_signals()
                     _die_with_parent()
                     os.close(r)
                     mine = per_worker[i] if per_worker is not None else self.socks
+                    _release_inherited_fds({w, *(s.fileno() for s in mine)})
                     code = _worker_main(config, mine, self.balancer_factory, w)
                 finally:
                     os._exit(code)
@@ -223,6 +254,12 @@ class Master:
 
     def reload(self, config: ProxyConfig | None = None) -> None:
         """Hitless: new workers on the same sockets first, then the old ones drain."""
+        old = self.replace_workers(config)
+        self._reap(old, 30.0)
+
+    def replace_workers(self, config: ProxyConfig | None = None) -> list[int]:
+        """`reload` without the wait: new workers serve, the old ones are told to drain
+        (SIGTERM); returns their pids for the caller to reap (the daemon polls them)."""
         if config is not None:
             self.config = config
         old = self.pids
@@ -230,7 +267,7 @@ class Master:
         for pid in old:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        self._reap(old, 30.0)
+        return old
 
     def stop(self, graceful: bool = True, timeout: float = 10.0) -> None:
         sig = signal.SIGTERM if graceful else signal.SIGQUIT

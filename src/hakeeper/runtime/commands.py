@@ -1,9 +1,11 @@
 """`hakeeper run` and `hakeeper status`: the daemon's command line (keepalived(8) spellings).
 
 `hakeeper run -f FILE [-n|--dont-fork|--foreground] [-l|--log-console] [-D|--debug]
-[-p|--pid FILE] [--control PATH] [--status-file PATH] [-i|--config-id ID] [--no-uvloop]`
-loads FILE (refusing to start on config errors, exit 1), forks to the background unless
-told not to, writes the pid file, and runs until SIGTERM/SIGINT (exit 0).
+[-p|--pid FILE] [--control PATH] [--status-file PATH] [-i|--config-id ID] [--no-uvloop]
+[--nginx NGINX_CONF]` loads FILE (refusing to start on config errors, exit 1), forks to the
+background unless told not to, writes the pid file, and runs until SIGTERM/SIGINT (exit 0).
+With `-f FILE --nginx NGINX_CONF` one daemon also serves the nginx.conf (runtime.l7);
+`--nginx NGINX_CONF` without `-f` runs the L7 proxy alone in the foreground (proxy.run).
 `hakeeper status [--control PATH] [--json]` asks a running daemon over its control socket.
 """
 
@@ -25,7 +27,14 @@ DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run the VRRP daemon (keepalived-compatible config)")
-    run.add_argument("-f", "--use-file", dest="config", default=DEFAULT_CONFIG, metavar="FILE")
+    run.add_argument(
+        "-f",
+        "--use-file",
+        dest="config",
+        default=None,
+        metavar="FILE",
+        help=f"keepalived.conf (default {DEFAULT_CONFIG}, unless only --nginx is given)",
+    )
     run.add_argument(
         "-n",
         "--dont-fork",
@@ -61,8 +70,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--nginx",
         default=None,
         metavar="FILE",
-        help="serve this nginx.conf with the L7 proxy (in the foreground; for now instead "
-        "of the VRRP daemon, not beside it)",
+        help="serve this nginx.conf with the L7 proxy: beside VRRP in the same daemon with "
+        "-f FILE, alone (in the foreground) without -f",
     )
     run.set_defaults(handler=cmd_run)
 
@@ -73,10 +82,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if getattr(args, "nginx", None):
+    nginx = getattr(args, "nginx", None)
+    if nginx and args.config is None:
         from hakeeper.proxy.run import run_nginx  # noqa: PLC0415
 
-        return run_nginx(args.nginx)
+        return run_nginx(nginx)
     from hakeeper.runtime.daemon import Daemon, DaemonOptions  # noqa: PLC0415
     from hakeeper.runtime.process import (  # noqa: PLC0415
         PidFileError,
@@ -89,11 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     control = None if args.control in ("", "none") else args.control
     options = DaemonOptions(
-        config_file=args.config,
+        config_file=args.config or DEFAULT_CONFIG,
         config_id=args.config_id,
         control_path=control,
         status_file=args.status_file,
         dataplane=args.dataplane,
+        nginx_file=nginx or None,
     )
     if not args.foreground:
         daemonize()
@@ -140,7 +151,31 @@ def _format_status(data: dict[str, Any]) -> str:
         from hakeeper.dataplane.lvs import format_status  # noqa: PLC0415
 
         lines += format_status(data["virtual_servers"])
+    if data.get("l7"):
+        lines += _format_l7(data["l7"])
     return "\n".join(lines)
+
+
+def _format_l7(l7: dict[str, Any]) -> list[str]:
+    lines = [
+        f"L7 proxy {l7.get('config_file')}: {'serving' if l7.get('serving') else 'NOT SERVING'}"
+        f"  reloads {l7.get('reloads', {}).get('ok', 0)} ok"
+        f" / {l7.get('reloads', {}).get('failed', 0)} failed"
+    ]
+    for lst in l7.get("listeners", []):
+        workers = lst.get("workers", [])
+        text = f"  listen {lst.get('listen')}: {len(workers)} worker(s)"
+        if workers:
+            text += f" (pids {', '.join(str(p) for p in workers)})"
+        if lst.get("error"):
+            text += f" error: {lst['error']}"
+        lines.append(text)
+        peers = [u.get("peer", "?") for u in lst.get("upstreams", [])]
+        if peers:
+            lines.append(f"    upstream {', '.join(peers)}")
+    if l7.get("stream_pid"):
+        lines.append(f"  stream pid {l7['stream_pid']}")
+    return lines
 
 
 def cmd_status(args: argparse.Namespace) -> int:

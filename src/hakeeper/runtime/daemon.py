@@ -98,7 +98,7 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
         loop = asyncio.get_running_loop()
         self._loop = loop
         cfg = self._load()
-        if cfg is None:
+        if cfg is None or not self._check_l7():
             return 1
         self.netlink = None
         if self.options.use_netlink:
@@ -112,7 +112,7 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
         self.notify = NotifyRunner(self.exec_fn)
         self.tracker = Tracker(
             loop,
-            self.exec_fn,
+            self._track_exec,  # the built-in `hakeeper-proxy` check, else exec_fn
             self._on_track_change,
             self.netlink,
             watch_links=self.options.use_netlink,
@@ -143,6 +143,7 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
             loop.add_signal_handler(sig, self.request, event)
         try:
             await self.tracker.start_links()
+            await self._start_l7()  # serving before any instance can take a VIP
             stopping = not await self._startup_delay(cfg.global_defs.vrrp_startup_delay)
             if not stopping:
                 await self._apply(cfg, initial=True)
@@ -161,7 +162,7 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
                     break
                 try:
                     if event == "hup":
-                        await self._reload()
+                        await self._reload_all()
                     elif event == "usr1":
                         self._dump_status()
                     elif event.startswith("link "):
@@ -181,6 +182,13 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
             await self._close_resources()
         log.info("hakeeper stopped")
         return 0
+
+    async def _reload_all(self) -> None:
+        """SIGHUP: keepalived.conf, then nginx.conf; each keeps its running config on errors."""
+        try:
+            await self._reload()
+        finally:
+            await self._reload_l7()
 
     async def _startup_delay(self, delay: float) -> bool:
         """keepalived `vrrp_startup_delay`: no instance runs for `delay` seconds after start
@@ -223,6 +231,7 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
             await self.lvs.stop()
             self.lvs = None
         await self.host.drain(SHUTDOWN_DRAIN)
+        await self._stop_l7()  # after the VIPs went: the peer already takes new clients
         await self.notify.wait_idle(NOTIFY_STOP_WAIT)
         if self.smtp is not None:  # a dead relay must not hold the exit for long
             await self.smtp.drain(min(SMTP_EXIT_WAIT, self.config.global_defs.smtp_connect_timeout))

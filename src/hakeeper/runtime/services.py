@@ -1,4 +1,4 @@
-"""Services the daemon supervises beside VRRP: the L4 virtual servers and `ha_suspend`.
+"""Services the daemon supervises beside VRRP: L4 virtual servers, `ha_suspend`, the L7 proxy.
 
 keepalived's checker side (check_daemon.c, read for facts): `virtual_server` blocks are
 installed at start and re-synced on reload (`hakeeper.dataplane.lvs.sync_lvs`), removed at
@@ -8,6 +8,14 @@ this node does not hold the virtual server's address. Here "holds" is decided fr
 the address is a VIP of an instance that is MASTER; an address no instance owns is held
 when it is a local address (a bind to it succeeds). Suspension is recomputed after every
 VRRP transition and after every start/reload of the virtual servers.
+
+With `--nginx FILE` the daemon also serves that nginx.conf (`runtime.l7.L7Service`): checked
+with keepalived.conf before anything starts, serving before any instance can become
+MASTER, reloaded on SIGHUP after keepalived.conf (each keeps its running config when its
+new file is bad), drained at exit after the VIPs are gone. The built-in tracker
+`vrrp_script NAME { script "hakeeper-proxy" }` answers from the daemon itself (0 while the
+proxy serves, 1 otherwise; no process is run), the equivalent of the seeds'
+`script "killall -0 nginx"`.
 """
 
 from __future__ import annotations
@@ -15,13 +23,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from hakeeper.conf.model import IPAddress, KeepalivedConfig, VirtualServer
 from hakeeper.runtime.daemon_base import DaemonBase
 from hakeeper.vrrp import machine as m
 
 log = logging.getLogger("hakeeper.daemon")
+
+BUILTIN_CHECK = "hakeeper-proxy"  # vrrp_script { script "hakeeper-proxy" }: the L7 serves
 
 
 def vs_addresses(cfg: KeepalivedConfig, vs: VirtualServer) -> list[tuple[IPAddress, IPAddress]]:
@@ -129,3 +140,45 @@ class ServicesMixin(DaemonBase):
         """A VRRP instance changed state: ha_suspend may flip."""
         if self.lvs is not None:
             self._apply_ha_suspend()
+
+    # -- L7 (nginx.conf) -------------------------------------------------------------
+    def _check_l7(self) -> bool:
+        """Refuse to start on a bad nginx.conf, as on a bad keepalived.conf."""
+        path = self.options.nginx_file
+        if not path:
+            return True
+        from hakeeper.runtime.l7 import read  # noqa: PLC0415
+
+        loaded, diags = read(path)
+        for d in diags.sorted():
+            (log.error if d.severity == "error" else log.warning)("%s", d.format())
+        if loaded is None:
+            log.error("configuration %s has errors; not starting", path)
+            return False
+        return True
+
+    async def _start_l7(self) -> None:
+        path = self.options.nginx_file
+        if not path:
+            return
+        from hakeeper.runtime.l7 import L7Service  # noqa: PLC0415
+
+        l7 = L7Service(path)
+        self.l7 = l7
+        if not await l7.start():  # the file changed since _check_l7: serve nothing
+            log.error("L7 proxy not started")
+
+    async def _reload_l7(self) -> None:
+        if self.l7 is not None:
+            await self.l7.reload()
+
+    async def _stop_l7(self) -> None:
+        if self.l7 is not None:
+            l7, self.l7 = self.l7, None
+            await l7.stop()
+
+    async def _track_exec(self, argv: Sequence[str], timeout: float, **who: Any) -> int | None:
+        """The tracker's exec: `hakeeper-proxy` is answered here, anything else runs."""
+        if len(argv) == 1 and argv[0] == BUILTIN_CHECK:
+            return 0 if self.l7 is not None and self.l7.serving() else 1
+        return await self.exec_fn(argv, timeout, **who)

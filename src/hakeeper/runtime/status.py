@@ -57,6 +57,7 @@ class StatusMixin(DaemonBase):
             "smtp": ({"sent": self.smtp.sent, "failed": self.smtp.failed} if self.smtp else None),
             "host_ops": self.host.status(),
             "virtual_servers": self.lvs.status() if self.lvs is not None else None,
+            "l7": self.l7.status() if self.l7 is not None else None,
             "ha_suspend": {" ".join(k[1:]): v for k, v in sorted(self.suspended.items())},
         }
 
