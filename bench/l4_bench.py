@@ -12,7 +12,10 @@ TCP connection through the proxy per request). CPU% is the proxy's utime+stime d
 (wrk + backend) saturates first. Ratios are per core, vs HAProxy in the same run.
 
 Usage: .venv/bin/python bench/l4_bench.py [--duration 10] [--connections 50] [--sched wlc]
-       [--only haproxy,nginx,hakeeper] [--profile out.prof] [--json out.json]
+       [--only haproxy,nginx,hakeeper] [--runs 3] [--profile out.prof] [--json out.json]
+With `--runs N` every target is measured N times, round-robin (run 1 of each target, then
+run 2...), and a summary gives the median and range of each figure: the machine is shared,
+so single runs disagree by 15-35 %.
 Everything listens on 127.0.0.1; every process started here is stopped at exit.
 """
 
@@ -23,6 +26,7 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,6 +175,7 @@ class Result:
     cpu_pct: float
     per_core: float
     errors: int
+    run: int = 1
 
 
 def cpu_ticks(pid: int) -> int:
@@ -254,6 +259,51 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _ratios(results: list[Result]) -> dict[tuple[str, str], list[float]]:
+    """Per-core ratio vs HAProxy of each (target, mode), one per run (same run's HAProxy)."""
+    ref = {(r.run, r.mode): r for r in results if r.target.startswith("haproxy")}
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        base = ref.get((r.run, r.mode))
+        if base is not None and r.cpu_pct > 0 and base.per_core == base.per_core:
+            out.setdefault((r.target, r.mode), []).append(r.per_core / base.per_core)
+    return out
+
+
+def _mr(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    med = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return med
+    return f"{med} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
+
+def summary(results: list[Result]) -> str:
+    """Median (min–max) over the runs of each target and mode."""
+    ratios = _ratios(results)
+    lines = [
+        "| target | mode | runs | req/s | p99 ms | proxy CPU % | req/s per proxy core "
+        "| vs HAProxy (per core) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys: list[tuple[str, str]] = []
+    for r in results:
+        if (r.target, r.mode) not in keys:
+            keys.append((r.target, r.mode))
+    for target, mode in keys:
+        rs = [r for r in results if r.target == target and r.mode == mode]
+        cpu = [r.cpu_pct for r in rs if r.cpu_pct > 0]
+        per_core = [r.per_core for r in rs if r.cpu_pct > 0]
+        ratio = ratios.get((target, mode), [])
+        lines.append(
+            f"| {target} | {mode} | {len(rs)} | {_mr([r.rps for r in rs], ',.0f')} "
+            f"| {_mr([r.p99_ms for r in rs], '.2f')} | {_mr(cpu, '.0f')} "
+            f"| {_mr(per_core, ',.0f')} | {_mr(ratio, '.2f')}{'x' if ratio else ''} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--duration", type=int, default=10)
@@ -265,6 +315,7 @@ def main() -> int:
         help="floor = a 40-line uvloop relay without scheduling, counts or timeouts",
     )
     ap.add_argument("--modes", default="keep-alive,close")
+    ap.add_argument("--runs", type=int, default=1, help="measure every target this many times")
     ap.add_argument("--profile", type=Path, help="cProfile output of the hakeeper proxy")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -287,61 +338,93 @@ def main() -> int:
         procs.append(backend)
         wait_port(bport)
         print(f"backend: nginx return 200 (100-byte body) on :{bport}, CPU 1 with wrk")
-        if "direct" in only:
-            results += measure("no proxy (direct)", None, bport, args)
+        for run in range(1, args.runs + 1):
+            if args.runs > 1:
+                print(f"-- run {run}/{args.runs}", flush=True)
+            before = len(results)
+            if "direct" in only:
+                results += measure("no proxy (direct)", None, bport, args)
 
-        if "haproxy" in only:
-            port = free_port()
-            (work / "haproxy.cfg").write_text(HAPROXY_TCP.format(port=port, backend=bport))
-            ha = subprocess.Popen(
-                ["taskset", "-c", "0", haproxy, "-db", "-f", str(work / "haproxy.cfg")]
-            )
-            procs.append(ha)
-            wait_port(port)
-            results += measure("haproxy 2.6 mode tcp", ha.pid, port, args)
-            stop(ha)
-
-        if "nginx" in only:
-            if not Path(STREAM_MODULE).exists():
-                print(f"  nginx stream: skipped ({STREAM_MODULE} missing: libnginx-mod-stream)")
-            else:
+            if "haproxy" in only:
                 port = free_port()
-                (work / "stream.conf").write_text(
-                    NGINX_STREAM.format(module=STREAM_MODULE, dir=work, port=port, backend=bport)
+                (work / "haproxy.cfg").write_text(HAPROXY_TCP.format(port=port, backend=bport))
+                ha = subprocess.Popen(
+                    ["taskset", "-c", "0", haproxy, "-db", "-f", str(work / "haproxy.cfg")]
                 )
-                ng = subprocess.Popen(
-                    ["taskset", "-c", "0", nginx, "-p", str(work), "-c", str(work / "stream.conf")]
-                )
-                procs.append(ng)
+                procs.append(ha)
                 wait_port(port)
-                results += measure("nginx 1.22 stream", ng.pid, port, args)
-                stop(ng)
+                results += measure("haproxy 2.6 mode tcp", ha.pid, port, args)
+                stop(ha)
 
-        if "hakeeper" in only:
-            port = free_port()
-            env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-            prof = str(args.profile) if args.profile else "-"
-            cmd = [sys.executable, "-c", HAKEEPER_SERVE, str(port), str(bport), args.sched, prof]
-            hk = subprocess.Popen(["taskset", "-c", "0", *cmd], env=env)
-            procs.append(hk)
-            wait_port(port)
-            results += measure(f"hakeeper userspace ({args.sched})", hk.pid, port, args)
-            stop(hk)
+            if "nginx" in only:
+                if not Path(STREAM_MODULE).exists():
+                    print(f"  nginx stream: skipped ({STREAM_MODULE} missing: libnginx-mod-stream)")
+                else:
+                    port = free_port()
+                    (work / "stream.conf").write_text(
+                        NGINX_STREAM.format(
+                            module=STREAM_MODULE, dir=work, port=port, backend=bport
+                        )
+                    )
+                    ng = subprocess.Popen(
+                        [
+                            "taskset",
+                            "-c",
+                            "0",
+                            nginx,
+                            "-p",
+                            str(work),
+                            "-c",
+                            str(work / "stream.conf"),
+                        ]
+                    )
+                    procs.append(ng)
+                    wait_port(port)
+                    results += measure("nginx 1.22 stream", ng.pid, port, args)
+                    stop(ng)
 
-        if "floor" in only:
-            port = free_port()
-            cmd = [sys.executable, "-c", BARE_RELAY, str(port), str(bport)]
-            fl = subprocess.Popen(["taskset", "-c", "0", *cmd])
-            procs.append(fl)
-            wait_port(port)
-            results += measure("floor: bare uvloop relay", fl.pid, port, args)
-            stop(fl)
+            if "hakeeper" in only:
+                port = free_port()
+                env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+                prof = str(args.profile) if args.profile else "-"
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    HAKEEPER_SERVE,
+                    str(port),
+                    str(bport),
+                    args.sched,
+                    prof,
+                ]
+                hk = subprocess.Popen(["taskset", "-c", "0", *cmd], env=env)
+                procs.append(hk)
+                wait_port(port)
+                results += measure(f"hakeeper userspace ({args.sched})", hk.pid, port, args)
+                stop(hk)
+
+            if "floor" in only:
+                port = free_port()
+                cmd = [sys.executable, "-c", BARE_RELAY, str(port), str(bport)]
+                fl = subprocess.Popen(["taskset", "-c", "0", *cmd])
+                procs.append(fl)
+                wait_port(port)
+                results += measure("floor: bare uvloop relay", fl.pid, port, args)
+                stop(fl)
+            for r in results[before:]:
+                r.run = run
     finally:
         for p in reversed(procs):
             stop(p)
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print(table(results))
+    for run in range(1, args.runs + 1):
+        if args.runs > 1:
+            print(f"run {run}:")
+        print(table([r for r in results if r.run == run]))
+    if args.runs > 1:
+        print()
+        print(f"median (min–max) over {args.runs} runs:")
+        print(summary(results))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0
