@@ -22,6 +22,19 @@ real nginx:
   here, "mark them as live for quick recovery"; the differential test shows 1.22 does not.)
 * `down` peers are never chosen; `max_conns` skips a peer with that many connections.
 
+Beyond open-source nginx (nginx Plus semantics, `ngx_http_upstream_module` docs):
+
+* a peer's `down` is the union of the configured/administrative flag (`set_down`) and the
+  active health check's verdict (`set_health`); either keeps it out of every method, and the
+  hash methods still count its weight, so `hash ... consistent` moves only its keys;
+* `slow_start=T` (round_robin and least_conn only, like nginx Plus): a peer that comes back
+  (health check up, or a passive failure cleared by a successful try, or `start_ramp` for a
+  server added by a reload) has its weight ramped linearly from 0 to nominal over T seconds
+  of the injected clock. SWRR then adds `effective_weight * f` (f = elapsed / T) instead of
+  `effective_weight`; least_conn compares conns against the ramped weight. Ramps never start
+  at process start. When the last ramp of a list ends, fractional current weights are reset
+  to 0 so later sequences are nginx's integer SWRR again.
+
 One `UpstreamBalancer` is the shared (per worker) state; `begin()` makes the per-request
 object whose `get(now)` / `free(peer, now, failed)` mirror nginx's peer.get / peer.free,
 including the request's `tried` set and its `tries` budget for proxy_next_upstream.
@@ -36,6 +49,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 IPAddress = IPv4Address | IPv6Address
+
+#: Methods that accept `slow_start=` (nginx Plus rejects it with hash, ip_hash and random).
+SLOW_START_METHODS = frozenset({"round_robin", "least_conn"})
 
 #: Retries of ip_hash / hash / random before they fall back to round-robin.
 HASH_MAX_TRIES = 20
@@ -53,12 +69,15 @@ class UpstreamServer:
     down: bool = False
     max_conns: int = 0
     server: str = ""  # the configured text ("backend:8080"); ketama hashes it; "" = name
+    slow_start: float = 0.0  # seconds; 0 = off (nginx Plus `slow_start=`)
 
     def __post_init__(self) -> None:
         if self.weight < 1:
             raise ValueError(f"server {self.name}: weight must be >= 1")
         if self.max_fails < 0 or self.max_conns < 0 or self.fail_timeout < 0:
             raise ValueError(f"server {self.name}: negative max_fails/max_conns/fail_timeout")
+        if self.slow_start < 0:
+            raise ValueError(f"server {self.name}: negative slow_start")
 
 
 class Peer:
@@ -66,6 +85,7 @@ class Peer:
 
     __slots__ = (
         "accessed",
+        "admin_down",
         "backup",
         "checked",
         "conns",
@@ -74,11 +94,14 @@ class Peer:
         "effective_weight",
         "fail_timeout",
         "fails",
+        "hc_down",
         "index",
         "max_conns",
         "max_fails",
         "name",
+        "ramp_until",
         "server",
+        "slow_start",
         "weight",
     )
 
@@ -88,11 +111,15 @@ class Peer:
         self.weight = cfg.weight
         self.max_fails = cfg.max_fails
         self.fail_timeout = int(cfg.fail_timeout)
-        self.down = cfg.down
+        self.admin_down = cfg.down
+        self.hc_down = False  # the active health check's verdict (set_health)
+        self.down = cfg.down  # admin_down or hc_down: what every method tests
+        self.slow_start = float(cfg.slow_start)
+        self.ramp_until = 0.0  # > 0 while the weight ramps (ends at this clock value)
         self.backup = cfg.backup
         self.max_conns = cfg.max_conns
         self.index = index
-        self.current_weight = 0
+        self.current_weight: float = 0
         self.effective_weight = cfg.weight
         self.fails = 0
         self.accessed = 0
@@ -113,6 +140,13 @@ class Peer:
             and now - self.checked <= self.fail_timeout
         )
 
+    def ramp_factor(self, now: float) -> float:
+        """How much of its weight a slow-starting peer has at `now` (1.0 when not ramping)."""
+        if not self.ramp_until:
+            return 1.0
+        left = self.ramp_until - now
+        return 1.0 if left <= 0 else max(0.0, 1.0 - left / self.slow_start)
+
     def full(self) -> bool:
         return self.max_conns > 0 and self.conns >= self.max_conns
 
@@ -132,6 +166,16 @@ class PeerList:
         self.single = single
         self.total_weight = sum(p.weight for p in peers)
         self.tries = sum(1 for p in peers if not p.down)
+        self.ramping = 0  # peers with a slow-start ramp in progress
+
+    def end_ramp(self, peer: Peer) -> None:
+        peer.ramp_until = 0.0
+        self.ramping -= 1
+        if self.ramping <= 0:
+            self.ramping = 0
+            if any(p.current_weight != int(p.current_weight) for p in self.peers):
+                for p in self.peers:
+                    p.current_weight = 0
 
     def __len__(self) -> int:
         return len(self.peers)
@@ -150,6 +194,8 @@ class UpstreamBalancer:
             raise ValueError("no servers in upstream")
         if backup and not self.allows_backup:
             raise ValueError(f'balancing method "{self.method}" does not support "backup"')
+        if self.method not in SLOW_START_METHODS and any(s.slow_start for s in servers):
+            raise ValueError(f'balancing method "{self.method}" does not support "slow_start"')
         self.primary = PeerList([Peer(s, i) for i, s in enumerate(primary)], len(primary) == 1)
         self.backup = (
             PeerList([Peer(s, i) for i, s in enumerate(backup)], False) if backup else None
@@ -166,14 +212,44 @@ class UpstreamBalancer:
     def peer(self, name: str) -> Peer:
         return next(p for p in self.peers if p.name == name)
 
+    def _list(self, peer: Peer) -> PeerList:
+        return self.backup if peer.backup and self.backup is not None else self.primary
+
     def set_down(self, name: str, down: bool) -> None:
-        """Take a peer out of (or back into) rotation at run time, e.g. from an active
-        health check; like the `down` flag, its weight still counts for the hash methods."""
+        """Administratively take a peer out of (or back into) rotation, like the config's
+        `down` flag (its weight still counts for the hash methods; `tries` follows it)."""
         peer = self.peer(name)
-        peer.down = down
-        for plist in (self.primary, self.backup):
-            if plist is not None:
-                plist.tries = sum(1 for p in plist.peers if not p.down)
+        peer.admin_down = down
+        peer.down = down or peer.hc_down
+        plist = self._list(peer)
+        plist.tries = sum(1 for p in plist.peers if not p.admin_down)
+
+    def set_health(self, name: str, healthy: bool, now: float) -> bool:
+        """The active health check's verdict on a peer; True when it changed. A peer coming
+        back starts its slow-start ramp (if it has one). `tries` is not changed: like nginx
+        Plus it counts configured peers; unhealthy ones are skipped like failed ones."""
+        peer = self.peer(name)
+        if peer.hc_down == (not healthy):
+            return False
+        peer.hc_down = not healthy
+        peer.down = peer.admin_down or peer.hc_down
+        if healthy:
+            self.start_ramp(name, now)
+        return True
+
+    def start_ramp(self, name: str, now: float) -> None:
+        """Start (or restart) the slow-start ramp of a peer, e.g. one a reload added."""
+        peer = self.peer(name)
+        if not peer.slow_start:
+            return
+        if not peer.ramp_until:
+            self._list(peer).ramping += 1
+        peer.ramp_until = now + peer.slow_start
+
+    def weight_now(self, name: str, now: float) -> float:
+        """The weight a peer balances with at `now` (0 when down; ramped while slow-starting)."""
+        peer = self.peer(name)
+        return 0.0 if peer.down else peer.effective_weight * peer.ramp_factor(now)
 
     def begin(self, *, client: IPAddress | None = None, key: bytes | str = b"") -> UpstreamRequest:
         return UpstreamRequest(self)
@@ -188,10 +264,12 @@ class UpstreamRequest:
         self.tried: set[int] = set()
         self.tries = balancer.primary.tries + (balancer.backup.tries if balancer.backup else 0)
         self.current: Peer | None = None
+        self.clock = 0.0  # the un-truncated `now` of get(), for slow-start ramps
 
     # -- nginx peer.get ----------------------------------------------------------------
     def get(self, now: float) -> Peer | None:
         """Choose a peer (its `conns` goes up) or None when no upstream is live."""
+        self.clock = now
         return self._get_rr(int(now))
 
     def _found(self, peer: Peer, now: int) -> Peer:
@@ -230,8 +308,9 @@ class UpstreamRequest:
     def _swrr(self, now: int, accept: _Filter | None = None) -> Peer | None:
         """One smooth-weighted round over the eligible peers (the hot path: kept inline)."""
         best: Peer | None = None
-        best_cw = 0
-        total = 0
+        best_cw: float = 0
+        total: float = 0
+        ended: list[Peer] | None = None
         tried = self.tried
         for peer in self.peers.peers:
             if peer.down or (tried and peer.index in tried):
@@ -246,16 +325,25 @@ class UpstreamRequest:
                 continue
             if accept is not None and not accept(peer):
                 continue
-            ew = peer.effective_weight
+            ew: float = peer.effective_weight
+            if ew < peer.weight:
+                peer.effective_weight += 1
+            if peer.ramp_until:
+                f = peer.ramp_factor(self.clock)
+                if f < 1.0:
+                    ew *= f
+                else:
+                    ended = [*(ended or ()), peer]
             cw = peer.current_weight + ew
             peer.current_weight = cw
             total += ew
-            if ew < peer.weight:
-                peer.effective_weight = ew + 1
             if best is None or cw > best_cw:
                 best, best_cw = peer, cw
         if best is not None:
             best.current_weight -= total
+        if ended:
+            for peer in ended:
+                self.peers.end_ramp(peer)
         return best
 
     # -- nginx peer.free ---------------------------------------------------------------
@@ -275,6 +363,8 @@ class UpstreamRequest:
                 peer.effective_weight -= peer.weight // peer.max_fails
             peer.effective_weight = max(peer.effective_weight, 0)
         elif peer.accessed < peer.checked:
+            if peer.slow_start and peer.max_fails and peer.fails >= peer.max_fails:
+                self.balancer.start_ramp(peer.name, now)  # back after being disabled
             peer.fails = 0
         peer.conns -= 1
         if self.tries:
@@ -285,11 +375,14 @@ class LeastConnRequest(UpstreamRequest):
     """least_conn: fewest conns/weight (cross-multiplied); ties broken by SWRR among them."""
 
     def get(self, now: float) -> Peer | None:
+        self.clock = now
         return self._get_lc(int(now))
 
     def _get_lc(self, now: int) -> Peer | None:
         if self.peers.single:
             return self._get_rr(now)
+        if self.peers.ramping:
+            return self._get_lc_ramped(now)
         best: Peer | None = None
         many = False
         tried = self.tried
@@ -321,6 +414,23 @@ class LeastConnRequest(UpstreamRequest):
                 lambda p: p.index >= lead.index and p.conns * lead.weight == lead.conns * p.weight,
             )
             best = tied if tied is not None else best
+        return self._found(best, now)
+
+    def _get_lc_ramped(self, now: int) -> Peer | None:
+        """least_conn while a peer slow-starts: fewest conns per ramped weight."""
+        scores: dict[int, float] = {}
+        for peer in self.peers.peers:
+            if peer.index in self.tried or not peer.eligible(now):
+                continue
+            w = max(peer.weight * peer.ramp_factor(self.clock), 1e-3)
+            scores[peer.index] = peer.conns / w
+        if not scores:
+            return self._failed(now, self._get_lc)
+        low = min(scores.values())
+        tied = {i for i, s in scores.items() if s == low}
+        best = self._swrr(now, lambda p: p.index in tied)
+        if best is None:  # pragma: no cover - tied is never empty
+            return self._failed(now, self._get_lc)
         return self._found(best, now)
 
 
