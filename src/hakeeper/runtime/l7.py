@@ -298,7 +298,7 @@ class L7Service:
         except (OSError, RuntimeError) as exc:
             log.error("L7 listener %s:%d: new workers failed: %s", addr[0], addr[1], exc)
             return
-        self._retire(old)
+        self._retire(old, signal_them=False)  # replace_workers signalled them
 
     async def _start_stream(self) -> None:
         from hakeeper.proxy.run import read_file  # noqa: PLC0415
@@ -312,9 +312,13 @@ class L7Service:
             return
         self.stream = stream
 
-    def _retire(self, pids: list[int]) -> None:
+    def _retire(self, pids: list[int], *, signal_them: bool = True) -> None:
+        """Tell workers to drain (SIGTERM) and reap them later from the poll."""
         deadline = time.monotonic() + DRAIN_TIMEOUT
         for pid in pids:
+            if signal_them:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
             self._draining[pid] = deadline
 
     def _reap(self) -> list[Addr]:
