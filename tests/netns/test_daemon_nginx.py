@@ -3,7 +3,8 @@
 Topology: client (198.18.0.2), the node `lb` (198.18.0.3) and two HTTP backends web1/web2
 (198.18.0.11/12) on one switch. The daemon runs in `lb` as a real subprocess: its
 instance takes the VIP 198.18.0.100 (tracked by the built-in `hakeeper-proxy` script),
-the embedded proxy (2 workers, `listen 80`) sends requests to `upstream web`. Shown here:
+the embedded proxy (2 workers, `listen VIP:80`, open before the VIP is) sends requests to
+`upstream web`. Shown here:
 HTTP through the VIP reaches the backend via the proxy; SIGHUP with the upstream changed
 takes effect while a client opens new connections all along (none refused or failed);
 workers killed by SIGKILL are replaced; SIGTERM removes the VIP and leaves no process
@@ -107,7 +108,7 @@ http {{
         server {backend}:80;
     }}
     server {{
-        listen 80;
+        listen {VIP}:80;
         location / {{
             proxy_pass http://web;
         }}

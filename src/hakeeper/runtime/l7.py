@@ -13,6 +13,10 @@ first, the old ones drain, in-flight requests finish) and a bad file keeps the r
 config; a listen address added on reload is opened, a removed one closed after its workers
 drain. `serving()` is what the built-in tracker `vrrp_script { script "hakeeper-proxy" }`
 reports: every listener open with at least one live worker (and the stream process alive).
+Listening sockets are bound with IP_FREEBIND: `listen VIP:80` opens while this node is
+BACKUP (the VIP is not local yet), as nginx does beside keepalived with
+`net.ipv4.ip_nonlocal_bind = 1`; otherwise the proxy could never serve, the built-in tracker
+would keep the instance in FAULT and the VIP would never come.
 
 Note (Linux PR_SET_PDEATHSIG): workers are told to die with the *thread* that forked them,
 so that thread lives as long as this service.
@@ -26,6 +30,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +48,8 @@ DRAIN_TIMEOUT = (
     30.0  # old workers still running after this are killed (nginx: worker_shutdown_timeout)
 )
 STOP_TIMEOUT = 10.0
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux <linux/in.h>
 
 Addr = tuple[str, int]
 T = TypeVar("T")
@@ -89,6 +96,29 @@ def read(path: str) -> tuple[Loaded | None, Diagnostics]:
         return None, _with_error(diags, f"{path}: no listen address to serve")
     by_addr = {(r.listen.host, r.listen.port): r for r in routes}
     return Loaded(workers, by_addr, bool(streams)), diags
+
+
+def bind_freebind(host: str, port: int, count: int, backlog: int = 511) -> list[socket.socket]:
+    """`count` SO_REUSEPORT listening sockets on host:port that may bind an address this
+    host does not have yet (a VIP); as `proxy.server.bind_listeners` otherwise."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            s.bind((host, port))
+            s.listen(backlog)
+            s.setblocking(False)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
 
 
 def _with_error(diags: Diagnostics, message: str) -> Diagnostics:
@@ -280,6 +310,7 @@ class L7Service:
             balancer_factory=_fixed(route),
         )
         try:
+            master.socks = await self._call(bind_freebind, addr[0], addr[1], workers)
             await self._call(master.start)
         except (OSError, RuntimeError) as exc:
             if master.pids:  # some workers started before another failed
