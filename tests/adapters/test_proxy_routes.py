@@ -19,6 +19,8 @@ from test_proxy_support import (
     simple_response,
 )
 
+from hakeeper.balance.nginx_hash import ChashBalancer
+from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.lexer import parse_nginx_text
 from hakeeper.conf.nginx import read_nginx
@@ -163,14 +165,17 @@ def test_per_location_headers_uri_part_and_body_limit() -> None:
 
 def test_hash_key_from_request_uri_and_shared_round_robin() -> None:
     async def main() -> None:
-        async with routed(CONF) as (_, port, _b):
-            owners: dict[bytes, set[bytes]] = {}
+        async with routed(CONF) as (engine, port, backends):
+            (child,) = [c for c in engine.children.values() if c.config.proxy_host == "byuri"]
+            assert isinstance(child.balancer, UpstreamGroup)
+            ring = child.balancer.balancer
+            assert isinstance(ring, ChashBalancer)
+            names = {f"127.0.0.1:{b.port}": n for b, n in zip(backends, b"AB", strict=True)}
             for i in range(12):
-                path = b"/h/%d" % (i % 4)
+                path = b"/h/%d" % (i % 6)
                 resp = await request(port, get(path))
-                owners.setdefault(path, set()).add(resp.body[:1])
-            assert all(len(v) == 1 for v in owners.values())  # one backend per key
-            assert {next(iter(v)) for v in owners.values()} == {b"A", b"B"}
+                # the key is the request URI: the ketama owner of that text
+                assert resp.body[0] == names[ring.owner(path)], path
             # `/` and `/hdr/` use upstream app: ONE round-robin across both locations
             seq = []
             for path in (b"/a", b"/hdr/b", b"/c", b"/hdr/d"):
@@ -192,5 +197,30 @@ def test_lone_location_listener_keeps_the_fast_path() -> None:
             assert type(engine.protocol_factory()) is ClientProtocol
             resp = await request(port, get(b"/z", b"anything"))
             assert resp.status == 200 and resp.body == b"A /z"
+
+    run(main())
+
+
+def test_client_keeps_alive_when_the_upstream_closes() -> None:
+    """nginx 1.22 defaults (HTTP/1.0 + Connection: close upstream): the client connection
+    stays open across requests even though every upstream connection closes."""
+
+    async def main() -> None:
+        text = (
+            "http {{ server {{ listen 127.0.0.1:8999;"
+            " location / {{ proxy_pass http://127.0.0.1:{a}; }}"
+            " location /b/ {{ proxy_pass http://127.0.0.1:{b}/; }} }} }}"
+        )
+        async with routed(text) as (engine, port, backends):
+            reader, writer = await connect(port)
+            for path in (b"/1", b"/b/2", b"/3"):
+                writer.write(get(path))
+                resp = await read_response(reader)
+                assert resp.status == 200 and resp.keep_alive, path
+            writer.close()
+            assert [s.target for s in backends[0].seen] == [b"/1", b"/3"]
+            assert [s.target for s in backends[1].seen] == [b"/2"]
+            assert backends[0].seen[0].header(b"connection") == b"close"
+            assert engine.stats.upstream_reused == 0
 
     run(main())

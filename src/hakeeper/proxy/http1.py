@@ -534,8 +534,11 @@ class ClientProtocol(asyncio.Protocol):
         head_request = req.method == b"HEAD"
         upgrade = req.is_upgrade
         # raw relay when the upstream's framing is valid for this client unchanged
+        # (only towards a keep-alive upstream: one that closes would make the raw relay
+        # close the client connection too, where nginx keeps it)
         raw = (
             req.keep_alive
+            and self.engine.up_keepalive
             and req.version == "1.1"
             and not head_request
             and not upgrade
