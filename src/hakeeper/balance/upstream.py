@@ -11,6 +11,10 @@ for `ip_hash`; other methods ignore it.
 
 Every successful `pick` must be matched by one `report` (it holds a connection slot for
 least_conn / random two / max_conns). Pure: `now` in seconds is injected.
+
+`health_check` (nginx Plus, set by `use_health_check` from the location that has one; the
+first one wins) tells `hakeeper.proxy.health` to probe the group's servers; their verdicts
+go to `balancer.set_health`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Generic, TypeVar
 
 from hakeeper.balance import make_balancer
 from hakeeper.balance.nginx import IPAddress, Peer, UpstreamRequest, UpstreamServer
+from hakeeper.conf.nginx_health import HealthCheck
 
 T = TypeVar("T", bound=Hashable)
 
@@ -37,6 +42,8 @@ class UpstreamGroup(Generic[T]):
         rng: random.Random | None = None,
     ) -> None:
         self.method = method
+        self.name = ""  # the upstream block's name (Host of health-check requests)
+        self.health_check: HealthCheck | None = None
         self.balancer = make_balancer(method, [s for _, s in entries], rng=rng)
         by_name = {p.name: p for p in self.balancer.peers}
         self._to_peer: dict[T, Peer] = {}
@@ -45,6 +52,12 @@ class UpstreamGroup(Generic[T]):
             peer = by_name[server.name]
             self._to_peer[item] = peer
             self._from_peer[id(peer)] = item
+
+    def use_health_check(self, name: str, check: HealthCheck) -> None:
+        """Probe this group's servers as `check` says (a second health_check is ignored)."""
+        if self.health_check is None:
+            self.name = name
+            self.health_check = check
 
     def count(self) -> int:
         """How many tries a request may make (nginx: non-down primaries + backups)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
+from hakeeper.conf.nginx_health import HealthCheck, Match, read_health_check, read_matches
 from hakeeper.conf.tree import Node, Word
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class UpstreamServer:
     down: bool = False
     max_conns: int = 0
     loc: Location | None = None
+    slow_start: float = 0.0  # nginx Plus `slow_start=` (round_robin / least_conn only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class HttpLocation:
     return_text: str = ""
     settings: ProxySettings = field(default_factory=ProxySettings)
     loc: Location | None = None
+    health_check: HealthCheck | None = None  # nginx Plus `health_check` (conf/nginx_health)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,8 @@ DIRECTIVES: dict[str, _Spec] = {
     "types_hash_max_size": _spec({HTTP}, 1, 1),
     "server_tokens": _spec(_ANY_HTTP, 1, 1),
     "upstream": _spec({HTTP}, 1, 1, block=True),
+    "match": _spec({HTTP}, 1, 1, block=True),  # nginx Plus; read by conf/nginx_health.py
+    "health_check": _spec({LOCATION}, 0, -1),  # nginx Plus; read by conf/nginx_health.py
     "server": _spec({HTTP, UPSTREAM}, 0, -1),  # block in http, statement in upstream
     "least_conn": _spec({UPSTREAM}, 0, 0),
     "ip_hash": _spec({UPSTREAM}, 0, 0),
@@ -270,6 +275,7 @@ class _Reader:
     def __init__(self, diags: Diagnostics, include: IncludeFn | None) -> None:
         self.diags = diags
         self.include = include
+        self.matches: dict[str, Match] = {}
 
     # -- generic checks -----------------------------------------------------------------
     def expand(self, nodes: Sequence[Node], context: str) -> list[Node]:
@@ -354,6 +360,7 @@ class _Reader:
                     self.diags.error(node.loc, f'duplicate upstream "{up.name}"')
                 else:
                     upstreams.append(up)
+        self.matches = read_matches(children, self.diags)
         servers = [self.server(node, settings) for node in children if node.name == "server"]
         known = {u.name for u in upstreams}
         for server in servers:
@@ -362,6 +369,8 @@ class _Reader:
                     host = _pass_host(loc.proxy_pass)
                     if ":" not in host and host not in known and not _is_ip(host):
                         self.diags.error(loc.loc, f'host not found in upstream "{host}"')
+                if loc.health_check is not None and _pass_host(loc.proxy_pass or "/") not in known:
+                    self.diags.error(loc.health_check.loc, '"health_check" needs an upstream')
         return tuple(upstreams), tuple(servers)
 
     def upstream(self, block: Node) -> Upstream:
@@ -407,6 +416,8 @@ class _Reader:
             for s in servers:
                 if s.backup:
                     self.diags.error(s.loc, 'balancing method does not support parameter "backup"')
+                if s.slow_start:
+                    self.diags.error(s.loc, 'balancing method does not support "slow_start"')
         return replace(up, servers=tuple(servers))
 
     def upstream_server(self, node: Node) -> UpstreamServer | None:
@@ -436,6 +447,11 @@ class _Reader:
                 if t is None:
                     return None
                 server = replace(server, fail_timeout=t)
+            elif key == "slow_start" and eq:
+                t = self.time(node, value)
+                if t is None:
+                    return None
+                server = replace(server, slow_start=t)
             else:
                 self.diags.error(node.loc, f'invalid parameter "{word.text}"')
                 return None
@@ -511,6 +527,9 @@ class _Reader:
                 here = replace(here, return_code=ret.return_code, return_text=ret.return_text)
             elif node.name == "location":
                 out.extend(self.location(node, settings))
+            elif node.name == "health_check":
+                hc = read_health_check(node, self.matches, self.diags)
+                here = replace(here, health_check=hc) if hc is not None else here
         return [here, *out]
 
     def return_location(self, node: Node, settings: ProxySettings) -> HttpLocation:

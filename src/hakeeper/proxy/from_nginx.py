@@ -173,11 +173,14 @@ def proxied_for(
                         down=srv.down,
                         max_conns=srv.max_conns,
                         server=peer.name,
+                        slow_start=srv.slow_start,
                     ),
                 )
                 for i, (peer, srv) in enumerate(zip(peers, upstream.servers, strict=True))
             ]
             cached = cache[hostport] = UpstreamGroup(upstream.method, entries)
+        if location.health_check is not None and isinstance(cached, UpstreamGroup):
+            cached.use_health_check(hostport, location.health_check)  # proxy/health.py
         balancer = cached
         keepalive = upstream.keepalive
         up_timeout = upstream.keepalive_timeout

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from hakeeper.proxy import health
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig
 from hakeeper.proxy.engine import Engine
@@ -149,6 +150,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     tune_gc()
     engine = Engine(config, balancer, loop)
+    checks = health.attach(engine)  # active health checks of this worker's upstreams
     for s in socks:
         # a dup, so closing our listener on drain leaves the master's socket open
         await engine.start_listening(sock=s.dup())
@@ -170,6 +172,8 @@ async def serve(
     await stop.wait()
     if mode["graceful"]:
         await engine.drain(drain_timeout)
+    if checks is not None:
+        health.detach(checks)
     engine.close()
     await asyncio.sleep(0)
     return engine

@@ -140,7 +140,7 @@ def test_seed_fragments_read_in_http_context() -> None:
         ("events {}\nproxy_pass http://a;", '"proxy_pass" directive is not allowed here', 2),
         ("http {\n upstream u { server; } }", 'invalid number of arguments in "server"', 2),
         ("http { upstream u { server a:1 weight=0; } }", 'invalid value "0"', 1),
-        ("http { upstream u { server a:1 slow_start=10s; } }", "invalid parameter", 1),
+        ("http { upstream u { server a:1 drain=10s; } }", "invalid parameter", 1),
         ("http { upstream u { ip_hash; server a:1 backup; } }", 'parameter "backup"', 1),
         ("http { upstream u { } }", "no servers are inside upstream", 1),
         ("http {\n\n server { location / { proxy_pass http://nope; } } }", "host not found", 3),

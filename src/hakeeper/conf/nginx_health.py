@@ -1,0 +1,325 @@
+"""nginx Plus active health checks for http upstreams: `health_check` and `match`, pure.
+
+Follows the syntax and defaults of nginx Plus's ngx_http_upstream_hc_module as documented at
+nginx.org/en/docs/http/ngx_http_upstream_hc_module.html (open-source nginx has no such
+module; see ../shared/anchors/dataplane.md 1.8):
+
+* `health_check [interval=5s] [jitter=0] [fails=1] [passes=1] [uri=/] [port=N]
+  [match=NAME] [mandatory [persistent]] [keepalive_time=T];` in a `location` whose
+  `proxy_pass` names an `upstream`. Every server of that upstream gets `GET uri` every
+  `interval`; `fails` consecutive failures mark it down, `passes` consecutive successes
+  mark it up again; `mandatory` starts it down until its first pass. `timeout=T` is a
+  hakeeper extension (default: the interval, capped at 5 s): a probe not answered by
+  then fails. `persistent` and `keepalive_time` are accepted and ignored.
+* `match NAME { ... }` at http level; every condition must hold:
+  `status 200;` `status ! 500;` `status 200 204;` `status 200-399;` `status ! 301 302;`
+  `header Name = value;` `header Name != value;` `header Name ~ regex;`
+  `header Name !~ regex;` `header Name;` `header ! Name;` `body ~ regex;` `body !~ regex;`.
+  Without `match`, a 2xx or 3xx status is a pass.
+
+The reader functions take syntax-tree nodes and report problems to `Diagnostics` with the
+file:line of the offending statement; `Match.test` evaluates one response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.tree import Node
+
+_TIME = re.compile(r"(\d+)(ms|s|m|h|d)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def _time(text: str) -> float | None:
+    """nginx time (`500ms`, `5s`, `1m`, plain seconds); None if malformed."""
+    total, pos = 0.0, 0
+    for m in _TIME.finditer(text):
+        if m.start() != pos:
+            return None
+        total += int(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    return total if text and pos == len(text) else None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusTest:
+    """`status [!] code|lo-hi ...`: the status is (not) in one of the ranges."""
+
+    ranges: tuple[tuple[int, int], ...]
+    negate: bool = False
+
+    def test(self, status: int) -> bool:
+        inside = any(lo <= status <= hi for lo, hi in self.ranges)
+        return inside != self.negate
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderTest:
+    """`header Name [op value]` / `header ! Name`; op is =, !=, ~ or !~ ("" = present,
+    "!" = absent). Header names compare case-insensitively."""
+
+    name: str
+    op: str = ""
+    value: str = ""
+
+    def test(self, headers: Mapping[str, str]) -> bool:
+        got = headers.get(self.name.lower())
+        if self.op == "!":
+            return got is None
+        if got is None:
+            return False
+        if self.op == "=":
+            return got == self.value
+        if self.op == "!=":
+            return got != self.value
+        if self.op in ("~", "!~"):
+            found = re.search(self.value, got) is not None
+            return found == (self.op == "~")
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class BodyTest:
+    """`body ~ regex` / `body !~ regex` over the response body (latin-1 text)."""
+
+    regex: str
+    negate: bool = False
+
+    def test(self, body: bytes) -> bool:
+        found = re.search(self.regex, body.decode("latin-1")) is not None
+        return found != self.negate
+
+
+#: Without `match`: 2xx and 3xx pass (nginx Plus).
+DEFAULT_STATUS = StatusTest(((200, 399),))
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A `match` block: every test must pass."""
+
+    name: str
+    status: tuple[StatusTest, ...] = ()
+    headers: tuple[HeaderTest, ...] = ()
+    body: tuple[BodyTest, ...] = ()
+    loc: Location | None = None
+
+    def test(self, status: int, headers: Mapping[str, str], body: bytes) -> str | None:
+        """None when the response passes; else a short reason. `headers` has lower-case
+        names."""
+        for s in self.status:
+            if not s.test(status):
+                return f"status {status} does not match"
+        for h in self.headers:
+            if not h.test(headers):
+                return f'header "{h.name}" does not match'
+        for b in self.body:
+            if not b.test(body):
+                return "body does not match"
+        return None
+
+    @property
+    def needs_body(self) -> bool:
+        return bool(self.body)
+
+
+DEFAULT_MATCH = Match("", status=(DEFAULT_STATUS,))
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """One `health_check` directive, its `match` resolved."""
+
+    interval: float = 5.0
+    jitter: float = 0.0
+    fails: int = 1
+    passes: int = 1
+    uri: str = "/"
+    port: int = 0  # 0 = the server's own port
+    mandatory: bool = False
+    match: Match = DEFAULT_MATCH
+    timeout: float = 0.0  # 0 = min(interval, 5 s)
+    loc: Location | None = None
+
+    @property
+    def probe_timeout(self) -> float:
+        return self.timeout if self.timeout > 0 else min(self.interval, 5.0)
+
+
+# -- readers ------------------------------------------------------------------------------
+
+
+def _status(node: Node, diags: Diagnostics) -> StatusTest | None:
+    args = list(node.arg_texts())
+    negate = bool(args) and args[0] == "!"
+    if negate:
+        args = args[1:]
+    ranges: list[tuple[int, int]] = []
+    for a in args:
+        m = re.fullmatch(r"(\d{3})(?:-(\d{3}))?", a)
+        if m is None:
+            diags.error(node.loc, f'invalid status "{a}" in "status" of "match"')
+            return None
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if not 100 <= lo <= hi <= 599:
+            diags.error(node.loc, f'invalid status range "{a}" in "status" of "match"')
+            return None
+        ranges.append((lo, hi))
+    if not ranges:
+        diags.error(node.loc, 'invalid number of arguments in "status" of "match"')
+        return None
+    return StatusTest(tuple(ranges), negate)
+
+
+def _regex_ok(node: Node, regex: str, diags: Diagnostics) -> bool:
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        diags.error(node.loc, f'invalid regex "{regex}" in "{node.name}" of "match": {exc}')
+        return False
+    return True
+
+
+def _header(node: Node, diags: Diagnostics) -> HeaderTest | None:
+    args = node.arg_texts()
+    if len(args) == 1 and args[0] != "!":
+        return HeaderTest(args[0])
+    if len(args) == 2 and args[0] == "!":
+        return HeaderTest(args[1], "!")
+    if len(args) == 3 and args[1] in ("=", "!=", "~", "!~"):
+        if args[1] in ("~", "!~") and not _regex_ok(node, args[2], diags):
+            return None
+        return HeaderTest(args[0], args[1], args[2])
+    diags.error(node.loc, f'invalid "header" in "match": {" ".join(args)}')
+    return None
+
+
+def _body(node: Node, diags: Diagnostics) -> BodyTest | None:
+    args = node.arg_texts()
+    if len(args) == 2 and args[0] in ("~", "!~"):
+        if not _regex_ok(node, args[1], diags):
+            return None
+        return BodyTest(args[1], args[0] == "!~")
+    diags.error(node.loc, f'invalid "body" in "match": {" ".join(args)}')
+    return None
+
+
+def read_match(block: Node, diags: Diagnostics) -> Match | None:
+    """One `match NAME { ... }` block (None if it has errors, which are reported)."""
+    m = Match(block.args[0].text, loc=block.loc)
+    ok = True
+    for node in block.children or ():
+        if node.children is not None:
+            diags.error(node.loc, f'"{node.name}" in "match" cannot be a block')
+            ok = False
+        elif node.name == "status":
+            st = _status(node, diags)
+            ok = ok and st is not None
+            m = replace(m, status=(*m.status, st)) if st is not None else m
+        elif node.name == "header":
+            h = _header(node, diags)
+            ok = ok and h is not None
+            m = replace(m, headers=(*m.headers, h)) if h is not None else m
+        elif node.name == "body":
+            b = _body(node, diags)
+            ok = ok and b is not None
+            m = replace(m, body=(*m.body, b)) if b is not None else m
+        else:
+            diags.error(node.loc, f'unknown directive "{node.name}" in "match"')
+            ok = False
+    return m if ok else None
+
+
+def read_matches(nodes: Sequence[Node], diags: Diagnostics) -> dict[str, Match]:
+    """Every `match` block among an http block's statements, by name."""
+    out: dict[str, Match] = {}
+    for node in nodes:
+        if node.name != "match":
+            continue
+        m = read_match(node, diags)
+        if m is None:
+            continue
+        if m.name in out:
+            diags.error(node.loc, f'duplicate match "{m.name}"')
+            continue
+        out[m.name] = m
+    return out
+
+
+def _positive(node: Node, key: str, value: str, diags: Diagnostics) -> int | None:
+    if not value.isdigit() or int(value) < 1:
+        diags.error(node.loc, f'invalid parameter "{key}={value}" in "health_check"')
+        return None
+    return int(value)
+
+
+def _param(hc: HealthCheck, node: Node, word: str, diags: Diagnostics) -> HealthCheck | None:
+    key, eq, value = word.partition("=")
+    if not eq:
+        if word == "mandatory":
+            return replace(hc, mandatory=True)
+        if word == "persistent":
+            return hc
+    elif key in ("interval", "jitter", "timeout", "keepalive_time"):
+        t = _time(value)
+        if t is None or (key == "interval" and t <= 0):
+            diags.error(node.loc, f'invalid time "{value}" in "health_check"')
+            return None
+        if key == "interval":
+            return replace(hc, interval=t)
+        if key == "jitter":
+            return replace(hc, jitter=t)
+        return replace(hc, timeout=t) if key == "timeout" else hc
+    elif key in ("fails", "passes", "port"):
+        n = _positive(node, key, value, diags)
+        if n is None:
+            return None
+        if key == "port" and n > 65535:
+            diags.error(node.loc, f'invalid port "{value}" in "health_check"')
+            return None
+        if key == "fails":
+            return replace(hc, fails=n)
+        return replace(hc, passes=n) if key == "passes" else replace(hc, port=n)
+    elif key == "uri":
+        if not value.startswith("/"):
+            diags.error(node.loc, f'invalid uri "{value}" in "health_check"')
+            return None
+        return replace(hc, uri=value)
+    diags.error(node.loc, f'invalid parameter "{word}" in "health_check"')
+    return None
+
+
+def read_health_check(
+    node: Node, matches: Mapping[str, Match], diags: Diagnostics
+) -> HealthCheck | None:
+    """A `health_check` statement, its `match=NAME` looked up in `matches`."""
+    hc = HealthCheck(loc=node.loc)
+    match_name = ""
+    for word in node.arg_texts():
+        if word.startswith("match="):
+            match_name = word[len("match=") :]
+            continue
+        got = _param(hc, node, word, diags)
+        if got is None:
+            return None
+        hc = got
+    if match_name:
+        found = matches.get(match_name)
+        if found is None:
+            diags.error(node.loc, f'match "{match_name}" not found')
+            return None
+        hc = replace(hc, match=found)
+    return hc
+
+
+def health_check_target(proxy_pass: str | None, upstreams: Sequence[str]) -> str | None:
+    """The upstream a location's health_check probes: its proxy_pass group, else None."""
+    if proxy_pass is None or not proxy_pass.startswith("http://"):
+        return None
+    host = proxy_pass[len("http://") :].split("/", 1)[0]
+    return host if host in upstreams else None
