@@ -48,7 +48,7 @@ accepted, last = 0, time.monotonic()
 ports = []
 for _ in range(int(sys.argv[1])):
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    s.bind((sys.argv[2], 0))
     s.listen(1024)
     s.setblocking(False)
     sel.register(s, selectors.EVENT_READ)
@@ -87,7 +87,9 @@ def accepted_rate(stdout: object, seconds: float) -> float:
     return (last - first) / (time.monotonic() - t0)
 
 
-def build(n_vs: int, n_rs: int, ports: list[int], delay_loop: float) -> list[VirtualServer]:
+def build(
+    n_vs: int, n_rs: int, ports: list[int], delay_loop: float, host: str = "127.0.0.1"
+) -> list[VirtualServer]:
     common = CheckerCommon(connect_timeout=3.0, delay_loop=delay_loop, retry=1)
     groups = max(1, len(ports) // n_rs)
     out = []
@@ -95,7 +97,7 @@ def build(n_vs: int, n_rs: int, ports: list[int], delay_loop: float) -> list[Vir
         base = (i % groups) * n_rs
         reals = tuple(
             RealServer(
-                ipaddress.IPv4Address("127.0.0.1"),
+                ipaddress.IPv4Address(host),
                 ports[(base + j) % len(ports)],
                 checkers=(TcpCheck(common),),
             )
@@ -108,8 +110,8 @@ def build(n_vs: int, n_rs: int, ports: list[int], delay_loop: float) -> list[Vir
     return out
 
 
-async def run(args: argparse.Namespace, ports: list[int]) -> dict[str, float]:
-    vss = build(args.vs, args.rs, ports, args.delay_loop)
+async def run(args: argparse.Namespace, ports: list[int], host: str) -> dict[str, float]:
+    vss = build(args.vs, args.rs, ports, args.delay_loop, host)
     engine = CheckerEngine(vss)
     t0 = time.monotonic()
     engine.start()
@@ -119,6 +121,7 @@ async def run(args: argparse.Namespace, ports: list[int]) -> dict[str, float]:
     await asyncio.sleep(1.0 + args.delay_loop + 1.0)  # bootstrap + warmup spread
     loop = asyncio.get_running_loop()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
+    s0 = softirq_s(args.rx_cpu)
     p0, w0, lag = engine.probes_started, time.monotonic(), 0.0
     end = w0 + args.seconds
     while time.monotonic() < end:
@@ -126,6 +129,7 @@ async def run(args: argparse.Namespace, ports: list[int]) -> dict[str, float]:
         await asyncio.sleep(0.05)
         lag = max(lag, loop.time() - t - 0.05)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    s1 = softirq_s(args.rx_cpu)
     wall = time.monotonic() - w0
     probes = engine.probes_started - p0
     down = sum(not r.alive for s in engine.status() for r in s.real_servers)
@@ -140,10 +144,13 @@ async def run(args: argparse.Namespace, ports: list[int]) -> dict[str, float]:
         "us_per_probe": 1e6 * cpu / max(probes, 1),
         "servers_down": down,
         "max_loop_lag_ms": lag * 1000,
+        **({"rx_softirq_pct": 100 * (s1 - s0) / wall} if args.topology == "veth" else {}),
     }
 
 
-def keepalived_config(n_vs: int, n_rs: int, ports: list[int], delay_loop: float) -> str:
+def keepalived_config(
+    n_vs: int, n_rs: int, ports: list[int], delay_loop: float, host: str = "127.0.0.1"
+) -> str:
     out = []
     groups = max(1, len(ports) // n_rs)
     for i in range(n_vs):
@@ -153,7 +160,7 @@ def keepalived_config(n_vs: int, n_rs: int, ports: list[int], delay_loop: float)
         out.append("  protocol TCP\n")
         for j in range(n_rs):
             port = ports[(base + j) % len(ports)]
-            out.append(f"  real_server 127.0.0.1 {port} {{\n    TCP_CHECK {{\n")
+            out.append(f"  real_server {host} {port} {{\n    TCP_CHECK {{\n")
             out.append("      connect_timeout 3\n    }\n  }\n")
         out.append("}\n")
     return "".join(out)
@@ -166,62 +173,134 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tck, int(fields[12]) / tck
 
 
+def softirq_s(cpu: int) -> float:
+    """Softirq seconds spent on `cpu` so far (/proc/stat), whoever it was for."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            return int(line.split()[7]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+class Topology:
+    """Where the prober and the listeners live: one namespace on loopback, or two joined by
+    a veth pair whose receive processing is steered (RPS) to `rx_cpu` while the prober is
+    pinned to `cpu`, as a NIC's interrupts would be handled apart from the process."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from hakeeper.lab.netns import Lab  # noqa: PLC0415
+
+        self.lab = Lab("hkbench")
+        self.veth = args.topology == "veth"
+        self.rx_cpu = args.rx_cpu
+        if not self.veth:
+            self.prober = self.backends = self.lab.add_ns("ka")
+            self.host = "127.0.0.1"
+            return
+        self.prober, self.backends = self.lab.add_ns("chk"), self.lab.add_ns("be")
+        self.lab.veth(self.prober, "c0", self.backends, "b0")
+        self.lab.addr(self.prober, "c0", "198.18.1.1/24")
+        self.lab.addr(self.backends, "b0", "198.18.1.2/24")
+        self.host = "198.18.1.2"
+        mask = f"{1 << args.rx_cpu:x}"
+        for ns, dev in ((self.prober, "c0"), (self.backends, "b0")):
+            self.lab.run(
+                ns, ["sh", "-c", f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"]
+            )
+
+    def listener(self, n_ports: int) -> tuple[subprocess.Popen[str], list[int]]:
+        argv = [sys.executable, "-c", LISTENER, str(n_ports), self.host]
+        if self.veth:
+            argv = ["taskset", "-c", str(self.rx_cpu), *argv]
+        proc = self.lab.popen(self.backends, argv, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        return proc, [int(p) for p in proc.stdout.readline().split()]
+
+    def close(self) -> None:
+        self.lab.close()
+
+
 def measure_keepalived(args: argparse.Namespace) -> dict[str, float]:
-    """keepalived -C on the same workload in a namespace of its own (needs root + gcc)."""
-    from hakeeper.lab.netns import Lab, wait_until  # noqa: PLC0415
+    """keepalived -C on the same workload in namespaces of its own (needs root + gcc)."""
+    from hakeeper.lab.netns import wait_until  # noqa: PLC0415
 
     shim_src = Path(__file__).resolve().parents[1] / "tests" / "interop" / "fake_ipvs.c"
-    with tempfile.TemporaryDirectory() as tmp, Lab("hkbench") as lab:
-        work = Path(tmp)
-        shim = work / "fake_ipvs.so"
-        subprocess.run(["gcc", "-shared", "-fPIC", "-nostdlib", "-O1", "-o", str(shim),
-                        str(shim_src)], check=True, timeout=60)  # fmt: skip
-        ns = lab.add_ns("ka")
-        listener = lab.popen(ns, [sys.executable, "-c", LISTENER, str(args.ports)],
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-        assert listener.stdout is not None
-        ports = [int(p) for p in listener.stdout.readline().split()]
-        conf = work / "keepalived.conf"
-        conf.write_text(keepalived_config(args.vs, args.rs, ports, args.delay_loop))
-        pids = {n: work / f"{n}.pid" for n in ("main", "vrrp", "check", "bfd")}
-        lab.popen(ns, [
-            "env", f"LD_PRELOAD={shim}", "keepalived", "-n", "-C", "-R", "-f", str(conf),
-            "-p", str(pids["main"]), "-r", str(pids["vrrp"]), "-c", str(pids["check"]),
-            "-b", str(pids["bfd"]),
-        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        wait_until(lambda: pids["check"].exists() and pids["check"].read_text().strip(),
-                   timeout=30, interval=0.2, what="keepalived checker pid")  # fmt: skip
-        child = int(pids["check"].read_text())
-        main_pid = int(pids["main"].read_text())
-        time.sleep(1.0 + args.delay_loop + 1.0)
-        c0, m0, t0 = proc_cpu(child), proc_cpu(main_pid), time.monotonic()
-        rate = accepted_rate(listener.stdout, args.seconds)
-        c1, m1, wall = proc_cpu(child), proc_cpu(main_pid), time.monotonic() - t0
-        user, sys_ = 100 * (c1[0] - c0[0]) / wall, 100 * (c1[1] - c0[1]) / wall
-        return {
-            "cpu_pct": user + sys_,
-            "user_pct": user,
-            "sys_pct": sys_,
-            "parent_cpu_pct": 100 * (sum(m1) - sum(m0)) / wall,
-            "accepted_per_s": rate,
-        }
+    topo = Topology(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            lab, ns = topo.lab, topo.prober
+            work = Path(tmp)
+            shim = work / "fake_ipvs.so"
+            subprocess.run(["gcc", "-shared", "-fPIC", "-nostdlib", "-O1", "-o", str(shim),
+                            str(shim_src)], check=True, timeout=60)  # fmt: skip
+            listener, ports = topo.listener(args.ports)
+            conf = work / "keepalived.conf"
+            conf.write_text(keepalived_config(args.vs, args.rs, ports, args.delay_loop, topo.host))
+            pids = {n: work / f"{n}.pid" for n in ("main", "vrrp", "check", "bfd")}
+            pin = ["taskset", "-c", str(args.cpu)] if topo.veth else []
+            lab.popen(ns, [
+                *pin, "env", f"LD_PRELOAD={shim}", "keepalived", "-n", "-C", "-R", "-f",
+                str(conf), "-p", str(pids["main"]), "-r", str(pids["vrrp"]), "-c",
+                str(pids["check"]), "-b", str(pids["bfd"]),
+            ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            wait_until(lambda: pids["check"].exists() and pids["check"].read_text().strip(),
+                       timeout=30, interval=0.2, what="keepalived checker pid")  # fmt: skip
+            child = int(pids["check"].read_text())
+            main_pid = int(pids["main"].read_text())
+            time.sleep(1.0 + args.delay_loop + 1.0)
+            c0, m0, t0 = proc_cpu(child), proc_cpu(main_pid), time.monotonic()
+            s0 = softirq_s(args.rx_cpu)
+            rate = accepted_rate(listener.stdout, args.seconds)
+            c1, m1, wall = proc_cpu(child), proc_cpu(main_pid), time.monotonic() - t0
+            s1 = softirq_s(args.rx_cpu)
+            user, sys_ = 100 * (c1[0] - c0[0]) / wall, 100 * (c1[1] - c0[1]) / wall
+            out = {
+                "cpu_pct": user + sys_,
+                "user_pct": user,
+                "sys_pct": sys_,
+                "parent_cpu_pct": 100 * (sum(m1) - sum(m0)) / wall,
+                "accepted_per_s": rate,
+            }
+            if topo.veth:
+                out["rx_softirq_pct"] = 100 * (s1 - s0) / wall
+            return out
+        finally:
+            topo.close()
 
 
 def measure_hakeeper(args: argparse.Namespace) -> dict[str, float]:
+    if args.topology == "veth":
+        from hakeeper.lab.netns import entered  # noqa: PLC0415
+
+        topo = Topology(args)
+        affinity = os.sched_getaffinity(0)
+        try:
+            _listener, ports = topo.listener(args.ports)
+            os.sched_setaffinity(0, {args.cpu})
+            with entered(topo.prober):  # this thread (the loop) probes from the namespace
+                return run_loop(args, ports, topo.host)
+        finally:
+            os.sched_setaffinity(0, affinity)
+            topo.close()
     child = subprocess.Popen(
-        [sys.executable, "-c", LISTENER, str(args.ports)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", LISTENER, str(args.ports), "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None
         ports = [int(p) for p in child.stdout.readline().split()]
-        if args.no_uvloop:
-            return asyncio.run(run(args, ports))
-        import uvloop  # noqa: PLC0415
-
-        return uvloop.run(run(args, ports))
+        return run_loop(args, ports, "127.0.0.1")
     finally:
         child.terminate()
         child.wait(5)
+
+
+def run_loop(args: argparse.Namespace, ports: list[int], host: str) -> dict[str, float]:
+    if args.no_uvloop:
+        return asyncio.run(run(args, ports, host))
+    import uvloop  # noqa: PLC0415
+
+    return uvloop.run(run(args, ports, host))
 
 
 def show(title: str, result: dict[str, float]) -> None:
@@ -249,7 +328,16 @@ def main() -> int:
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after setup")
     ap.add_argument("--keepalived", action="store_true", help="also measure keepalived -C")
+    ap.add_argument("--topology", choices=("loopback", "veth"), default="loopback",
+                    help="veth (root): listeners in another netns, RX on --rx-cpu")  # fmt: skip
+    ap.add_argument("--tick", type=float, help="override the engine's timer tick (seconds)")
+    ap.add_argument("--cpu", type=int, default=0, help="veth: CPU the prober is pinned to")
+    ap.add_argument("--rx-cpu", type=int, default=1, help="veth: CPU doing receive (RPS)")
     args = ap.parse_args()
+    if args.tick:
+        from hakeeper.check import engine  # noqa: PLC0415
+
+        engine.TICK_S, engine._PER_TICK = args.tick, 1.0 / args.tick
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop_name = "asyncio" if args.no_uvloop else "uvloop"

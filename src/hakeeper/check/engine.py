@@ -2,12 +2,20 @@
 
 Owns the runtime half of keepalived's checker process (check_daemon.c / ipwrapper.c
 behaviour): one `VirtualServerHealth` per `virtual_server`, one loop timer for all of them
-(a heap of due probes, re-armed to its earliest entry), probes launched for each
+(a wheel of 10 ms buckets, re-armed to its earliest bucket), probes launched for each
 `StartProbe`, results fed back with `now` = loop time, `notify_up` / `notify_down` /
 `quorum_up` / `quorum_down` run exactly as configured (keepalived passes no extra
 arguments) in order per virtual server, and the healthy pool handed to the data plane
 through `on_pool_change(vs_key, [(RealServer, weight), ...])` whenever it changes. Log lines
 follow keepalived's ("TCP check failed to ...", "Removing service [..] from VS [..]").
+
+TCP_CHECK (the bulk of large configs) takes a path of its own, like keepalived's
+check_tcp.c: a bare non-blocking socket, connect(), close() as soon as it is connected
+(plain close, FIN, as keepalived does); a connect that completed or failed inside the call
+is a result at once, a pending one waits in one epoll set polled on each tick, its
+connect_timeout in the same wheel; a success that changes nothing goes through
+`VirtualServerHealth.steady_ok` (no action objects). No task, future, transport or timer
+handle per probe.
 """
 
 from __future__ import annotations
@@ -78,6 +86,7 @@ TICK_S = 0.01  # timer wheel granularity: probes due in one 10 ms bucket start t
 _PER_TICK = 1.0 / TICK_S
 _NEVER = 1 << 62
 _EPOLLOUT = select.EPOLLOUT
+_POLL_BATCH = 1024
 _EINPROGRESS, _EISCONN = errno.EINPROGRESS, errno.EISCONN
 _CONNECTING = frozenset((errno.EINPROGRESS, errno.EALREADY))
 
@@ -505,7 +514,8 @@ class CheckerEngine:
     # A wheel of TICK_S buckets: scheduling is a list append (no heap comparisons); one
     # loop timer fires at the end of the earliest occupied bucket, so a probe starts at
     # most TICK_S after it is due and never before. Pending TCP connects' timeouts live in
-    # the same wheel (a `_Connect` entry), so there is no timer handle per probe.
+    # the same wheel (a `_Connect` entry), so there is no timer handle per probe, and
+    # while connects are pending the timer also fires every tick to poll their epoll set.
     def _schedule(self, b: _Bound, a: StartProbe) -> None:
         self._schedule_at(b.slot(a.rs, a.checker), a.at)
 
@@ -537,6 +547,8 @@ class CheckerEngine:
         # timer "armed" at -1 so they do not re-arm it one by one; re-armed once at the end
         self._timer_tick = -1
         now = self._now()
+        if self._connects:
+            self._poll_connects()
         last = int(now * _PER_TICK + 1e-6) - 1  # buckets that have fully elapsed
         ticks, wheel = self._ticks, self._wheel
         due: list[list[_Entry]] = []
@@ -554,8 +566,11 @@ class CheckerEngine:
                 except Exception:  # never let one bad probe end the checker loop
                     log.exception("checker timer entry %r", entry)
         self._timer_tick = _NEVER
-        if ticks:
-            self._arm(ticks[0])
+        tick = ticks[0] if ticks else _NEVER
+        if self._connects:  # poll them at the end of this tick
+            tick = min(tick, int(now * _PER_TICK))
+        if tick < _NEVER:
+            self._arm(tick)
 
     @staticmethod
     def _plan(slot: _Slot) -> _Plan | None:
@@ -599,8 +614,8 @@ class CheckerEngine:
     def _tcp_connect(self, slot: _Slot, target: Target, timeout: float, now: float) -> None:
         """keepalived's TCP_CHECK on a bare socket: connect(); a connect that completed in
         the call (same-host backends) or failed at once is a result right here; otherwise
-        the socket waits in our own epoll set (one loop reader for all pending connects)
-        and its timeout in the timer wheel."""
+        the socket waits in our own epoll set, polled on each tick (no loop reader or
+        wake-up per connect), and its timeout waits in the timer wheel."""
         try:
             sock = _socket.socket(target.family, STREAM_NONBLOCK)
         except OSError as exc:
@@ -628,6 +643,9 @@ class CheckerEngine:
         self._connects[fd] = pending
         slot.inflight = pending
         self._put(int((now + timeout) * _PER_TICK), pending)
+        tick = int(now * _PER_TICK)
+        if tick < self._timer_tick:  # (inside _fire the timer is re-armed at its end)
+            self._arm(tick)
 
     def _tcp_result(self, slot: _Slot, started: float, err: int) -> None:
         if err == 0:
@@ -646,19 +664,23 @@ class CheckerEngine:
     def _epoll_set(self) -> select.epoll:
         ep = self._epoll
         if ep is None:
-            assert self._loop is not None
             ep = self._epoll = select.epoll()
-            self._loop.add_reader(ep.fileno(), self._epoll_ready)
         return ep
 
-    def _epoll_ready(self) -> None:
+    def _poll_connects(self) -> None:
+        """Collect the pending connects that finished (polled once per tick, not woken
+        per connect: a result is at most one tick late; timeouts are checked after)."""
         ep = self._epoll
-        if ep is None:
-            return
-        try:
-            events = ep.poll(0, 1024)
-        except OSError:
-            return
+        while ep is not None and self._connects:
+            try:
+                events = ep.poll(0, _POLL_BATCH)
+            except OSError:
+                return
+            self._connect_events(events)
+            if len(events) < _POLL_BATCH:
+                return
+
+    def _connect_events(self, events: list[tuple[int, int]]) -> None:
         connects = self._connects
         for fd, _ev in events:
             pending = connects.pop(fd, None)
@@ -684,8 +706,6 @@ class CheckerEngine:
             pending.cancel()
         self._connects.clear()
         if self._epoll is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._epoll.fileno())
             self._epoll.close()
             self._epoll = None
 

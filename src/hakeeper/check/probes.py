@@ -10,7 +10,8 @@ BFD_CHECK needs a BFD daemon this project does not have: it reports "unsupported
 
 Every probe is non-blocking on the caller's loop and ends by calling `done(ProbeResult)`
 exactly once. TCP_CHECK is a bare callback probe (one socket, one writer callback, one timer
-handle, no task) so thousands per second stay cheap; the protocol probes (HTTP/SSL/SMTP in
+handle, no task); the engine runs plain TCP_CHECKs (no bind options) on a leaner path of its
+own and uses `TcpProbe` for the others. The protocol probes (HTTP/SSL/SMTP in
 `probe_stream`, PING/UDP/DNS in `probe_dgram`) run as tasks under one deadline.
 """
 
