@@ -4,9 +4,10 @@ nginx 1.22 loads `ngx_stream_module.so` (libnginx-mod-stream) and `hakeeper run 
 reads the same file (only the listen port differs); both front the same loopback
 backends, which greet each connection (or answer each datagram) with their name. For
 each config the backend sequence seen by consecutive new connections must be the same:
-smooth weighted round-robin 5,1,1, a dead peer skipped by passive health, least_conn with
-held sessions, `hash $remote_addr consistent` from eight source addresses, UDP sessions,
-and `proxy_next_upstream off` closing the client.
+smooth weighted round-robin 5,1,1, a dead peer skipped by passive health, least_conn and
+max_conns with held sessions, `hash $remote_addr` (plain and consistent) from several
+source addresses, backup servers behind dead primaries, UDP sessions, and
+`proxy_next_upstream off` closing the client.
 """
 
 from __future__ import annotations
@@ -146,6 +147,16 @@ def hold(port: int) -> tuple[socket.socket, str]:
     return s, data.decode().strip()
 
 
+def release(s: socket.socket) -> None:
+    """End a held session and wait for the proxy's EOF: by then both proxies have freed the
+    peer (nginx ends the session at the client's EOF; hakeeper's relay frees it in the same
+    event-loop callback that closes the sockets, before it accepts anything else)."""
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(4096):
+        pass
+    s.close()
+
+
 def ask_udp(port: int, data: bytes) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(DEADLINE)
@@ -280,10 +291,9 @@ stream {{
     def probe(port: int) -> list[str]:
         held = [hold(port) for _ in range(6)]
         names = [n for _, n in held]
-        held[1][0].close()
-        time.sleep(0.3)  # let the proxy see the close (the count is what is compared)
+        release(held[1][0])
         names.append(greeting(port))
-        for s, _ in held:
+        for s, _ in held[:1] + held[2:]:
             s.close()
         return names
 
@@ -341,3 +351,64 @@ stream {{
     finally:
         for x in backends:
             x.close()
+
+
+def test_hash_remote_addr_matches_nginx(tcp3: list[TcpNamed]) -> None:
+    a, b, c = (x.port for x in tcp3)
+    stream = f"""
+stream {{
+    upstream back {{
+        hash $remote_addr;
+        server 127.0.0.1:{a} weight=2;
+        server 127.0.0.1:{b};
+        server 127.0.0.1:{c};
+    }}
+    server {{ listen 127.0.0.1:{{port}}; proxy_pass back; }}
+}}
+"""
+    sources = [f"127.0.0.{i}" for i in range(1, 13)]
+    seen = same_for_both(stream, lambda port: [greeting(port, src) for src in sources])
+    assert len(set(seen)) > 1
+
+
+def test_backup_serves_when_primaries_are_dead_like_nginx(tcp3: list[TcpNamed]) -> None:
+    a, b, _ = (x.port for x in tcp3)
+    stream = f"""
+stream {{
+    upstream back {{
+        server 127.0.0.1:{{dead1}};
+        server 127.0.0.1:{{dead2}} weight=2;
+        server 127.0.0.1:{a} backup;
+        server 127.0.0.1:{b} backup;
+    }}
+    server {{ listen 127.0.0.1:{{port}}; proxy_pass back; }}
+}}
+""".replace("{dead1}", str(_free_port())).replace("{dead2}", str(_free_port()))
+    seen = same_for_both(stream, lambda port: [greeting(port) for _ in range(6)])
+    assert set(seen) == {"a", "b"}
+
+
+def test_max_conns_matches_nginx(tcp3: list[TcpNamed]) -> None:
+    a, b, _ = (x.port for x in tcp3)
+    stream = f"""
+stream {{
+    upstream back {{
+        server 127.0.0.1:{a} max_conns=1;
+        server 127.0.0.1:{b} max_conns=2;
+    }}
+    server {{ listen 127.0.0.1:{{port}}; proxy_pass back; }}
+}}
+"""
+
+    def probe(port: int) -> list[str]:
+        held = [hold(port) for _ in range(3)]
+        names = [n for _, n in held]
+        names.append(greeting(port))  # every peer is full: closed without a backend
+        release(held[0][0])
+        names.append(greeting(port))
+        for s, _ in held[1:]:
+            s.close()
+        return names
+
+    seen = same_for_both(stream, probe)
+    assert seen[3] == ""
