@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, cast
 
-import uvloop
+from uvloop_support import (
+    run_bounded,
+    wait_for,  # noqa: F401  (re-exported for the tests)
+)
 
 from hakeeper.dataplane.userspace import Backend, L4Service, UserspaceDataplane
 
@@ -22,25 +25,7 @@ T_LIMIT = 30.0
 
 def run(coro: Coroutine[Any, Any, Any], limit: float = T_LIMIT) -> Any:
     """Run one test coroutine on uvloop, bounded in time; loop-level errors fail the test."""
-    errors: list[dict[str, Any]] = []
-
-    async def bounded() -> Any:
-        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-        return await asyncio.wait_for(coro, limit)
-
-    result = uvloop.run(bounded())
-    assert not errors, f"errors raised inside the event loop: {errors}"
-    return result
-
-
-async def wait_for(cond: Callable[[], bool], limit: float = 5.0, step: float = 0.01) -> None:
-    """Wait until cond() holds; fail after `limit` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(step)
+    return run_bounded(coro, limit)
 
 
 def refused_port() -> int:

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httptools
-import uvloop
+from uvloop_support import (
+    run_bounded,
+    wait_for,  # noqa: F401  (re-exported for the tests)
+)
 
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import Peer, ProxyConfig, Timeouts, keepalive_headers
@@ -25,25 +28,7 @@ T_LIMIT = 20.0
 
 def run(coro: Coroutine[Any, Any, Any], limit: float = T_LIMIT) -> Any:
     """Run one test coroutine on uvloop, bounded in time; loop-level errors fail the test."""
-    errors: list[dict[str, Any]] = []
-
-    async def bounded() -> Any:
-        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-        return await asyncio.wait_for(coro, limit)
-
-    result = uvloop.run(bounded())
-    assert not errors, f"errors raised inside the event loop: {errors}"
-    return result
-
-
-async def wait_for(cond: Callable[[], bool], limit: float = 5.0, step: float = 0.01) -> None:
-    """Wait until cond() holds; fail after `limit` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(step)
+    return run_bounded(coro, limit)
 
 
 @dataclass

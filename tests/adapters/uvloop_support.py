@@ -1,0 +1,36 @@
+"""Loop helpers shared by the proxy adapter tests (test_proxy_support, test_l4proxy_support).
+
+`run_bounded` runs one test coroutine on uvloop with a time limit and fails the test on any
+error the loop's exception handler saw; `wait_for` waits on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import uvloop
+
+
+def run_bounded(coro: Coroutine[Any, Any, Any], limit: float) -> Any:
+    """Run one test coroutine on uvloop, bounded in time; loop-level errors fail the test."""
+    errors: list[dict[str, Any]] = []
+
+    async def bounded() -> Any:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        return await asyncio.wait_for(coro, limit)
+
+    result = uvloop.run(bounded())
+    assert not errors, f"errors raised inside the event loop: {errors}"
+    return result
+
+
+async def wait_for(cond: Callable[[], bool], limit: float = 5.0, step: float = 0.01) -> None:
+    """Wait until cond() holds; fail after `limit` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(step)
