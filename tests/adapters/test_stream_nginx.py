@@ -314,3 +314,24 @@ def test_proxy_timeout_closes_idle_tcp_sessions_only() -> None:
             await _close(runner, bs)
 
     run(main())
+
+
+def test_first_eof_ends_the_session_unless_proxy_half_close_on() -> None:
+    async def main() -> None:
+        bs = await _backends(1)  # EchoBackend answers a digest line after the client's EOF
+        servers = [f"127.0.0.1:{bs[0].port}"]
+        for extra, expect_digest in (("", False), ("proxy_half_close on;", True)):
+            runner, port = await _serve(upstream_conf(free_port(), servers, server_extra=extra))
+            try:
+                c = await connect(port)
+                assert await c.echo(b"data") == b"data"
+                c.writer.write_eof()
+                rest = await asyncio.wait_for(c.reader.read(), 5)
+                assert (rest != b"") is expect_digest, (extra, rest)
+                c.close()
+            finally:
+                await runner.close()
+        for b in bs:
+            b.close()
+
+    run(main())

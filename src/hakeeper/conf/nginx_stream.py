@@ -6,7 +6,7 @@ behaviour, not copied): `upstream NAME { server host:port [weight= max_fails=
 fail_timeout= backup down max_conns=]; least_conn; hash KEY [consistent];
 random [two [least_conn]]; }` and `server { listen [addr:]port [udp] [reuseport];
 proxy_pass NAME|host:port; proxy_connect_timeout; proxy_timeout; proxy_next_upstream
-on|off; proxy_next_upstream_tries; proxy_next_upstream_timeout; }`, proxy_* values
+on|off; proxy_next_upstream_tries; proxy_next_upstream_timeout; proxy_half_close; }`, proxy_* values
 inherited stream -> server. Like `ngx_conf_handler`, an unknown directive (with a
 did-you-mean from this table), a directive outside its block or with the wrong number of
 arguments is an error at file:line:col; so are the stream checks nginx makes at startup
@@ -123,6 +123,7 @@ class StreamServer:
     next_upstream: bool = True
     next_upstream_tries: int = 0  # 0 = every peer once
     next_upstream_timeout: float = 0.0  # 0 = unlimited
+    half_close: bool = False  # proxy_half_close
     loc: Location | None = None
 
 
@@ -364,6 +365,8 @@ class _StreamReader(_Reader):
                     s = replace(s, next_upstream_tries=n)
             elif name in ("proxy_responses", "proxy_requests"):
                 self.number(node, arg)
+            elif name == "proxy_half_close" and arg in ("on", "off"):
+                s = replace(s, half_close=arg == "on")
             elif name in (
                 "proxy_socket_keepalive",
                 "proxy_half_close",

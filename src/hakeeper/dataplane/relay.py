@@ -484,7 +484,7 @@ class Conn:
             self._shut_c()
 
     def _shut_b(self) -> None:
-        if self.flags & C_SHUT:  # the last direction: close() sends this FIN
+        if self.flags & C_SHUT or not self.svc.half_close:  # last direction, or no half-close
             self.close()
             return
         self.flags |= B_SHUT
@@ -494,7 +494,7 @@ class Conn:
             self.reset()
 
     def _shut_c(self) -> None:
-        if self.flags & B_SHUT:  # the last direction: close() sends this FIN
+        if self.flags & B_SHUT or not self.svc.half_close:  # last direction, or no half-close
             self.close()
             return
         self.flags |= C_SHUT
@@ -534,6 +534,10 @@ class Conn:
 
 class TcpService:
     """One TCP listener and the connections it relays."""
+
+    #: False: the first EOF (once the bytes before it are delivered) closes both sides, as
+    #: nginx's stream proxy does without `proxy_half_close on` (hakeeper.proxy.stream).
+    half_close = True
 
     def __init__(self, core: ServiceCore, loop: asyncio.AbstractEventLoop) -> None:
         self.core = core

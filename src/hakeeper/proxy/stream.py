@@ -9,7 +9,8 @@ flow) gets a peer from the upstream's method (smooth weighted round-robin by def
 `fail_timeout`, effective weight cut) and, when `proxy_next_upstream on` and the
 `_tries` / `_timeout` budget allows, the connection moves to the next peer; when no peer
 is left the client connection is closed, as nginx does. A session that ends frees its
-peer as a success (the `conns` count for least_conn / max_conns). A session ends after
+peer as a success (the `conns` count for least_conn / max_conns). As in nginx, the first
+EOF ends a TCP session unless `proxy_half_close on`. A session also ends after
 `proxy_timeout` without data either way: UDP flows by the relay's idle timer, TCP
 sessions by a sweep that reads each socket's last send/receive time from TCP_INFO (so the
 relay's hot path keeps no per-read timestamps).
@@ -44,19 +45,9 @@ from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.nginx import Upstream
 from hakeeper.conf.nginx_stream import StreamConfig, StreamServer
+from hakeeper.dataplane.relay import TcpService, open_listener
 from hakeeper.dataplane.userspace import Backend, BackendState, L4Service, ServiceCore
 from hakeeper.dataplane.userspace_udp import UdpFlow, UdpService
-
-try:  # the TCP relay is moving from userspace.py into relay.py (engineer P, in progress)
-    from hakeeper.dataplane.relay import (  # type: ignore[import-not-found,unused-ignore]
-        TcpService,
-        open_listener,
-    )
-except ImportError:  # pragma: no cover - before the move
-    from hakeeper.dataplane.userspace import (  # type: ignore[attr-defined,no-redef,assignment,unused-ignore]
-        TcpService,
-        open_listener,
-    )
 
 log = logging.getLogger("hakeeper.stream")
 
@@ -309,6 +300,7 @@ class StreamRunner:
             udp = self.udp.get(key)
             if tcp is not None:
                 tcp.core = core  # new connections only; live ones keep their core
+                tcp.half_close = service.server.half_close
                 continue
             if udp is not None:
                 udp.core = core
@@ -316,6 +308,7 @@ class StreamRunner:
             try:
                 if key[0] == "TCP":
                     tcp = TcpService(core, self.loop)
+                    tcp.half_close = service.server.half_close
                     await tcp.start()
                     self.tcp[key] = tcp
                 else:
