@@ -48,7 +48,7 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 class TcpNamed:
-    """Greets each connection with its name, then waits for the client's EOF and closes."""
+    """Greets each connection with its name, waits for the client's EOF, says bye, closes."""
 
     def __init__(self, name: str) -> None:
         self.name = name.encode()
@@ -81,6 +81,7 @@ class TcpNamed:
                 conn.sendall(self.name + b"\n")
                 while conn.recv(4096):
                     pass
+                conn.sendall(b"bye\n")  # after the client's EOF: seen only with half-close
 
     def close(self) -> None:
         self.stop.set()
@@ -412,3 +413,29 @@ stream {{
 
     seen = same_for_both(stream, probe)
     assert seen[3] == ""
+
+
+@pytest.mark.parametrize("half_close", ["off", "on"])
+def test_half_close_matches_nginx(tcp3: list[TcpNamed], half_close: str) -> None:
+    a = tcp3[0].port
+    stream = f"""
+stream {{
+    server {{
+        listen 127.0.0.1:{{port}};
+        proxy_pass 127.0.0.1:{a};
+        proxy_half_close {half_close};
+    }}
+}}
+"""
+
+    def probe(port: int) -> list[str]:
+        s, name = hold(port)
+        s.shutdown(socket.SHUT_WR)
+        rest = b""
+        while chunk := s.recv(64):
+            rest += chunk
+        s.close()
+        return [name, rest.decode()]
+
+    seen = same_for_both(stream, probe)
+    assert seen == ["a", "bye\n" if half_close == "on" else ""]
