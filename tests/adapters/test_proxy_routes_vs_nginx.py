@@ -115,6 +115,8 @@ TABLE: list[tuple[bytes | None, bytes, bytes, bytes]] = [
     (b"ABC.rx.test", b"/", b"", b"GET"),
     (b"unknown.test", b"/q?r", b"", b"GET"),
     (None, b"/nohost", b"", b"GET"),
+    (MAIN, b"http://foo.wild.test/abs?q", b"", b"GET"),  # the request line's host wins
+    (MAIN, b"http://MAIN.test:99/api/abs", b"", b"GET"),
     *[(MAIN, b"/u/?user=" + name, b"", b"GET") for name in (b"alice", b"bob", b"carol", b"dan")],
     (MAIN, b"/", b"", b"GET"),
 ]

@@ -123,7 +123,13 @@ class RoutedClientProtocol(ClientProtocol):
             if method == b"CONNECT":
                 raise _RejectError(405)
             req.is_upgrade = True
+        line_host = b""
         if req.target[:1] != b"/":
+            low = req.target[:8].lower()
+            if low.startswith((b"http://", b"https://")):
+                # nginx prefers the request line's host to the Host header ($host)
+                authority = req.target.split(b"/", 3)[2]
+                line_host = authority.rpartition(b"@")[2]
             try:
                 req.target = origin_form(req.target, method)
             except ValueError:
@@ -138,7 +144,8 @@ class RoutedClientProtocol(ClientProtocol):
             uri, quoted = normalize_path(path) if path[:1] == b"/" else (path, False)
         except BadUriError:
             raise _RejectError(400) from None
-        host = normalize_host(req.host) if req.host else b""
+        raw_host = line_host or req.host
+        host = normalize_host(raw_host) if raw_host else b""
         server = self.table.server_for(host)
         action: Return | Proxied
         prefix = b""
