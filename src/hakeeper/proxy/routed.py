@@ -40,7 +40,6 @@ from hakeeper.proxy.routes import (
     Return,
     RouteTable,
     Template,
-    normalize_host,
     normalize_path,
     split_target,
     upstream_target,
@@ -144,9 +143,7 @@ class RoutedClientProtocol(ClientProtocol):
             uri, quoted = normalize_path(path) if path[:1] == b"/" else (path, False)
         except BadUriError:
             raise _RejectError(400) from None
-        raw_host = line_host or req.host
-        host = normalize_host(raw_host) if raw_host else b""
-        server = self.table.server_for(host)
+        server, host = self.table.server_for_raw(line_host or req.host)
         action: Return | Proxied
         prefix = b""
         found = None

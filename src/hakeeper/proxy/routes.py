@@ -85,6 +85,7 @@ class BadUriError(ValueError):
 
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_COMPLEX = re.compile(rb"%|//|/\.")
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -97,6 +98,8 @@ def normalize_path(path: bytes) -> tuple[bytes, bool]:
     """nginx's `r->uri`: %XX decoded, slashes merged, `.`/`..` resolved; and whether the
     client's URI was %-quoted (`r->quoted_uri`). Raises BadUriError above the root or on a bad
     escape."""
+    if _COMPLEX.search(path) is None:
+        return path, False  # the common case, one C call
     quoted = b"%" in path
     if quoted:
         out = bytearray()
@@ -476,16 +479,29 @@ class ServerNames:
 class RouteTable:
     """Everything one listener routes by: its servers and the Host lookup over them."""
 
-    __slots__ = ("default", "names", "port", "servers")
+    __slots__ = ("cache", "default", "names", "port", "servers")
 
     def __init__(self, servers: Sequence[VirtualServer], default: int = 0, port: int = 80):
         self.servers = tuple(servers)
         self.default = default
         self.port = port
         self.names = ServerNames(self.servers, default)
+        self.cache: dict[bytes, tuple[VirtualServer, bytes]] = {}
 
     def server_for(self, host: bytes) -> VirtualServer:
+        """The server for a normalized Host value."""
         return self.servers[self.names.select(host)]
+
+    def server_for_raw(self, raw: bytes) -> tuple[VirtualServer, bytes]:
+        """(server, normalized host) for a Host value as sent; repeated values (the usual
+        case) are answered from a bounded cache."""
+        hit = self.cache.get(raw)
+        if hit is None:
+            host = normalize_host(raw) if raw else b""
+            if len(self.cache) >= 4096:
+                self.cache.clear()
+            hit = self.cache[raw] = (self.server_for(host), host)
+        return hit
 
     def proxied(self) -> list[Proxied]:
         """Every distinct proxied location (the engine builds one child per entry)."""
