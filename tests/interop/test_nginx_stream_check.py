@@ -85,7 +85,7 @@ CASES: dict[str, str] = {
         "server { listen 9000; proxy_pass u; }\n}\n"
     ),
     "bad-param": (
-        "stream {\nupstream u { server 127.0.0.1:1 slow_start=10s; }\n"
+        "stream {\nupstream u { server 127.0.0.1:1 drain; }\n"
         "server { listen 9000; proxy_pass u; }\n}\n"
     ),
     "next-upstream-not-flag": (
@@ -146,3 +146,17 @@ def test_check_verdict_matches_nginx_t(
         errors = [ln for ln in out.splitlines() if ": error: " in ln]
         lines = {int(ln.split(":")[1]) for ln in errors if ln.startswith(str(path))}
         assert nginx_line in lines, f"nginx names line {nginx_line}:\n{out}"
+
+
+def test_slow_start_is_a_deliberate_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nginx Plus' `slow_start=` is built in here (issue #5); OSS nginx 1.22 rejects it."""
+    body = (
+        "stream {\nupstream u { server 127.0.0.1:1 slow_start=10s; server 127.0.0.1:2; }\n"
+        "server { listen 9000; proxy_pass u; }\n}\n"
+    )
+    path = _write(tmp_path, "slow-start", body)
+    assert _nginx_t(tmp_path, path)[0] == 1
+    assert main(["check", "--nginx", str(path)]) == 0
+    capsys.readouterr()

@@ -265,6 +265,8 @@ class _StreamReader(_Reader):
             for s in servers:
                 if s.backup:
                     self.diags.error(s.loc, 'balancing method does not support parameter "backup"')
+                if s.slow_start:
+                    self.diags.error(s.loc, 'balancing method does not support "slow_start"')
         return replace(up, servers=tuple(servers))
 
     def stream_server(

@@ -117,6 +117,7 @@ def make_group(upstream: Upstream, rng: random.Random | None = None) -> Upstream
                     backup=s.backup,
                     down=s.down,
                     max_conns=s.max_conns,
+                    slow_start=s.slow_start,
                     server=f"{s.host}:{s.port}",
                 ),
             )

@@ -240,3 +240,21 @@ def test_include_inside_stream_is_spliced() -> None:
 )
 def test_split_hostport(text: str, expected: tuple[str, int | None]) -> None:
     assert split_hostport(text) == expected
+
+
+def test_slow_start_reaches_the_balancer_and_is_refused_with_hash() -> None:
+    from hakeeper.proxy.stream import make_group
+
+    config, d = read(
+        "stream { upstream u { server 10.0.0.1:80 slow_start=30s; server 10.0.0.2:80; }\n"
+        "server { listen 81; proxy_pass u; } }\n"
+    )
+    assert not d.has_errors
+    up = config.stream.upstream("u")
+    assert up is not None
+    assert [p.slow_start for p in make_group(up).balancer.peers] == [30.0, 0.0]
+    found = errors(
+        "stream { upstream u { hash $remote_addr; server 10.0.0.1:80 slow_start=30s; }\n"
+        "server { listen 81; proxy_pass u; } }\n"
+    )
+    assert found == ['t.conf:1:42: error: balancing method does not support "slow_start"']
