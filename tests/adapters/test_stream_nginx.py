@@ -223,11 +223,21 @@ def test_reload_keeps_established_sessions_and_uses_new_weights() -> None:
         try:
             held = await connect(port)
             assert held.name == "a"
+            key = ("TCP", "127.0.0.1", port)
+            old = runner.core(key)
             second = [f"127.0.0.1:{bs[0].port} down", f"127.0.0.1:{bs[1].port}"]
-            await runner.apply(services(upstream_conf(port, second)))
+            await runner.apply(services(upstream_conf(port, second, extra="least_conn;")))
+            new = runner.core(key)
+            assert new is not old and new.previous is old
             assert [await landed(port) for _ in range(3)] == ["b", "b", "b"]
             assert await held.echo(b"still here") == b"still here"
             held.close()
+            # the old session is released to the balancer that picked it, not the new one
+            await wait_for(lambda: old.live == 0 and new.live == 0)
+            assert all(p.conns == 0 for _, p in old.group.state())
+            assert all(p.conns == 0 for _, p in new.group.state())
+            await runner.apply(services(upstream_conf(port, second)))
+            assert runner.core(key).previous is None  # no live sessions left to pass on
         finally:
             await _close(runner, bs)
 

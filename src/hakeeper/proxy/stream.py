@@ -141,7 +141,25 @@ class NginxStreamCore(ServiceCore):
             if service.upstream.method in ("hash", "hash_consistent")
             else ""
         )
+        self.live = 0  # picks not yet released
+        #: the core this one replaced at a reload, while it still has live sessions: the
+        #: relay releases through the listener's current core, and a session picked by an
+        #: older one is passed on to it (told apart by its BackendState object)
+        self.previous: NginxStreamCore | None = None
         super().__init__(service.spec, rng)
+
+    def succeed(self, old: ServiceCore | None) -> None:
+        """Become the listener's core after `old`; keep the older cores that have sessions."""
+        chain = old if isinstance(old, NginxStreamCore) else None
+        while chain is not None and chain.live <= 0:
+            chain = chain.previous
+        self.previous = chain
+        while chain is not None:
+            nxt = chain.previous
+            while nxt is not None and nxt.live <= 0:
+                nxt = nxt.previous
+            chain.previous = nxt
+            chain = nxt
 
     def _configure(self, spec: L4Service, first: bool) -> None:
         super()._configure(spec, first)
@@ -170,10 +188,16 @@ class NginxStreamCore(ServiceCore):
             return None
         st = self.by_key[chosen]
         st.connections += 1
+        self.live += 1
         return st
 
     def released(self, backend: BackendState, failed: bool, now: float) -> None:
-        self.group.report(backend.key, not failed, now)
+        owner: NginxStreamCore | None = self
+        while owner is not None and owner.by_key.get(backend.key) is not backend:
+            owner = owner.previous
+        if owner is not None:
+            owner.live -= 1
+            owner.group.report(backend.key, not failed, now)
 
     def may_retry(self, tries: int, started: float, now: float) -> bool:
         server = self.service.server
@@ -300,10 +324,12 @@ class StreamRunner:
             tcp = self.tcp.get(key)
             udp = self.udp.get(key)
             if tcp is not None:
-                tcp.core = core  # new connections only; live ones keep their core
+                core.succeed(tcp.core)
+                tcp.core = core  # new connections only; live ones release to the old one
                 tcp.half_close = service.server.half_close
                 continue
             if udp is not None:
+                core.succeed(udp.core)
                 udp.core = core
                 continue
             try:
