@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from hakeeper.proxy.balancer import Balancer, RoundRobin
 from hakeeper.proxy.config import Peer, ProxyConfig
-from hakeeper.proxy.framing import CompiledRules
+from hakeeper.proxy.framing import REQUEST_HOP_BY_HOP, CompiledRules
 from hakeeper.proxy.upstream import K_IDLE, Pool, UpstreamProtocol
 
 if TYPE_CHECKING:
@@ -109,6 +109,17 @@ class Engine:
             or self.routes is not None
         )
         self.hosts_ok: dict[bytes, bool] = {}  # Host values already validated
+        # routed listener: request headers every location drops are dropped on arrival,
+        # those only some drop are marked and removed once the route is known
+        drops = [child.drop for child in self.children.values()]
+        self.drop_all: frozenset[bytes] = (
+            frozenset.intersection(*drops) if drops else REQUEST_HOP_BY_HOP
+        )
+        self.drop_some: frozenset[bytes] = frozenset().union(*drops) - self.drop_all
+        # all (name, value) pairs are kept only if a variable may read them
+        self.keep_headers = self.routes is not None and (
+            self.routes.reads_headers() or any(c.http_vars for c in self.children.values())
+        )
         from hakeeper.proxy.http1 import ClientProtocol  # noqa: PLC0415 (import cycle)
         from hakeeper.proxy.routed import RoutedClientProtocol  # noqa: PLC0415
 

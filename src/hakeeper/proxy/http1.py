@@ -131,6 +131,7 @@ class Request:
     view: RequestView | None = None  # variables for `return` texts
     hkey: str | None = None  # the upstream `hash` key, when not the client address
     request_uri = b""  # the client's target when `target` was rewritten (URI part)
+    maybe: list[tuple[int, bytes]] | None = None  # (index in lines, name) some routes drop
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []

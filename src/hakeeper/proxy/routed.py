@@ -31,6 +31,7 @@ from hakeeper.proxy.http1 import (
     ClientProtocol,
     Request,
     _RejectError,
+    _remember_host,
 )
 from hakeeper.proxy.routes import (
     BadUriError,
@@ -104,9 +105,16 @@ class RoutedClientProtocol(ClientProtocol):
                 req.connection = value
             elif special == H_EXPECT:
                 req.expect = value.lower() == b"100-continue"
-        if req.extra is None:
-            req.extra = []
-        req.extra.append((low, value))  # every header: filtered once the route is known
+        if home.keep_headers:
+            if req.extra is None:
+                req.extra = []
+            req.extra.append((low, value))
+        if low in home.drop_all:
+            return
+        if low in home.drop_some:
+            if req.maybe is None:
+                req.maybe = []
+            req.maybe.append((len(req.lines), low))
         req.lines.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
@@ -133,9 +141,14 @@ class RoutedClientProtocol(ClientProtocol):
                 req.target = origin_form(req.target, method)
             except ValueError:
                 raise _RejectError(400) from None
-        status = request_status(version, req.host_count, req.host, req.clen, 0)
-        if status:
-            raise _RejectError(status)
+        if not (
+            version == "1.1"
+            and req.host_count == 1
+            and (home.hosts_ok.get(req.host) or _remember_host(home.hosts_ok, req.host))
+        ):
+            status = request_status(version, req.host_count, req.host, req.clen, 0)
+            if status:
+                raise _RejectError(status)
         path, args = split_target(req.target)
         if req.target == b"*":
             path = b"*"
@@ -192,11 +205,11 @@ class RoutedClientProtocol(ClientProtocol):
         if action.key is not None:
             assert req.view is not None
             req.hkey = action.key.render(req.view).decode("utf-8", "replace")
-        drop = child.drop
-        extra = req.extra or ()
-        req.lines = [
-            line for (low, _), line in zip(extra, req.lines, strict=True) if low not in drop
-        ]
+        if req.maybe is not None:
+            drop = child.drop
+            for index, low in reversed(req.maybe):
+                if low in drop:
+                    del req.lines[index]
         if req.chunked:
             if child.up_version.endswith(b"1.1\r\n"):
                 req.head = self._build_head(req, _TE_CHUNKED, child)

@@ -503,6 +503,24 @@ class RouteTable:
             hit = self.cache[raw] = (self.server_for(host), host)
         return hit
 
+    def reads_headers(self) -> bool:
+        """Whether a `return` text or a hash key reads `$http_NAME`."""
+        templates: list[Template | None] = []
+        for server in self.servers:
+            actions: list[Return | Proxied | None] = [server.server_return]
+            actions += [loc.action for loc in server.locations]
+            for action in actions:
+                if isinstance(action, Return):
+                    templates.append(action.text)
+                elif isinstance(action, Proxied):
+                    templates.append(action.key)
+        return any(
+            isinstance(part, str) and part.startswith("http_")
+            for t in templates
+            if t is not None
+            for part in t.parts
+        )
+
     def proxied(self) -> list[Proxied]:
         """Every distinct proxied location (the engine builds one child per entry)."""
         out: list[Proxied] = []
