@@ -29,6 +29,7 @@ import gc
 import ipaddress
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -295,6 +296,44 @@ def measure_hakeeper(args: argparse.Namespace) -> dict[str, float]:
         child.wait(5)
 
 
+def measure_floor(args: argparse.Namespace) -> dict[str, float]:
+    """The kernel floor on loopback: only socket() + connect() + close() in a plain loop,
+    paced like the engine (the same probes per 10 ms), against the same listeners."""
+    import _socket  # noqa: PLC0415
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", LISTENER, str(args.ports), "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        addrs = [("127.0.0.1", int(p)) for p in child.stdout.readline().split()]
+        per_tick = max(1, round(args.vs * args.rs / args.delay_loop / 100))
+        kind = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        r0, t0, n = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), 0
+        due = t0
+        while time.monotonic() - t0 < args.seconds:
+            for _ in range(per_tick):
+                sock = _socket.socket(socket.AF_INET, kind)
+                sock.connect_ex(addrs[n % len(addrs)])
+                sock.close()
+                n += 1
+            due += 0.01
+            time.sleep(max(0.0, due - time.monotonic()))
+        r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+    finally:
+        child.terminate()
+        child.wait(5)
+    user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    return {
+        "cpu_pct": 100 * (user + sys_) / wall,
+        "user_pct": 100 * user / wall,
+        "sys_pct": 100 * sys_ / wall,
+        "connects_per_s": n / wall,
+    }
+
+
 def run_loop(args: argparse.Namespace, ports: list[int], host: str) -> dict[str, float]:
     if args.no_uvloop:
         return asyncio.run(run(args, ports, host))
@@ -330,6 +369,8 @@ def main() -> int:
     ap.add_argument("--keepalived", action="store_true", help="also measure keepalived -C")
     ap.add_argument("--topology", choices=("loopback", "veth"), default="loopback",
                     help="veth (root): listeners in another netns, RX on --rx-cpu")  # fmt: skip
+    ap.add_argument("--floor", action="store_true",
+                    help="also time bare socket/connect/close at that rate (loopback)")  # fmt: skip
     ap.add_argument("--tick", type=float, help="override the engine's timer tick (seconds)")
     ap.add_argument("--cpu", type=int, default=0, help="veth: CPU the prober is pinned to")
     ap.add_argument("--rx-cpu", type=int, default=1, help="veth: CPU doing receive (RPS)")
@@ -343,6 +384,7 @@ def main() -> int:
     loop_name = "asyncio" if args.no_uvloop else "uvloop"
     ours: list[dict[str, float]] = []
     theirs: list[dict[str, float]] = []
+    floors: list[dict[str, float]] = []
     for n in range(args.repeat):
         result = measure_hakeeper(args)
         ours.append(result)
@@ -356,7 +398,12 @@ def main() -> int:
             print(
                 f"  hakeeper / keepalived CPU: {result['cpu_pct'] / max(ref['cpu_pct'], 0.01):.2f}x"
             )
+        if args.floor:
+            floors.append(measure_floor(args))
+            show(f"[{n + 1}] floor: bare socket+connect+close, same rate, loopback:", floors[-1])
     summary("hakeeper", ours)
+    if floors:
+        summary("floor (bare syscalls)", floors)
     if theirs:
         summary("keepalived -C", theirs)
         ratios = sorted(
