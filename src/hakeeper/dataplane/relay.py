@@ -77,6 +77,9 @@ _HUP = select.EPOLLHUP
 _RDHUP = select.EPOLLRDHUP
 #: Registered once per socket: input, output, peer shutdown, edge triggered.
 _MASK = _IN | _OUT | _RDHUP | select.EPOLLET
+#: Client sockets start without EPOLLOUT (it would only report the fresh socket writable: one
+#: wasted dispatch per connection); it is added the first time the client is slower than us.
+_MASK_IN = _IN | _RDHUP | select.EPOLLET
 #: Event bits after which reading must go on until EOF/EAGAIN (a FIN or error is queued).
 _DRAIN = _RDHUP | _HUP | _ERR
 
@@ -90,6 +93,7 @@ B_SHUT = 32  # EOF forwarded to the backend
 CLOSED = 64
 C_HELD = 128  # client reading stopped with data possibly unread (backend slow/connecting)
 B_HELD = 256  # backend reading stopped with data possibly unread (client slow)
+C_OUT = 512  # EPOLLOUT is in the client socket's registration
 
 
 def open_listener(spec: L4Service, kind: int) -> socket.socket:
@@ -429,6 +433,9 @@ class Conn:
                 return
             if sent < n:  # the client is slower: keep the rest; EPOLLOUT resumes
                 self.to_c = view[sent:n].tobytes()
+                if not self.flags & C_OUT:
+                    self.flags |= C_OUT
+                    reactor.ep.modify(self.cfd, _MASK)  # reports at once if writable now
             if n < BUFFER_SIZE and not drain:
                 return
 
@@ -594,7 +601,7 @@ class TcpService:
             conn = Conn(self, cs, fd, peer)
             conns.add(conn)
             handlers[fd] = conn.on_client
-            register(fd, _MASK)
+            register(fd, _MASK_IN)
             conn.connect()
 
     def _resume_accept(self) -> None:
