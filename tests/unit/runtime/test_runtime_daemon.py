@@ -374,6 +374,8 @@ def test_changed_master_is_replaced_without_failover(tmp_path: Path) -> None:
         a = h.start("a", A_IP, conf(inst(prio=150, body=notify)))
         b = h.start("b", B_IP, conf(inst(prio=100)))
         await until(lambda: state(a) == "MASTER" and state(b) == "BACKUP")
+        # the notify of the first MASTER transition runs asynchronously: let it land first
+        await until(lambda: any("MASTER" in r for r in h.ran), what="the initial notify")
         b_transitions = b.instances["VI_1"].driver.counters.transitions  # type: ignore[union-attr]
         old = a.instances["VI_1"].driver
         ran_before = len(h.ran)
