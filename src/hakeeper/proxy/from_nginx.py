@@ -312,3 +312,16 @@ def listeners(nginx: NginxConfig, diags: Diagnostics) -> list[Route]:
         config = ProxyConfig(peers=(), routes=table, **base)
         routes.append(Route(listen, config, RoundRobin(())))
     return routes
+
+
+def route_balancers(route: Route) -> list[Balancer]:
+    """Every distinct balancer a listener uses (one per upstream, shared by locations),
+    for whoever marks peers up or down (active health checks) or reports their state."""
+    table = route.config.routes
+    if table is None:
+        return [route.balancer]
+    out: list[Balancer] = []
+    for proxied in table.proxied():
+        if not any(b is proxied.balancer for b in out):
+            out.append(proxied.balancer)
+    return out

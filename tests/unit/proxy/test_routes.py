@@ -13,7 +13,7 @@ from hakeeper.conf.lexer import parse_nginx_text
 from hakeeper.conf.nginx import NginxConfig, read_nginx
 from hakeeper.proxy.balancer import RoundRobin
 from hakeeper.proxy.config import Peer, ProxyConfig
-from hakeeper.proxy.from_nginx import Route, listeners
+from hakeeper.proxy.from_nginx import Route, listeners, route_balancers
 from hakeeper.proxy.routes import (
     BadUriError,
     Location,
@@ -248,6 +248,9 @@ def test_listeners_fast_path_and_routed() -> None:
     assert hashed is not None
     (h,) = hashed.proxied()
     assert h.key is not None and h.key.parts == ("request_uri",)
+    assert route_balancers(fast) == [fast.balancer]
+    used = route_balancers(by_port[8002])  # app, h and the implicit 127.0.0.1:9, once each
+    assert len(used) == 3 and fast.balancer in used
     two = by_port[8004].config.routes
     assert two is not None and two.default == 1 and two.servers[1].server_return is not None
 
