@@ -85,6 +85,7 @@ def test_unanswered_connect_times_out_at_connect_timeout(
         try:
             await wait_for(lambda: engine.probes_started >= 1, 3, "first probe")
             started = time.monotonic()
+            await wait_for(lambda: engine._connects, 1, "the connect handed to epoll")
             pending = len(engine._connects)
             await wait_for(lambda: not engine.status()[0].real_servers[0].alive, 3, "down")
             took = time.monotonic() - started
@@ -95,7 +96,7 @@ def test_unanswered_connect_times_out_at_connect_timeout(
             assert not engine._connects
 
     took, detail, pending = asyncio.run(asyncio.wait_for(go(), 10))
-    assert pending == 1  # the connect waited in the engine's epoll set
+    assert pending == 1  # still connecting after a tick: it waited in the engine's epoll set
     assert detail == "connect timeout"
     assert 0.4 - 0.02 <= took < 0.4 + 0.5
 

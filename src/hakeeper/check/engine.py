@@ -9,13 +9,11 @@ arguments) in order per virtual server, and the healthy pool handed to the data 
 through `on_pool_change(vs_key, [(RealServer, weight), ...])` whenever it changes. Log lines
 follow keepalived's ("TCP check failed to ...", "Removing service [..] from VS [..]").
 
-TCP_CHECK (the bulk of large configs) takes a path of its own, like keepalived's
-check_tcp.c: a bare non-blocking socket, connect(), close() as soon as it is connected
-(plain close, FIN, as keepalived does); a connect that completed or failed inside the call
-is a result at once, a pending one waits in one epoll set polled on each tick, its
-connect_timeout in the same wheel; a success that changes nothing goes through
-`VirtualServerHealth.steady_ok` (no action objects). No task, future, transport or timer
-handle per probe.
+TCP_CHECK takes a path of its own, like keepalived's check_tcp.c: a bare non-blocking
+socket, connect(), plain close() (FIN) once connected; connect() is asked again at the end
+of its tick, and only connects still going then wait in one epoll set polled each tick,
+their connect_timeout in the same wheel; an unchanged success goes through `steady_ok`.
+No task, future, transport, action object or timer handle per probe.
 """
 
 from __future__ import annotations
@@ -317,6 +315,7 @@ class CheckerEngine:
         self._timer_tick = _NEVER
         self._epoll: select.epoll | None = None
         self._connects: dict[int, _Connect] = {}
+        self._recheck: list[tuple[_Slot, int, _socket.socket, Target, float, float]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wall_offset = 0.0
         self._notifies: set[asyncio.Task[None]] = set()
@@ -549,6 +548,8 @@ class CheckerEngine:
         now = self._now()
         if self._connects:
             self._poll_connects()
+        if self._recheck:
+            self._run_rechecks(now)
         last = int(now * _PER_TICK + 1e-6) - 1  # buckets that have fully elapsed
         ticks, wheel = self._ticks, self._wheel
         due: list[list[_Entry]] = []
@@ -567,7 +568,7 @@ class CheckerEngine:
                     log.exception("checker timer entry %r", entry)
         self._timer_tick = _NEVER
         tick = ticks[0] if ticks else _NEVER
-        if self._connects:  # poll them at the end of this tick
+        if self._connects or self._recheck:  # look at them again at the end of this tick
             tick = min(tick, int(now * _PER_TICK))
         if tick < _NEVER:
             self._arm(tick)
@@ -612,40 +613,61 @@ class CheckerEngine:
 
     # -- TCP_CHECK fast path -----------------------------------------------------------
     def _tcp_connect(self, slot: _Slot, target: Target, timeout: float, now: float) -> None:
-        """keepalived's TCP_CHECK on a bare socket: connect(); a connect that completed in
-        the call (same-host backends) or failed at once is a result right here; otherwise
-        the socket waits in our own epoll set, polled on each tick (no loop reader or
-        wake-up per connect), and its timeout waits in the timer wheel."""
+        """keepalived's TCP_CHECK on a bare socket: connect(); a failure in the call is a
+        result at once; otherwise connect() is asked again at the end of this tick (done by
+        then: same-host or LAN backends; EISCONN or the error in one syscall), and only
+        connects still in progress go to the epoll set and their timeout to the wheel."""
         try:
             sock = _socket.socket(target.family, STREAM_NONBLOCK)
         except OSError as exc:
             self._on_result(slot, now, ProbeResult(False, f"socket: {exc.strerror or exc}"))
             return
         err = sock.connect_ex(target.addr)
-        if err == _EINPROGRESS:
-            # same-host backends complete the handshake inside connect(); asking again
-            # says so (EISCONN) without raising, else EALREADY (or the connect's error)
-            err = sock.connect_ex(target.addr)
-            if err == _EISCONN:
-                err = 0
-        if err not in _CONNECTING:
+        if err != _EINPROGRESS:
             sock.close()
             self._tcp_result(slot, now, err)
             return
-        fd = sock.fileno()
-        pending = _Connect(self, sock, fd, slot, now)
-        try:
-            self._epoll_set().register(fd, _EPOLLOUT)
-        except OSError as exc:
-            sock.close()
-            self._on_result(slot, now, ProbeResult(False, f"epoll: {exc.strerror or exc}"))
-            return
-        self._connects[fd] = pending
-        slot.inflight = pending
-        self._put(int((now + timeout) * _PER_TICK), pending)
+        self._recheck.append((slot, slot.gen, sock, target, timeout, now))
         tick = int(now * _PER_TICK)
         if tick < self._timer_tick:  # (inside _fire the timer is re-armed at its end)
             self._arm(tick)
+
+    def _run_rechecks(self, now: float) -> None:
+        batch, self._recheck = self._recheck, []
+        for slot, gen, sock, target, timeout, started in batch:
+            if slot.gen != gen or not slot.b.live or not self.running:
+                sock.close()  # superseded (reload) or removed meanwhile
+                continue
+            try:
+                err = sock.connect_ex(target.addr)
+                if err == _EISCONN:
+                    err = 0
+                if err not in _CONNECTING:
+                    sock.close()
+                    self._tcp_result(slot, started, err)
+                elif now >= started + timeout:
+                    sock.close()
+                    self._on_result(slot, started, ProbeResult(False, "connect timeout"))
+                else:
+                    self._watch(slot, sock, started + timeout, started)
+            except Exception:  # never let one bad probe end the checker loop
+                sock.close()
+                log.exception("TCP check %s/%s#%d", slot.b.key, slot.rs, slot.i)
+
+    def _watch(self, slot: _Slot, sock: _socket.socket, deadline: float, started: float) -> None:
+        fd = sock.fileno()
+        if self._epoll is None:
+            self._epoll = select.epoll()
+        try:
+            self._epoll.register(fd, _EPOLLOUT)
+        except OSError as exc:
+            sock.close()
+            self._on_result(slot, started, ProbeResult(False, f"epoll: {exc.strerror or exc}"))
+            return
+        pending = _Connect(self, sock, fd, slot, started)
+        self._connects[fd] = pending
+        slot.inflight = pending
+        self._put(int(deadline * _PER_TICK), pending)
 
     def _tcp_result(self, slot: _Slot, started: float, err: int) -> None:
         if err == 0:
@@ -661,12 +683,6 @@ class CheckerEngine:
             return
         self._on_result(slot, started, ProbeResult(False, os.strerror(err)))
 
-    def _epoll_set(self) -> select.epoll:
-        ep = self._epoll
-        if ep is None:
-            ep = self._epoll = select.epoll()
-        return ep
-
     def _poll_connects(self) -> None:
         """Collect the pending connects that finished (polled once per tick, not woken
         per connect: a result is at most one tick late; timeouts are checked after)."""
@@ -674,7 +690,7 @@ class CheckerEngine:
         while ep is not None and self._connects:
             try:
                 events = ep.poll(0, _POLL_BATCH)
-            except OSError:
+            except OSError:  # cannot happen on our own open epoll fd; never kill the timer
                 return
             self._connect_events(events)
             if len(events) < _POLL_BATCH:
@@ -702,6 +718,9 @@ class CheckerEngine:
                 log.exception("TCP check result %s/%s#%d", slot.b.key, slot.rs, slot.i)
 
     def _close_epoll(self) -> None:
+        for _slot, _gen, sock, *_rest in self._recheck:
+            sock.close()
+        self._recheck.clear()
         for pending in list(self._connects.values()):
             pending.cancel()
         self._connects.clear()
