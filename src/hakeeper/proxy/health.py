@@ -25,15 +25,19 @@ import contextlib
 import logging
 import random
 import re
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.check.probe_stream import parse_response
 from hakeeper.conf.nginx_health import HealthCheck
 
 if TYPE_CHECKING:
+    from hakeeper.proxy.config import ProxyConfig
     from hakeeper.proxy.engine import Engine
+    from hakeeper.proxy.from_nginx import Route
 
 log = logging.getLogger("hakeeper.proxy.health")
 
@@ -319,3 +323,53 @@ def detach(checks: HealthChecks) -> None:
 def snapshot() -> list[dict[str, Any]]:
     """The state and counters of every health-checked server in this process."""
     return [row for c in _CURRENT for row in c.snapshot()]
+
+
+# -- reloads: servers a reload adds slow-start --------------------------------------------
+
+
+class _Served(Protocol):
+    """What `ramp_added` needs of a `server.Master`: the config and balancer it serves."""
+
+    config: ProxyConfig
+    balancer_factory: Callable[[ProxyConfig], Any] | None
+
+
+def upstream_groups(config: ProxyConfig, balancer: object) -> list[UpstreamGroup[Any]]:
+    """The nginx upstream groups a listener uses (its own balancer and its locations')."""
+    found: list[object] = [balancer]
+    if config.routes is not None:
+        found += [p.balancer for p in config.routes.proxied()]
+    out: list[UpstreamGroup[Any]] = []
+    for b in found:
+        if isinstance(b, UpstreamGroup) and all(b is not g for g in out):
+            out.append(b)
+    return out
+
+
+def ramp_added_servers(
+    old: Iterable[UpstreamGroup[Any]], new: Iterable[UpstreamGroup[Any]], now: float
+) -> int:
+    """Start the slow-start ramp of every server (by its configured "host:port") that is
+    in `new` but was in none of `old`; returns how many ramps started."""
+    known = {p.server for g in old for p in g.balancer.peers}
+    started = 0
+    for g in new:
+        for p in g.balancer.peers:
+            if p.slow_start and p.server not in known:
+                g.balancer.start_ramp(p.name, now)
+                started += 1
+    return started
+
+
+def ramp_added(master: _Served, route: Route, now: float | None = None) -> int:
+    """Call on reload before `master` forks the workers for `route`: servers the reload
+    added start with weight 0 and ramp over their `slow_start` (nginx Plus semantics for
+    a server added at run time). `now` is CLOCK_MONOTONIC, the workers' loop clock."""
+    factory = master.balancer_factory
+    old_balancer = factory(master.config) if factory is not None else None
+    return ramp_added_servers(
+        upstream_groups(master.config, old_balancer),
+        upstream_groups(route.config, route.balancer),
+        time.monotonic() if now is None else now,
+    )

@@ -24,6 +24,7 @@ from hakeeper.conf.lexer import parse_nginx_file
 from hakeeper.conf.nginx import NginxConfig, read_nginx
 from hakeeper.conf.nginx_stream import StreamConfig
 from hakeeper.conf.tree import Node
+from hakeeper.proxy import health
 from hakeeper.proxy.from_nginx import Route, listeners
 from hakeeper.proxy.server import BalancerFactory, Master, worker_count
 from hakeeper.proxy.stream import StreamProcess, stream_services
@@ -143,6 +144,7 @@ def _reload(path: str, masters: list[Master]) -> list[Master]:
         return masters
     for m in masters:
         route = by_addr[(m.host, m.port)]
+        health.ramp_added(m, route)  # servers the reload added slow-start
         m.balancer_factory = _fixed(route)
         m.reload(route.config)
     log.info("reloaded %s", path)

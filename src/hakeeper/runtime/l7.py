@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hakeeper.conf.diagnostics import Diagnostics
+from hakeeper.proxy import health
 from hakeeper.proxy.from_nginx import Route
 from hakeeper.proxy.server import BalancerFactory, Master, worker_count
 
@@ -198,6 +199,7 @@ class L7Service:
             if master is None:
                 await self._open(addr, route, loaded.workers)
                 continue
+            health.ramp_added(master, route)  # servers the reload added slow-start
             master.balancer_factory = _fixed(route)
             if loaded.workers != master.workers:  # one SO_REUSEPORT socket per worker
                 log.warning("%s:%d: worker_processes changes on restart only", *addr)

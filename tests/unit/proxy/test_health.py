@@ -228,3 +228,51 @@ def test_mandatory_starts_down_and_first_pass_brings_it_up() -> None:
     assert ph2.on_result(False, "x", 1.0) is None  # first result a failure: stays down
     assert ph2.on_result(True, "ok", 2.0) is None  # now `passes` applies
     assert ph2.on_result(True, "ok", 3.0) is True
+
+
+# ------------------------------------------------------------------ reloads
+
+
+def _route_for(servers: str, locations: str = "location / { proxy_pass http://app; }"):  # type: ignore[no-untyped-def]
+    text = f"""
+    events {{}}
+    http {{
+        upstream app {{ {servers} }}
+        server {{ listen 127.0.0.1:8080; {locations} }}
+    }}
+    """
+    cfg, diags = read(text)
+    (route,) = listeners(cfg, diags)
+    assert not diags.has_errors
+    return route
+
+
+@pytest.mark.parametrize(
+    "locations",
+    [
+        "location / { proxy_pass http://app; }",  # the fast path: the route's own balancer
+        "location /a/ { proxy_pass http://app; } location /b/ { return 200; }",  # routed
+    ],
+)
+def test_reload_ramps_only_the_added_servers(locations: str) -> None:
+    from types import SimpleNamespace
+
+    from hakeeper.proxy.health import ramp_added, upstream_groups
+
+    old = _route_for(
+        "server 127.0.0.1:9001 slow_start=10s; server 127.0.0.1:9002 slow_start=10s;", locations
+    )
+    new = _route_for(
+        "server 127.0.0.1:9001 slow_start=10s; server 127.0.0.1:9002 slow_start=10s;"
+        " server 127.0.0.1:9003 slow_start=10s;",
+        locations,
+    )
+    master = SimpleNamespace(config=old.config, balancer_factory=lambda _c: old.balancer)
+    assert ramp_added(master, new, now=100.0) == 1
+    (group,) = upstream_groups(new.config, new.balancer)
+    weights = [group.balancer.weight_now(p.name, 105.0) for p in group.balancer.peers]
+    assert weights == [1.0, 1.0, pytest.approx(0.5)]
+    # no server added: no ramp
+    again = _route_for("server 127.0.0.1:9001 slow_start=10s;", locations)
+    master2 = SimpleNamespace(config=old.config, balancer_factory=lambda _c: old.balancer)
+    assert ramp_added(master2, again, now=100.0) == 0
