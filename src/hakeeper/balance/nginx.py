@@ -224,16 +224,17 @@ class UpstreamBalancer:
         plist = self._list(peer)
         plist.tries = sum(1 for p in plist.peers if not p.admin_down)
 
-    def set_health(self, name: str, healthy: bool, now: float) -> bool:
+    def set_health(self, name: str, healthy: bool, now: float, *, ramp: bool = True) -> bool:
         """The active health check's verdict on a peer; True when it changed. A peer coming
-        back starts its slow-start ramp (if it has one). `tries` is not changed: like nginx
-        Plus it counts configured peers; unhealthy ones are skipped like failed ones."""
+        back starts its slow-start ramp (if it has one and `ramp`; not for the first pass of
+        a `mandatory` check at start-up). `tries` is not changed: like nginx Plus it counts
+        configured peers; unhealthy ones are skipped like failed ones."""
         peer = self.peer(name)
         if peer.hc_down == (not healthy):
             return False
         peer.hc_down = not healthy
         peer.down = peer.admin_down or peer.hc_down
-        if healthy:
+        if healthy and ramp:
             self.start_ramp(name, now)
         return True
 

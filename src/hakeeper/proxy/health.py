@@ -235,9 +235,10 @@ class UpstreamChecks:
                 log.exception("health check of %s failed", cp.address)
                 ok, detail = False, f"probe error: {exc}"
             now = self.loop.time()
+            first = ph.pending_first  # mandatory's first pass: no slow start at start-up
             verdict = ph.on_result(ok, detail, now)
             if verdict is not None:
-                self.group.balancer.set_health(cp.name, verdict, now)
+                self.group.balancer.set_health(cp.name, verdict, now, ramp=not first)
                 log.warning(
                     "upstream %s server %s is %s (%s)",
                     self.name,

@@ -195,3 +195,10 @@ def test_slow_start_rejected_with_hash_and_random(method: str) -> None:
 def test_negative_slow_start_rejected() -> None:
     with pytest.raises(ValueError, match="slow_start"):
         UpstreamServer("a", slow_start=-1)
+
+
+def test_set_health_without_ramp() -> None:
+    b = make_balancer("round_robin", servers("a", "b", slow=10))
+    b.set_health("b", False, 0.0)
+    b.set_health("b", True, 0.0, ramp=False)  # e.g. a mandatory check's first pass
+    assert b.primary.ramping == 0 and b.weight_now("b", 0.0) == 1.0
