@@ -9,6 +9,7 @@ proxy_timeout sweep on top of the userspace relay. The CPU measured for hakeeper
 stream child process (the `run` master only waits for signals).
 
 Usage: .venv/bin/python bench/stream_bench.py [--duration 5] [--connections 50] [--runs 1]
+       [--plain]   (also the plain userspace proxy with IPVS rr, to attribute the cost)
 Everything listens on 127.0.0.1; every process started here is stopped at exit.
 """
 
@@ -22,21 +23,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from l4_bench import NGINX_BACKEND, NGINX_STREAM, STREAM_MODULE, Result, measure
+from l4_bench import HAKEEPER_SERVE, NGINX_BACKEND, NGINX_STREAM, STREAM_MODULE, Result, measure
 from wrktools import free_port, stop, wait_port
 
 BODY = "x" * 100
 
 
-def table(results: list[Result]) -> str:
+def table(results: list[tuple[int, Result]]) -> str:
     ref: dict[tuple[str, int], Result] = {}
     lines = [
         "| run | target | mode | req/s | p50 / p99 ms | proxy CPU % | req/s per proxy core "
         "| vs nginx (per core) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for i, r in enumerate(results):
-        run = i // 4
+    for run, r in results:
         if r.target.startswith("nginx"):
             ref[(r.mode, run)] = r
         base = ref.get((r.mode, run))
@@ -54,6 +54,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--modes", default="keep-alive,close")
+    ap.add_argument(
+        "--plain", action="store_true", help="also l4_bench's plain userspace proxy (rr)"
+    )
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin") is None:
@@ -65,7 +68,7 @@ def main() -> int:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix=f"hk-streambench-{secrets.token_hex(3)}-"))
     procs: list[subprocess.Popen[bytes]] = []
-    results: list[Result] = []
+    results: list[tuple[int, Result]] = []
     try:
         bport = free_port()
         (work / "backend.conf").write_text(NGINX_BACKEND.format(dir=work, port=bport, body=BODY))
@@ -74,8 +77,11 @@ def main() -> int:
         )
         procs.append(backend)
         wait_port(bport)
-        for _ in range(args.runs):
-            for name in ("nginx 1.22 stream", "hakeeper run --nginx"):
+        targets = ["nginx 1.22 stream", "hakeeper run --nginx"]
+        if args.plain:
+            targets.append("hakeeper userspace (rr)")
+        for run in range(args.runs):
+            for name in targets:
                 port = free_port()
                 conf = work / "stream.conf"
                 conf.write_text(
@@ -83,12 +89,14 @@ def main() -> int:
                 )
                 if name.startswith("nginx"):
                     argv = [nginx, "-p", str(work), "-c", str(conf)]
-                else:
+                elif name.startswith("hakeeper run"):
                     argv = [sys.executable, "-m", "hakeeper", "run", "--nginx", str(conf)]
+                else:  # l4_bench's plain UserspaceDataplane, for attribution
+                    argv = [sys.executable, "-c", HAKEEPER_SERVE, str(port), str(bport), "rr", "-"]
                 proc = subprocess.Popen(["taskset", "-c", "0", *argv])
                 procs.append(proc)
                 wait_port(port)
-                results += measure(name, proc.pid, port, args)
+                results += [(run, r) for r in measure(name, proc.pid, port, args)]
                 stop(proc)
     finally:
         for p in reversed(procs):
