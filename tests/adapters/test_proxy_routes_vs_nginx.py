@@ -59,6 +59,16 @@ http {{
         location /moved {{ return 307 http://other.test/x; }}
         location /text {{ return 200 "host=$host uri=$uri args=$args a=$arg_a h=$http_x_thing"; }}
         location /u/ {{ proxy_pass http://hashed; }}
+        location /n/ {{
+            proxy_pass http://app/nn/;
+            location /n/deep/ {{ return 200 "deep $uri"; }}
+            location ~ \.gif$ {{ return 200 "nested-gif $uri"; }}
+        }}
+        location ~ \.gif$ {{ return 200 "top-gif $uri"; }}
+        location ^~ /m/ {{
+            return 200 "m $uri";
+            location ~ \.gif$ {{ return 200 "m-gif $uri"; }}
+        }}
     }}
     server {{ listen 127.0.0.1:{port}; server_name *.wild.test; return 200 "wild $host"; }}
     server {{ listen 127.0.0.1:{port}; server_name *.x.wild.test; return 200 "wild-long $host"; }}
@@ -118,6 +128,14 @@ TABLE: list[tuple[bytes | None, bytes, bytes, bytes]] = [
     (MAIN, b"http://foo.wild.test/abs?q", b"", b"GET"),  # the request line's host wins
     (MAIN, b"http://MAIN.test:99/api/abs", b"", b"GET"),
     *[(MAIN, b"/u/?user=" + name, b"", b"GET") for name in (b"alice", b"bob", b"carol", b"dan")],
+    (MAIN, b"/n/x", b"", b"GET"),
+    (MAIN, b"/n/deep/a", b"", b"GET"),
+    (MAIN, b"/n/a.gif", b"", b"GET"),
+    (MAIN, b"/n/deep/a.gif", b"", b"GET"),
+    (MAIN, b"/other.gif", b"", b"GET"),
+    (MAIN, b"/m/a.gif", b"", b"GET"),
+    (MAIN, b"/m/a.png", b"", b"GET"),
+    (MAIN, b"/n", b"", b"GET"),
     (MAIN, b"/", b"", b"GET"),
 ]
 

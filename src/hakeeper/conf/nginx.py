@@ -122,6 +122,7 @@ class HttpLocation:
     settings: ProxySettings = field(default_factory=ProxySettings)
     loc: Location | None = None
     health_check: HealthCheck | None = None  # nginx Plus `health_check` (conf/nginx_health)
+    nested: tuple[HttpLocation, ...] = ()  # direct nested locations (also in the flat list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +515,7 @@ class _Reader:
         children = self.expand(block.children or (), LOCATION)
         settings = self.settings(children, inherited)
         out: list[HttpLocation] = []
+        direct: list[HttpLocation] = []
         here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc)
         for node in children:
             if node.name == "proxy_pass":
@@ -526,10 +528,15 @@ class _Reader:
                 ret = self.return_location(node, settings)
                 here = replace(here, return_code=ret.return_code, return_text=ret.return_text)
             elif node.name == "location":
-                out.extend(self.location(node, settings))
+                sub = self.location(node, settings)
+                if sub:
+                    direct.append(sub[0])
+                out.extend(sub)
             elif node.name == "health_check":
                 hc = read_health_check(node, self.matches, self.diags)
                 here = replace(here, health_check=hc) if hc is not None else here
+        if direct:
+            here = replace(here, nested=tuple(direct))
         return [here, *out]
 
     def return_location(self, node: Node, settings: ProxySettings) -> HttpLocation:

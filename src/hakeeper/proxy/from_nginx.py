@@ -38,6 +38,7 @@ from hakeeper.proxy.config import (
 )
 from hakeeper.proxy.routes import (
     Location,
+    LocationSet,
     Proxied,
     Return,
     RouteTable,
@@ -236,27 +237,60 @@ def virtual_server(
     name = next(
         (n for n in server.names if not n.startswith(("~", "*")) and not n.endswith("*")), ""
     )
-    locations: list[Location] = []
     server_return: Return | None = None
+    nested_ids = {id(n) for loc in server.locations for n in loc.nested}
+    built: dict[int, Location] = {}
     ok = True
-    for loc in server.locations:
+
+    def build(loc: HttpLocation) -> Location | None:
+        nonlocal ok
         action: Return | Proxied | None
         if loc.return_code is not None:
             action = _return(loc, diags)
+        elif loc.proxy_pass is None and loc.nested:
+            # a container of nested locations: what matches none of them would be a
+            # file in nginx; hakeeper answers 404
+            diags.warning(loc.loc, "requests matching no nested location get 404 (no files)")
+            action = Return(404, None)
         else:
             action = proxied_for(nginx, loc, diags, balancers, name)
+        inner: list[Location] = []
+        for sub in loc.nested:
+            prefixes = loc.modifier in ("", "^~", "=") and sub.modifier in ("", "^~", "=")
+            if prefixes and not sub.pattern.startswith(loc.pattern):
+                diags.error(
+                    sub.loc, f'location "{sub.pattern}" is outside location "{loc.pattern}"'
+                )
+                ok = False
+            child = build(sub)
+            if child is not None:
+                inner.append(child)
         if action is None:
             ok = False
-            continue
+            return None
+        regex = _regex(loc) if loc.modifier in ("~", "~*") else None
+        nested = LocationSet(inner) if inner else None
+        built[id(loc)] = made = Location(loc.modifier, loc.pattern, action, regex, nested)
+        return made
+
+    top: list[Location] = []
+    for loc in server.locations:
+        if id(loc) in nested_ids:
+            continue  # built with its parent
         if loc.pattern == "" and loc.modifier == "":
-            if server_return is None and isinstance(action, Return):
+            action = _return(loc, diags) if loc.return_code is not None else None
+            if action is None:
+                ok = False
+            elif server_return is None:
                 server_return = action  # server-level `return`: before any location
             continue
-        regex = _regex(loc) if loc.modifier in ("~", "~*") else None
-        locations.append(Location(loc.modifier, loc.pattern, action, regex))
+        made = build(loc)
+        if made is not None:
+            top.append(made)
     if not ok:
         return None
-    return VirtualServer(server.names, locations, server_return)
+    everything = [built[id(loc)] for loc in server.locations if id(loc) in built]
+    return VirtualServer(server.names, everything, server_return, top)
 
 
 def _fast(vs: VirtualServer) -> Proxied | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig
@@ -289,8 +289,8 @@ class Return:
                 keep_alive = False
             ctype = b"Content-Type: text/html\r\n" if body else b""
         else:
-            body = text or b""  # ngx_http_send_response, default_type text/plain
-            ctype = b"Content-Type: text/plain\r\n"
+            body = text or b""  # ngx_http_send_response: the type of the URI's extension
+            ctype = b"Content-Type: " + content_type(view.path) + CRLF
         lines = [status_line(code), b"Server: hakeeper\r\n"]
         if code == 204:
             body = b""
@@ -303,6 +303,18 @@ class Return:
         if not head:
             lines.append(body)
         return b"".join(lines), keep_alive
+
+
+# nginx's built-in `types` (ngx_http_core_default_types) and `default_type text/plain`
+_TYPES = {b"html": b"text/html", b"gif": b"image/gif", b"jpg": b"image/jpeg"}
+
+
+def content_type(path: bytes) -> bytes:
+    """`ngx_http_set_content_type` with no `types` block: by the URI's extension."""
+    dot = path.rfind(b".")
+    if dot < 0 or b"/" in path[dot:]:
+        return b"text/plain"
+    return _TYPES.get(path[dot + 1 :].lower(), b"text/plain")
 
 
 def absolute_location(value: bytes, view: RequestView) -> bytes:
@@ -329,16 +341,18 @@ class Proxied:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Location:
-    """One location ready to match: `modifier`/`pattern` as in nginx.conf."""
+    """One location ready to match: `modifier`/`pattern` as in nginx.conf, and the
+    locations nested in it."""
 
     modifier: str
     pattern: str
     action: Return | Proxied
     regex: re.Pattern[bytes] | None = None
+    nested: LocationSet | None = None
+    prefix: bytes = field(init=False)
 
-    @property
-    def prefix(self) -> bytes:
-        return self.pattern.encode("latin-1")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.pattern.encode("latin-1"))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -348,27 +362,17 @@ class Redirect:
     pattern: bytes
 
 
-class VirtualServer:
-    """One `server` block as routed: its names, locations and server-level `return`."""
+class LocationSet:
+    """The locations of one level (a server, or those nested in one location), compiled
+    for `ngx_http_core_find_location`."""
 
-    __slots__ = (
-        "exact", "locations", "names", "plain", "prefixes", "redirects", "regexes",
-        "server_return",
-    )  # fmt: skip
+    __slots__ = ("exact", "plain", "prefixes", "redirects", "regexes")
 
-    def __init__(
-        self,
-        names: Sequence[str],
-        locations: Sequence[Location],
-        server_return: Return | None = None,
-    ) -> None:
-        self.names = tuple(names)
-        self.locations = tuple(locations)
-        self.server_return = server_return
+    def __init__(self, locations: Sequence[Location]) -> None:
         self.exact: dict[bytes, Location] = {}
         prefixes: list[Location] = []
         regexes: list[Location] = []
-        for loc in self.locations:
+        for loc in locations:
             if loc.modifier == "=":
                 self.exact.setdefault(loc.prefix, loc)
             elif loc.modifier in ("", "^~"):
@@ -381,12 +385,67 @@ class VirtualServer:
         self.plain = frozenset(loc.prefix for loc in prefixes)
         self.redirects = {
             loc.prefix[:-1]: loc
-            for loc in self.locations
+            for loc in locations
             if loc.modifier in ("", "=", "^~")
             and loc.pattern.endswith("/")
             and len(loc.pattern) > 1
             and isinstance(loc.action, Proxied)
         }
+
+    def find(self, uri: bytes) -> tuple[bool, Location | Redirect | None]:
+        """(final, choice): `final` when an exact, redirect or regex match decided; else
+        the choice is the deepest prefix match (regexes of outer levels still apply)."""
+        hit = self.exact.get(uri)
+        if hit is not None:
+            return True, hit
+        if uri not in self.plain:
+            auto = self.redirects.get(uri)
+            if auto is not None:
+                return True, Redirect(auto.prefix)
+        best: Location | Redirect | None = None
+        noregex = False
+        for loc in self.prefixes:
+            if uri.startswith(loc.prefix):
+                best = loc
+                noregex = loc.modifier == "^~"
+                if loc.nested is not None:
+                    final, inner = loc.nested.find(uri)
+                    if final:
+                        return True, inner
+                    if inner is not None:
+                        best = inner  # the deepest prefix match is used
+                break
+        if not noregex:
+            for loc in self.regexes:
+                assert loc.regex is not None
+                if loc.regex.search(uri):
+                    if loc.nested is not None:
+                        inner = loc.nested.find(uri)[1]
+                        if isinstance(inner, Location):
+                            return True, inner
+                    return True, loc
+        return False, best
+
+
+class VirtualServer:
+    """One `server` block as routed: its names, locations and server-level `return`.
+
+    `locations` lists every location, nested ones included; `top` (default: all of
+    them) those at server level, which carry the nested ones."""
+
+    __slots__ = ("locations", "names", "server_return", "top")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        locations: Sequence[Location],
+        server_return: Return | None = None,
+        top: Sequence[Location] | None = None,
+    ) -> None:
+        self.names = tuple(names)
+        self.locations = tuple(locations)
+        self.server_return = server_return
+        self.top = LocationSet(self.locations if top is None else top)
 
     @property
     def primary_name(self) -> str:
@@ -394,25 +453,7 @@ class VirtualServer:
 
     def find(self, uri: bytes) -> Location | Redirect | None:
         """nginx's location for the normalized `uri` (`ngx_http_core_find_location`)."""
-        hit = self.exact.get(uri)
-        if hit is not None:
-            return hit
-        if uri not in self.plain:
-            auto = self.redirects.get(uri)
-            if auto is not None:
-                return Redirect(auto.prefix)
-        best: Location | None = None
-        for loc in self.prefixes:
-            if uri.startswith(loc.prefix):
-                best = loc
-                break
-        if best is not None and best.modifier == "^~":
-            return best
-        for loc in self.regexes:
-            assert loc.regex is not None
-            if loc.regex.search(uri):
-                return loc
-        return best
+        return self.top.find(uri)[1]
 
 
 def normalize_host(host: bytes) -> bytes:

@@ -293,3 +293,48 @@ def test_return_url_is_302() -> None:
     assert not diags.has_errors
     loc = cfg.servers[0].locations[0]
     assert (loc.return_code, loc.return_text) == (302, "https://x.test$request_uri")
+
+
+def test_nested_locations_like_nginx() -> None:
+    routes, diags = routes_of(
+        "http { server { listen 8005;"
+        " location /n/ { proxy_pass http://127.0.0.1:1;"
+        "   location /n/deep/ { return 200 deep; }"
+        "   location ~ \\.gif$ { return 200 nested-gif; } }"
+        " location ~ \\.gif$ { return 200 top-gif; }"
+        " location ^~ /m/ { return 200 m; location ~ \\.gif$ { return 200 m-gif; } }"
+        " location /c/ { location /c/x/ { return 200 cx; } } } }"
+    )
+    table = routes[0].config.routes
+    assert table is not None
+    (vs,) = table.servers
+
+    def text(uri: bytes) -> bytes | str:
+        found = vs.find(uri)
+        assert isinstance(found, Location)
+        action = found.action
+        if isinstance(action, Proxied):
+            return "proxied"
+        assert action.text is not None or action.code == 404
+        return action.text.parts[0] if action.text is not None else b"404"  # type: ignore[return-value]
+
+    assert text(b"/n/x") == "proxied"
+    assert text(b"/n/deep/a") == b"deep"
+    assert text(b"/n/a.gif") == b"nested-gif"  # nested regexes before outer ones
+    assert text(b"/n/deep/a.gif") == b"nested-gif"
+    assert text(b"/other.gif") == b"top-gif"
+    assert text(b"/m/a.gif") == b"m-gif"  # ^~ skips outer regexes, not nested ones
+    assert text(b"/c/y") == b"404"  # a pure container: no files here
+    assert text(b"/c/x/1") == b"cx"
+    assert any("no nested location" in w.message for w in diags.warnings)
+    cfg, d2 = read("http { server { location /a/ { location /b/ { return 200; } } } }")
+    listeners(cfg, d2)
+    assert any('location "/b/" is outside location "/a/"' in e.message for e in d2.errors)
+
+
+def test_content_type_of_return_text() -> None:
+    from hakeeper.proxy.routes import content_type
+
+    assert content_type(b"/a.GIF") == b"image/gif" and content_type(b"/a.jpg") == b"image/jpeg"
+    assert content_type(b"/a.html") == b"text/html" and content_type(b"/a.png") == b"text/plain"
+    assert content_type(b"/a.gif/x") == b"text/plain" and content_type(b"/") == b"text/plain"
