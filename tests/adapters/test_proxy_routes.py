@@ -224,3 +224,33 @@ def test_client_keeps_alive_when_the_upstream_closes() -> None:
             assert engine.stats.upstream_reused == 0
 
     run(main())
+
+
+def test_header_rules_with_routing_variables() -> None:
+    """`$uri`, `$args`, `$arg_NAME`, `$is_args`, `$request_method`, `$server_name` and
+    `$server_port` in proxy_set_header are rendered per request; such a lone location
+    leaves the plain fast path (which does not know them)."""
+
+    async def main() -> None:
+        text = (
+            "http {{ upstream app {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}"
+            " server {{ listen 127.0.0.1:8999; server_name s.test;"
+            " location / {{ proxy_pass http://app/base/;"
+            ' proxy_set_header X-V "$request_method $uri$is_args$args a=$arg_a'
+            ' $server_name:$server_port $host";'
+            " }} }} }}"
+        )
+        async with routed(text) as (engine, port, backends):
+            assert engine.routes is not None
+            for target in (b"/p/q?a=1&b=2", b"/x"):
+                assert (await request(port, get(target, b"h.test"))).status == 200
+            seen = [s for b in backends for s in b.seen]
+            assert [s.target for s in seen] == [b"/base/p/q?a=1&b=2", b"/base/x"]
+            values = [s.header(b"x-v") for s in seen]
+            assert values == [
+                b"GET /p/q?a=1&b=2 a=1 s.test:%d h.test" % port,
+                b"GET /x a= s.test:%d h.test" % port,
+            ]
+            assert all(s.header(b"host") == b"app" for s in seen)
+
+    run(main())

@@ -37,6 +37,30 @@ VARIABLES = frozenset(
     }
 )
 
+# Variables only a routed listener renders in header rules (`proxy/routed.py`, with
+# `routes.variable`); a location using one never takes the plain fast path.
+ROUTED_VARIABLES = frozenset(
+    {
+        "uri",
+        "document_uri",
+        "args",
+        "query_string",
+        "is_args",
+        "request_method",
+        "server_name",
+        "server_port",
+        "server_addr",
+    }
+)
+
+
+def routed_only(rule: HeaderRule) -> bool:
+    """Whether `rule` reads a variable only the routed path renders."""
+    return any(
+        isinstance(p, str) and (p in ROUTED_VARIABLES or p.startswith("arg_")) for p in rule.parts
+    )
+
+
 _VAR_RE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 
 # nginx retries on these conditions (`proxy_next_upstream`); default "error timeout".
@@ -107,7 +131,8 @@ def header_rule(name: str, value: str) -> HeaderRule:
         if m.start() > pos:
             parts.append(value[pos : m.start()].encode("latin-1"))
         var = m.group(1) or m.group(2)
-        if var not in VARIABLES and not var.startswith("http_"):
+        known = var in VARIABLES or var in ROUTED_VARIABLES
+        if not known and not var.startswith(("http_", "arg_")):
             raise ValueError(f"unknown variable ${var}")
         parts.append(var)
         pos = m.end()

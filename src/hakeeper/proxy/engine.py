@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from hakeeper.proxy.balancer import Balancer, RoundRobin
-from hakeeper.proxy.config import Peer, ProxyConfig
+from hakeeper.proxy.config import Peer, ProxyConfig, routed_only
 from hakeeper.proxy.framing import REQUEST_HOP_BY_HOP, CompiledRules
 from hakeeper.proxy.upstream import K_IDLE, Pool, UpstreamProtocol
 
@@ -78,6 +78,8 @@ class Engine:
         self.upstreams: set[UpstreamProtocol] = set() if parent is None else parent.upstreams
         self.stats: Stats = Stats() if parent is None else parent.stats
         self.routes = config.routes
+        # a header rule reads $uri, $args, $arg_*, $server_port...: routed rendering only
+        self.routed_headers = any(routed_only(rule) for rule in config.headers)
         self.children: dict[Proxied, Engine] = {}
         if self.routes is not None:
             for proxied in self.routes.proxied():

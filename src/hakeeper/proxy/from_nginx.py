@@ -35,6 +35,7 @@ from hakeeper.proxy.config import (
     Timeouts,
     header_rule,
     nginx_default_headers,
+    routed_only,
 )
 from hakeeper.proxy.routes import (
     Location,
@@ -301,7 +302,13 @@ def _fast(vs: VirtualServer) -> Proxied | None:
     (loc,) = vs.locations
     action = loc.action
     plain = loc.modifier in ("", "^~") and loc.pattern == "/"
-    if plain and isinstance(action, Proxied) and action.uri is None and action.key is None:
+    if (
+        plain
+        and isinstance(action, Proxied)
+        and action.uri is None
+        and action.key is None
+        and not any(routed_only(rule) for rule in action.config.headers)
+    ):
         return action
     return None
 

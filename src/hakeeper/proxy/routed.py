@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 
+from hakeeper.proxy.config import ROUTED_VARIABLES
 from hakeeper.proxy.engine import Engine
-from hakeeper.proxy.framing import CRLF, origin_form, request_status
+from hakeeper.proxy.framing import CRLF, RequestFacts, origin_form, request_status
 from hakeeper.proxy.http1 import (
     _SPECIAL,
     _TE_CHUNKED,
@@ -44,6 +45,7 @@ from hakeeper.proxy.routes import (
     normalize_path,
     split_target,
     upstream_target,
+    variable,
 )
 
 NOT_FOUND = Return(404, None)  # no location matched (nginx would look for a file)
@@ -177,7 +179,11 @@ class RoutedClientProtocol(ClientProtocol):
         req.keep_alive = keep
         home.stats.requests += 1
         req.start = home.now
-        if isinstance(action, Return) or action.key is not None:
+        if (
+            isinstance(action, Return)
+            or action.key is not None
+            or home.children[action].routed_headers
+        ):
             req.view = RequestView(
                 method=method,
                 target=req.target,
@@ -210,7 +216,9 @@ class RoutedClientProtocol(ClientProtocol):
             for index, low in reversed(req.maybe):
                 if low in drop:
                     del req.lines[index]
-        if req.chunked:
+        if child.routed_headers and not (req.chunked and not child.up_version.endswith(b"1.1\r\n")):
+            req.head = self._routed_head(req, child, _TE_CHUNKED if req.chunked else b"")
+        elif req.chunked:
             if child.up_version.endswith(b"1.1\r\n"):
                 req.head = self._build_head(req, _TE_CHUNKED, child)
             else:
@@ -222,6 +230,45 @@ class RoutedClientProtocol(ClientProtocol):
         else:
             req.head = self._build_head(req, b"", child)
         self._begin(req)
+
+    def _routed_head(self, req: Request, child: Engine, framing: bytes) -> bytes:
+        """The upstream head when a `proxy_set_header` reads a variable only routing
+        knows (`$uri`, `$args`, `$arg_NAME`, `$server_port`, ...): every rule rendered
+        here, the first one per name winning like nginx."""
+        view = req.view
+        assert view is not None
+        facts = RequestFacts(
+            host=req.host,
+            remote_addr=self.remote_addr,
+            remote_port=self.remote_port,
+            xff=req.xff,
+            upgrade=req.upgrade,
+            connection=req.connection,
+            target=req.request_uri or req.target,
+            extra=tuple(req.extra or ()),
+        )
+        rules = child.rules
+        out = [req.method, b" ", req.target, child.up_version]
+        seen: set[bytes] = set()
+        for rule in child.config.headers:
+            low = rule.lower
+            if low in seen:
+                continue
+            seen.add(low)
+            value = b"".join(
+                part
+                if isinstance(part, bytes)
+                else variable(part, view)
+                if part in ROUTED_VARIABLES or part.startswith("arg_")
+                else rules.variable(part, facts)
+                for part in rule.parts
+            )
+            if value:
+                out.append(rule.name.encode("latin-1") + b": " + value + CRLF)
+        out.extend(req.lines)
+        out.append(framing)
+        out.append(CRLF)
+        return b"".join(out)
 
     def _begin(self, req: Request) -> None:
         if self.active is None:
