@@ -191,3 +191,31 @@ def test_many_short_connections_in_parallel_leave_nothing_behind() -> None:
         assert asyncio.get_running_loop() not in relay._reactors  # epoll released
 
     run(main())
+
+
+def test_a_real_server_given_by_name_is_resolved_off_the_loop() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # "localhost" comes from /etc/hosts: no DNS query leaves the machine
+        infos = await loop.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)
+        first = infos[0][4][0]  # the relay connects to the first address, like this server
+
+        async def greet(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(b"named\n")
+            await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(greet, first, 0)
+        port_b = server.sockets[0].getsockname()[1]
+        dp, _, port = await proxy([Backend("localhost", port_b)], "rr")
+        try:
+            c = await connect(port)
+            assert c.name == "named"
+            c.close()
+            (st,) = dp.stats()
+            assert st.backends[0].failed == 0
+        finally:
+            await dp.close()
+            server.close()
+
+    run(main())

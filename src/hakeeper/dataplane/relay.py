@@ -30,6 +30,7 @@ import _socket
 import asyncio
 import contextlib
 import errno
+import functools
 import heapq
 import logging
 import select
@@ -38,7 +39,7 @@ import struct
 import weakref
 from collections.abc import Callable
 from ipaddress import ip_address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hakeeper.dataplane.userspace import BackendState, L4Service, ServiceCore
@@ -94,6 +95,15 @@ CLOSED = 64
 C_HELD = 128  # client reading stopped with data possibly unread (backend slow/connecting)
 B_HELD = 256  # backend reading stopped with data possibly unread (client slow)
 C_OUT = 512  # EPOLLOUT is in the client socket's registration
+
+
+@functools.lru_cache(maxsize=4096)
+def _family(host: str) -> int:
+    """AF_INET / AF_INET6 for an address literal, 0 for a name (resolved off the loop)."""
+    try:
+        return _AF_INET6 if ip_address(host.partition("%")[0]).version == 6 else _AF_INET
+    except ValueError:
+        return 0
 
 
 def open_listener(spec: L4Service, kind: int) -> socket.socket:
@@ -255,30 +265,53 @@ class Conn:
             if core.persistence is not None:
                 core.persistence.connection_opened(ip_address(self.peer[0]))
             host, port = b.addr
-            try:
-                bs = _socket.socket(_AF_INET6 if ":" in host else _AF_INET, _STREAM_NB, 0)
-            except OSError as e:  # out of descriptors: this connection cannot be served
-                log.warning("%s: backend socket: %s", svc.name, e)
-                self.reset()
+            family = _family(host)
+            if not family:  # a name (nginx stream servers may be names): resolve off the loop
+                task = svc.loop.create_task(self._resolve(host, port))
+                svc.tasks.add(task)
+                task.add_done_callback(svc.tasks.discard)
                 return
-            bs.setsockopt(_SOL_TCP, _NODELAY, 1)
-            err = bs.connect_ex((host, port))
-            if err not in (0, errno.EINPROGRESS):
-                bs.close()
-                if self.connect_failed(OSError(err, errno.errorcode.get(err, str(err)))):
-                    continue
+            if not self._open(family, (host, port)):
                 return
-            self.bs = bs
-            self.bfd = fd = bs.fileno()
-            svc.reactor.handlers[fd] = self.on_backend
-            svc.reactor.ep.register(fd, _MASK)
-            if err == 0:
-                self.connected()
-            else:
-                self.flags |= CONNECTING
-                self.attempt += 1
-                svc.watch_connect(self)
+
+    def _open(self, family: int, addr: tuple[Any, ...]) -> bool:
+        """Start the non-blocking connect to `addr`; True when it failed at once and another
+        server may be tried."""
+        svc = self.svc
+        try:
+            bs = _socket.socket(family, _STREAM_NB, 0)
+        except OSError as e:  # out of descriptors: this connection cannot be served
+            log.warning("%s: backend socket: %s", svc.name, e)
+            self.reset()
+            return False
+        bs.setsockopt(_SOL_TCP, _NODELAY, 1)
+        err = bs.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            bs.close()
+            return self.connect_failed(OSError(err, errno.errorcode.get(err, str(err))))
+        self.bs = bs
+        self.bfd = fd = bs.fileno()
+        svc.reactor.handlers[fd] = self.on_backend
+        svc.reactor.ep.register(fd, _MASK)
+        if err == 0:
+            self.connected()
+        else:
+            self.flags |= CONNECTING
+            self.attempt += 1
+            svc.watch_connect(self)
+        return False
+
+    async def _resolve(self, host: str, port: int) -> None:
+        """Connect to a real server given by name: its first address (getaddrinfo order)."""
+        try:
+            infos = await self.svc.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, addr = infos[0][0], infos[0][4]
+        except OSError as e:  # gaierror included: a failed connect to that server
+            if not self.flags & CLOSED and self.connect_failed(e):
+                self.connect()
             return
+        if not self.flags & CLOSED and self._open(family, addr):
+            self.connect()
 
     def connect_failed(self, e: OSError | None) -> bool:
         """Count the failure on the real server; True when another server may be tried."""
@@ -559,6 +592,8 @@ class TcpService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._backoff: asyncio.TimerHandle | None = None
+        #: name resolutions in flight (real servers given by name)
+        self.tasks: set[asyncio.Task[None]] = set()
 
     @property
     def clients(self) -> set[Conn]:
