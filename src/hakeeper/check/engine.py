@@ -85,7 +85,7 @@ _PER_TICK = 1.0 / TICK_S
 _NEVER = 1 << 62
 _EPOLLOUT = select.EPOLLOUT
 _POLL_BATCH = 1024
-_EINPROGRESS, _EISCONN = errno.EINPROGRESS, errno.EISCONN
+_EINPROGRESS, _EALREADY, _EISCONN = errno.EINPROGRESS, errno.EALREADY, errno.EISCONN
 _CONNECTING = frozenset((errno.EINPROGRESS, errno.EALREADY))
 
 _LOG_NAMES = {"PING_CHECK": "ICMP", "SSL_GET": "SSL", "HTTP_GET": "HTTP"}
@@ -230,20 +230,19 @@ class _Plan:
     tcp: bool
 
 
+@dataclass(slots=True, eq=False)
 class _Slot:
-    """One checker of one real server: its queued-probe generation, resolved plan, probe
-    in flight and last result (the engine's per-checker state; the policy keeps the rest)."""
+    """One checker of one real server: the engine's per-checker state (the policy keeps
+    the rest)."""
 
-    __slots__ = ("b", "gen", "i", "inflight", "plan", "result", "rs")
-
-    def __init__(self, b: _Bound, rs: str, i: int) -> None:
-        self.b = b
-        self.rs = rs
-        self.i = i
-        self.gen = 0  # a newer StartProbe supersedes queued ones
-        self.plan: _Plan | None = None
-        self.inflight: Probe | None = None
-        self.result: ProbeResult | None = None
+    b: _Bound
+    rs: str
+    i: int
+    gen: int = 0  # queued-probe generation: a newer StartProbe supersedes queued ones
+    plan: _Plan | None = None
+    inflight: Probe | None = None
+    result: ProbeResult | None = None  # the last one
+    inline: bool = True  # connects complete inside connect() (same host): ask at once
 
 
 class _Connect(Probe):
@@ -513,8 +512,7 @@ class CheckerEngine:
     # A wheel of TICK_S buckets: scheduling is a list append (no heap comparisons); one
     # loop timer fires at the end of the earliest occupied bucket, so a probe starts at
     # most TICK_S after it is due and never before. Pending TCP connects' timeouts live in
-    # the same wheel (a `_Connect` entry), so there is no timer handle per probe, and
-    # while connects are pending the timer also fires every tick to poll their epoll set.
+    # the same wheel (`_Connect` entries); while connects are pending it fires every tick.
     def _schedule(self, b: _Bound, a: StartProbe) -> None:
         self._schedule_at(b.slot(a.rs, a.checker), a.at)
 
@@ -542,9 +540,7 @@ class CheckerEngine:
 
     def _fire(self) -> None:
         self._timer = None
-        # results handled inline below schedule their next probe seconds ahead: keep the
-        # timer "armed" at -1 so they do not re-arm it one by one; re-armed once at the end
-        self._timer_tick = -1
+        self._timer_tick = -1  # "armed": inline results do not re-arm it; done at the end
         now = self._now()
         if self._connects:
             self._poll_connects()
@@ -623,7 +619,11 @@ class CheckerEngine:
             self._on_result(slot, now, ProbeResult(False, f"socket: {exc.strerror or exc}"))
             return
         err = sock.connect_ex(target.addr)
-        if err != _EINPROGRESS:
+        if err == _EINPROGRESS and slot.inline:  # same host: connected inside the call
+            err = sock.connect_ex(target.addr)
+            err = 0 if err == _EISCONN else err
+            slot.inline = err != _EALREADY  # else a real network: ask at the tick's end
+        if err not in _CONNECTING:
             sock.close()
             self._tcp_result(slot, now, err)
             return
@@ -684,8 +684,7 @@ class CheckerEngine:
         self._on_result(slot, started, ProbeResult(False, os.strerror(err)))
 
     def _poll_connects(self) -> None:
-        """Collect the pending connects that finished (polled once per tick, not woken
-        per connect: a result is at most one tick late; timeouts are checked after)."""
+        """Collect finished connects, once per tick (a result is at most one tick late)."""
         ep = self._epoll
         while ep is not None and self._connects:
             try:
