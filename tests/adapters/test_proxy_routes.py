@@ -17,6 +17,7 @@ from test_proxy_support import (
     request,
     run,
     simple_response,
+    wait_for,
 )
 
 from hakeeper.balance.nginx_hash import ChashBalancer
@@ -252,5 +253,23 @@ def test_header_rules_with_routing_variables() -> None:
                 b"GET /x a= s.test:%d h.test" % port,
             ]
             assert all(s.header(b"host") == b"app" for s in seen)
+
+    run(main())
+
+
+def test_upgrade_request_to_a_return_location_is_answered_then_closed() -> None:
+    async def main() -> None:
+        async with routed(CONF) as (engine, port, backends):
+            reader, writer = await connect(port)
+            writer.write(
+                b"GET /ret/ws HTTP/1.1\r\nHost: main.test\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\nnot-http-bytes"
+            )
+            resp = await read_response(reader)
+            assert resp.status == 200 and resp.body == b"r /ret/ws" and not resp.keep_alive
+            await read_until_closed(reader)
+            writer.close()
+            assert not [s for b in backends for s in b.seen]
+            await wait_for(lambda: not engine.clients)
 
     run(main())

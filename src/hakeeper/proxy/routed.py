@@ -321,7 +321,8 @@ class RoutedClientProtocol(ClientProtocol):
     def _answer(self, req: Request) -> None:
         ret = req.ret
         assert ret is not None and req.view is not None
-        keep = req.keep_alive and req.complete and not self.draining
+        # after an Upgrade request the bytes that follow are not HTTP: close after it
+        keep = req.keep_alive and req.complete and not self.draining and not req.is_upgrade
         data, keep = ret.response(req.view, keep, req.method == b"HEAD")
         req.responded = True
         req.keep_alive = keep
