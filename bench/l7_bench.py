@@ -11,8 +11,16 @@ each with `wrk -t1 -c50 -d10s --latency` keep-alive and with `-H 'Connection: cl
 It records req/s, p50/p99 latency, the proxy processes' CPU% from /proc/PID/stat deltas,
 and req/s per proxy core = req/s / (CPU% / 100), then prints a table with ratios vs nginx.
 
+- `--routed`: `hakeeper run --nginx` on the same nginx.conf as the nginx proxy
+  (`worker_processes 1`, pinned to CPU 0): the path operators run, through the nginx
+  reader and the routing table (a lone `location /` must stay on the plain fast path);
+- `--nginx2`: nginx with `worker_processes 2` (not pinned, like hakeeper's 2 workers), to
+  compare 2-worker scaling on this 2-vCPU box where wrk and the backend share the cores;
+- `--runs N`: repeat everything N times (one backend) and print per-target medians
+  and ranges.
+
 Usage: .venv/bin/python bench/l7_bench.py [--duration 10] [--connections 50]
-       [--workers2] [--floor] [--reload] [--json out.json]
+       [--workers2] [--nginx2] [--routed] [--floor] [--reload] [--runs 3] [--json out.json]
 Needs nginx, wrk and taskset. Everything listens on 127.0.0.1 and is stopped at exit.
 """
 
@@ -77,7 +85,7 @@ http {{
 """
 
 NGINX_PROXY = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {dir}/proxy.pid;
 error_log {dir}/proxy.err warn;
@@ -260,6 +268,50 @@ def reload_runs(
             stop(proc)
 
 
+def summary(runs: list[list[Result]]) -> str:
+    """Medians over runs (ranges in brackets) of req/s, per-core ratio and p99 ratio."""
+    from statistics import median  # noqa: PLC0415
+
+    keys: list[tuple[str, str]] = []
+    for run in runs:
+        for r in run:
+            if (r.target, r.mode) not in keys:
+                keys.append((r.target, r.mode))
+    lines = [
+        f"medians of {len(runs)} runs [min-max]",
+        "| target | mode | req/s | p99 ms | req/s per proxy core | vs nginx (per core) "
+        "| p99 vs nginx |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(vals: list[float], spec: str, suffix: str = "") -> str:
+        if not vals:
+            return "-"
+        return (
+            f"{format(median(vals), spec)}{suffix} "
+            f"[{format(min(vals), spec)}-{format(max(vals), spec)}]"
+        )
+
+    for target, mode in keys:
+        rows, ratios, p99r = [], [], []
+        for run in runs:
+            ref = {r.mode: r for r in run if r.target == "nginx 1.22"}
+            for r in run:
+                if (r.target, r.mode) == (target, mode):
+                    rows.append(r)
+                    base = ref.get(mode)
+                    if base is not None:
+                        ratios.append(r.per_core / base.per_core)
+                        p99r.append(r.p99_ms / base.p99_ms)
+        lines.append(
+            f"| {target} | {mode} | {fmt([r.rps for r in rows], ',.0f')} "
+            f"| {fmt([r.p99_ms for r in rows], '.2f')} "
+            f"| {fmt([r.per_core for r in rows], ',.0f')} | {fmt(ratios, '.2f', 'x')} "
+            f"| {fmt(p99r, '.2f', 'x')} |"
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[Result]) -> str:
     ref = {r.mode: r for r in results if r.target == "nginx 1.22"}
     lines = [
@@ -278,11 +330,91 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def start_pinned(cmd: list[str], cpu: str | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    argv = ["taskset", "-c", cpu, *cmd] if cpu else cmd
+    return subprocess.Popen(argv, env=env)
+
+
+def one_run(
+    args: argparse.Namespace,
+    work: Path,
+    bport: int,
+    nginx: str,
+    *,
+    env: dict[str, str],
+    procs: list[subprocess.Popen[bytes]],
+) -> list[Result]:
+    results: list[Result] = []
+
+    def target(name: str, cmd: list[str], cpu: str | None, port: int, wrk_cpu: str) -> None:
+        proc = start_pinned(cmd, cpu, env)
+        procs.append(proc)
+        try:
+            wait_port(port)
+            results.extend(measure(name, proc.pid, port, args, wrk_cpu))
+        finally:
+            stop(proc)
+
+    if not args.skip_nginx:
+        nport = free_port()
+        (work / "proxy.conf").write_text(
+            NGINX_PROXY.format(dir=work, port=nport, backend=bport, workers=1)
+        )
+        target(
+            "nginx 1.22", [nginx, "-p", str(work), "-c", str(work / "proxy.conf")], "0", nport, "1"
+        )
+
+    hport = free_port()
+    serve = [sys.executable, "-c", HAKEEPER_SERVE, str(hport), str(bport)]
+    target("hakeeper (1 worker)", [*serve, "1"], "0", hport, "1")
+
+    if args.routed:
+        rport = free_port()
+        conf = work / f"routed-{rport}.conf"
+        text = NGINX_PROXY.format(dir=work, port=rport, backend=bport, workers=1)
+        conf.write_text(text.replace("daemon off;\n", ""))
+        cmd = [sys.executable, "-m", "hakeeper", "run", "--nginx", str(conf)]
+        target("hakeeper run --nginx", cmd, "0", rport, "1")
+
+    if args.floor:
+        fport = free_port()
+        target(
+            "floor: bare uvloop", [sys.executable, "-c", BARE_UVLOOP, str(fport)], "0", fport, "1"
+        )
+
+    if args.reload:
+        reload_runs(args, work, bport, nginx, env)
+
+    if args.nginx2:
+        nport2 = free_port()
+        (work / "proxy2.conf").write_text(
+            NGINX_PROXY.format(dir=work, port=nport2, backend=bport, workers=2)
+        )
+        target(
+            "nginx 1.22 (2 workers)",
+            [nginx, "-p", str(work), "-c", str(work / "proxy2.conf")],
+            None,
+            nport2,
+            "0,1",
+        )
+
+    if args.workers2:
+        hport2 = free_port()
+        serve2 = [sys.executable, "-c", HAKEEPER_SERVE, str(hport2), str(bport), "2"]
+        target("hakeeper (2 workers)", serve2, None, hport2, "0,1")
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--workers2", action="store_true", help="also run hakeeper with 2 workers")
+    ap.add_argument("--nginx2", action="store_true", help="also run nginx with 2 workers")
+    ap.add_argument(
+        "--routed", action="store_true", help="also run `hakeeper run --nginx` (routing path)"
+    )
     ap.add_argument("--skip-nginx", action="store_true")
     ap.add_argument(
         "--reload", action="store_true", help="also count requests lost to reloads under load"
@@ -302,7 +434,7 @@ def main() -> int:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix=f"hk-l7bench-{secrets.token_hex(3)}-"))
     procs: list[subprocess.Popen[bytes]] = []
-    results: list[Result] = []
+    runs: list[list[Result]] = []
     try:
         bport = free_port()
         (work / "backend.conf").write_text(
@@ -316,71 +448,23 @@ def main() -> int:
         print(f"backend: nginx return 200 (100-byte body) on :{bport}, CPU 1")
         rps, _p50, p99, _ = run_wrk(bport, 3, args.connections, False, "1")
         print(f"  direct (no proxy, same CPU as wrk): {rps:.0f} req/s p99 {p99:.2f} ms")
-
-        if not args.skip_nginx:
-            nport = free_port()
-            (work / "proxy.conf").write_text(
-                NGINX_PROXY.format(dir=work, port=nport, backend=bport)
-            )
-            nproxy = subprocess.Popen(
-                ["taskset", "-c", "0", nginx, "-p", str(work), "-c", str(work / "proxy.conf")]
-            )
-            procs.append(nproxy)
-            wait_port(nport)
-            results += measure("nginx 1.22", nproxy.pid, nport, args, "1")
-            stop(nproxy)
-
-        hport = free_port()
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-        hk = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                "0",
-                sys.executable,
-                "-c",
-                HAKEEPER_SERVE,
-                str(hport),
-                str(bport),
-                "1",
-            ],
-            env=env,
-        )
-        procs.append(hk)
-        wait_port(hport)
-        results += measure("hakeeper (1 worker)", hk.pid, hport, args, "1")
-        stop(hk)
-
-        if args.floor:
-            fport = free_port()
-            floor = subprocess.Popen(
-                ["taskset", "-c", "0", sys.executable, "-c", BARE_UVLOOP, str(fport)], env=env
-            )
-            procs.append(floor)
-            wait_port(fport)
-            results += measure("floor: bare uvloop", floor.pid, fport, args, "1")
-            stop(floor)
-
-        if args.reload:
-            reload_runs(args, work, bport, nginx, env)
-
-        if args.workers2:
-            hport2 = free_port()
-            hk2 = subprocess.Popen(
-                [sys.executable, "-c", HAKEEPER_SERVE, str(hport2), str(bport), "2"], env=env
-            )
-            procs.append(hk2)
-            wait_port(hport2)
-            results += measure("hakeeper (2 workers)", hk2.pid, hport2, args, "0,1")
-            stop(hk2)
+        for i in range(args.runs):
+            if args.runs > 1:
+                print(f"run {i + 1}/{args.runs}", flush=True)
+            runs.append(one_run(args, work, bport, nginx, env=env, procs=procs))
     finally:
         for p in reversed(procs):
             stop(p)
         shutil.rmtree(work, ignore_errors=True)
-    print()
-    print(table(results))
+    for run in runs:
+        print()
+        print(table(run))
+    if len(runs) > 1:
+        print()
+        print(summary(runs))
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        args.json.write_text(json.dumps([[asdict(r) for r in run] for run in runs], indent=2))
     return 0
 
 
