@@ -105,6 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         dataplane=args.dataplane,
         nginx_file=nginx or None,
+        settle_gc=True,
     )
     if not args.foreground:
         daemonize()

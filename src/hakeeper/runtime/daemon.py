@@ -38,7 +38,7 @@ from hakeeper.runtime.daemon_base import (
 from hakeeper.runtime.host import Announcers, NetlinkHost, NetlinkThread
 from hakeeper.runtime.instances import InstancesMixin
 from hakeeper.runtime.notify import Exec, NotifyRunner, exec_with_timeout
-from hakeeper.runtime.process import LoopWatchdog
+from hakeeper.runtime.process import LoopWatchdog, settle_gc
 from hakeeper.runtime.reload import ReloadMixin
 from hakeeper.runtime.services import ServicesMixin
 from hakeeper.runtime.sockets import SocketFactory, SocketPool
@@ -148,6 +148,8 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
             if not stopping:
                 await self._apply(cfg, initial=True)
                 await self._sync_services(cfg)
+            if self.options.settle_gc:
+                settle_gc()
             self.watchdog.start()
             log.info("hakeeper started: %d VRRP instance(s)", len(self.instances))
             while not stopping:
@@ -163,6 +165,8 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
                 try:
                     if event == "hup":
                         await self._reload_all()
+                        if self.options.settle_gc:
+                            settle_gc()
                     elif event == "usr1":
                         self._dump_status()
                     elif event.startswith("link "):

@@ -37,6 +37,7 @@ class DaemonOptions:
     use_netlink: bool = True
     dataplane: str = "auto"  # L4 data plane for virtual_server blocks (hakeeper.dataplane.lvs)
     nginx_file: str | None = None  # nginx.conf served by the embedded L7 proxy (runtime.l7)
+    settle_gc: bool = False  # freeze start-up objects for the collector (the CLI daemon)
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import logging.handlers
 import os
@@ -182,3 +183,12 @@ def write_json_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
     with contextlib.suppress(OSError):
         os.chmod(path, 0o600)
+
+
+def settle_gc() -> None:
+    """After (re)loading: move the long-lived config, checker and instance objects out of
+    the cyclic collector's sight and collect young objects less often, so a full
+    collection never walks thousands of checkers in the middle of an advert interval."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
