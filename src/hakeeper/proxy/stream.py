@@ -508,9 +508,16 @@ class StreamProcess:
 def _child_main(path: str, loader: Loader, ready_fd: int) -> int:
     import uvloop  # noqa: PLC0415 (only in the child)
 
-    from hakeeper.proxy.server import _die_with_parent  # noqa: PLC0415
+    from hakeeper.proxy.server import (  # noqa: PLC0415
+        _die_with_parent,
+        _forget_parent_signals,
+        _release_inherited_fds,
+    )
 
     _die_with_parent()
+    # forked from the daemon (`run -f ... --nginx ...`): drop its signal wiring and fds
+    _forget_parent_signals()
+    _release_inherited_fds({ready_fd})
 
     def ready(error: str) -> None:
         os.write(ready_fd, (error or "ok").encode())
