@@ -53,6 +53,11 @@ class UpstreamGroup(Generic[T]):
             self._to_peer[item] = peer
             self._from_peer[id(peer)] = item
 
+    @property
+    def peers(self) -> list[T]:
+        """The proxy peers of this group, in `server` order (for status pages)."""
+        return list(self._to_peer)
+
     def use_health_check(self, name: str, check: HealthCheck) -> None:
         """Probe this group's servers as `check` says (a second health_check is ignored)."""
         if self.health_check is None:

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.proxy import health
-from hakeeper.proxy.from_nginx import Route
+from hakeeper.proxy.from_nginx import Route, route_balancers
 from hakeeper.proxy.server import BalancerFactory, Master, worker_count
 
 log = logging.getLogger("hakeeper.proxy")
@@ -452,5 +452,9 @@ def _reap_all(pids: dict[int, float], timeout: float) -> None:
 def _upstreams(route: Route) -> list[dict[str, Any]]:
     """The peers a listener's fast-path balancer was configured with (cheap, config-side;
     live per-worker health is in the workers: see `health_snapshot`)."""
-    peers = getattr(route.balancer, "peers", None) or getattr(route.config, "peers", None)
-    return [{"peer": f"{getattr(p, 'host', '?')}:{getattr(p, 'port', '?')}"} for p in peers or ()]
+    out: list[dict[str, Any]] = []
+    for balancer in route_balancers(route):  # a routed listener: one per upstream it uses
+        peers = getattr(balancer, "peers", None) or getattr(route.config, "peers", None)
+        for p in peers or ():
+            out.append({"peer": f"{getattr(p, 'host', '?')}:{getattr(p, 'port', '?')}"})
+    return out

@@ -87,6 +87,24 @@ def test_read_refuses_bad_files(tmp_path: Path) -> None:
     assert loaded is None and any("no listen" in d.format() for d in diags.sorted())
 
 
+def test_status_lists_the_peers_of_every_upstream_a_routed_listener_uses(tmp_path: Path) -> None:
+    path = tmp_path / "nginx.conf"
+    path.write_text(
+        "events { }\nhttp {\n"
+        "  upstream app { server 127.0.0.1:9001; server 127.0.0.1:9002; }\n"
+        "  upstream api { server 127.0.0.1:9003; }\n"
+        "  server { listen 127.0.0.1:8088;\n"
+        "    location / { proxy_pass http://app; }\n"
+        "    location /api/ { proxy_pass http://api/v1/; } }\n"
+        "}\n"
+    )
+    loaded, diags = read(str(path))
+    assert loaded is not None, [d.format() for d in diags.sorted()]
+    (route,) = loaded.routes.values()
+    peers = [row["peer"] for row in l7mod._upstreams(route)]
+    assert peers == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+
+
 def test_l7_service_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(l7mod, "RESPAWN_BACKOFF", 0.0)
     p1, p2 = free_port(), free_port()
