@@ -161,6 +161,49 @@ uvloop.run(main())
 """
 
 
+BARE_EPOLL = """
+import select, signal, socket, sys
+RESP = b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\n" + b"x" * 100
+CLOSE = b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\nConnection: close\\r\\n\\r\\n" + b"x" * 100
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+lsock = socket.socket()
+lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lsock.bind(("127.0.0.1", int(sys.argv[1])))
+lsock.listen(4096)
+lsock.setblocking(False)
+ep = select.epoll()
+lfd = lsock.fileno()
+ep.register(lfd, select.EPOLLIN | select.EPOLLET)
+conns = {}
+IN_ET = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+while True:
+    for fd, ev in ep.poll(1.0, 256):
+        if fd == lfd:
+            while True:
+                try:
+                    c, _ = lsock.accept()
+                except BlockingIOError:
+                    break
+                c.setblocking(False)
+                conns[c.fileno()] = c
+                ep.register(c.fileno(), IN_ET)
+            continue
+        c = conns[fd]
+        while True:
+            try:
+                data = c.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                del conns[fd]; c.close(); break
+            if b"onnection: close" in data:
+                c.send(CLOSE); del conns[fd]; c.close(); break
+            c.send(RESP)
+"""
+
+
 @dataclass
 class Result:
     target: str
@@ -382,6 +425,16 @@ def one_run(
             "floor: bare uvloop", [sys.executable, "-c", BARE_UVLOOP, str(fport)], "0", fport, "1"
         )
 
+    if args.floor_epoll:
+        eport = free_port()
+        target(
+            "floor: bare epoll",
+            [sys.executable, "-c", BARE_EPOLL, str(eport)],
+            "0",
+            eport,
+            "1",
+        )
+
     if args.reload:
         reload_runs(args, work, bport, nginx, env)
 
@@ -424,6 +477,12 @@ def main() -> int:
         action="store_true",
         help="also measure a bare uvloop server answering itself (no proxying): "
         "the per-connection/per-request cost any uvloop Protocol pays on this box",
+    )
+    ap.add_argument(
+        "--floor-epoll",
+        action="store_true",
+        help="also measure a bare responder on raw sockets + one edge-triggered select.epoll "
+        "(the dataplane/relay.py technique): the floor without uvloop transports",
     )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -280,3 +280,37 @@ def status_line(version: bytes, status: int, reason: bytes) -> bytes:
     """The client-side status line; HTTP/1.1 like nginx, whatever the upstream spoke."""
     del version
     return b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b""))
+
+
+# response headers a closing client must not get from the upstream when its bytes are
+# relayed raw (the chunked framing and its Trailer stay valid and pass)
+CLOSING_DROP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"})
+HEAD_END = b"\r\n\r\n"
+
+
+def closing_head(buf: bytes) -> tuple[bytes, bytes] | None:
+    """Split `buf` (upstream bytes from the start of a response) after its final head.
+
+    Returns (the final head rewritten for a client that asked to close: status line in
+    HTTP/1.1 like `status_line`, hop-by-hop connection fields dropped, `Connection: close`
+    added; the bytes after the head), or None when no complete final head is in `buf`.
+    Interim 1xx heads before it are dropped, as the parsed path swallows them. The head
+    was already accepted by llhttp (strict: CRLF line ends, no obs-fold, no space before
+    the colon), so the first empty line ends it.
+    """
+    pos = 0
+    while True:
+        end = buf.find(HEAD_END, pos)
+        if end < 0:
+            return None
+        if buf[pos + 9 : pos + 10] == b"1":  # "HTTP/1.1 1xx": interim
+            pos = end + 4
+            continue
+        lines = buf[pos:end].split(b"\r\n")
+        first = lines[0]
+        out = [status_line(b"", int(first[9:12]), first[13:])]
+        for line in lines[1:]:
+            if line[: line.find(b":")].lower() not in CLOSING_DROP:
+                out.append(line + b"\r\n")
+        out.append(b"Connection: close\r\n\r\n")
+        return b"".join(out), buf[end + 4 :]

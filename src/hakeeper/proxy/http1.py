@@ -537,15 +537,17 @@ class ClientProtocol(asyncio.Protocol):
         # raw relay when the upstream's framing is valid for this client unchanged
         # (only towards a keep-alive upstream: one that closes would make the raw relay
         # close the client connection too, where nginx keeps it)
-        raw = (
-            req.keep_alive
-            and self.engine.up_keepalive
+        relay = (
+            self.engine.up_keepalive
             and req.version == "1.1"
             and not head_request
             and not upgrade
-            and not self.draining
         )
-        up.lend(self, head_request, upgrade, raw)
+        raw = relay and req.keep_alive and not self.draining
+        # a client that asked to close (Connection: close, keepalive_requests reached)
+        # gets the raw relay too, with only the head rewritten (upstream.closing_head)
+        closing = relay and not req.keep_alive
+        up.lend(self, head_request, upgrade, raw or closing, closing)
         if req.complete:
             self.kind = C_NONE
             self.deadline = 0.0

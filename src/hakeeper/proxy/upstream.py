@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from hakeeper.proxy.config import Peer
-from hakeeper.proxy.framing import RESPONSE_HOP_BY_HOP, response_framing
+from hakeeper.proxy.framing import RESPONSE_HOP_BY_HOP, closing_head, response_framing
 
 if TYPE_CHECKING:
     from hakeeper.proxy.engine import Engine
@@ -32,6 +32,10 @@ K_NONE = 0
 K_READ = 1
 K_SEND = 2
 K_IDLE = 3
+
+# a raw relay to a closing client holds back at most this much before the final head
+# ends (nginx: `proxy_buffer_size`, 4k/8k, "upstream sent too big header" -> 502)
+MAX_HELD_HEAD = 256 * 1024
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -54,11 +58,13 @@ class UpstreamProtocol(asyncio.Protocol):
         "lines",
         "parser",
         "peer",
+        "pending",
         "raw",
         "raw_parser",
         "reason",
         "requests",
         "reusable",
+        "rewrite",
         "status",
         "transport",
         "tunnel",
@@ -72,6 +78,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.parser = HttpResponseParser(self)
         self.raw_parser: HttpResponseParser | None = None
         self.raw = False
+        self.rewrite = False  # raw relay to a closing client: the final head is rewritten
+        self.pending = b""  # bytes held until that head is complete
         self.complete = False
         self.garbage = False
         self.reusable = False
@@ -158,6 +166,32 @@ class UpstreamProtocol(asyncio.Protocol):
             if self.garbage:
                 self._garbage(client)  # bytes beyond the response: never relay them
                 return
+            if self.rewrite:
+                if self.pending:
+                    data = self.pending + data
+                    self.pending = b""
+                if not self.got_head:  # the final head is not complete yet: hold it
+                    if len(data) > MAX_HELD_HEAD:
+                        self._garbage(client)
+                    else:
+                        self.pending = data
+                    return
+                self.rewrite = False
+                if self.framing != "length":
+                    # EOF-delimited or from a closing upstream: the parsed path re-frames
+                    # it in chunks like nginx (the raw parser is mid-message: dropped)
+                    self.raw = False
+                    self.raw_parser = None
+                    self.got_head = False
+                    self.status = 0
+                    self.framing = "none"
+                    self._parse(client, data)
+                    return
+                split = closing_head(data)
+                if split is None:  # not expected once llhttp accepted the head
+                    self._garbage(client)
+                    return
+                data = split[0] + split[1]
             transport = client.transport
             if transport is not None:
                 transport.write(data)
@@ -171,6 +205,10 @@ class UpstreamProtocol(asyncio.Protocol):
                 self.client = None
                 client.resp_done(self, self.reusable)
             return
+        self._parse(client, data)
+
+    def _parse(self, client: ClientProtocol, data: bytes) -> None:
+        """The parsed path: head rebuilt by the client, body re-framed when needed."""
         try:
             self.parser.feed_data(data)
             if client.held:
@@ -297,20 +335,30 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # -- engine API ---------------------------------------------------------------------
     def lend(
-        self, client: ClientProtocol, head_request: bool, upgrade: bool, raw: bool = False
+        self,
+        client: ClientProtocol,
+        head_request: bool,
+        upgrade: bool,
+        raw: bool = False,
+        closing: bool = False,
     ) -> None:
         """Bind to one request: the client's head and body follow via `transport`.
 
         `raw`: relay the response bytes unmodified (the client speaks HTTP/1.1 with
         keep-alive and the request is neither HEAD nor Upgrade, so the upstream's
-        framing, chunked included, is valid for it as is).
+        framing, chunked included, is valid for it as is). `closing` (with `raw`): the
+        same for an HTTP/1.1 client that asked to close, except that the final head is
+        held until complete and rewritten (`framing.closing_head`: `Connection: close`,
+        no hop-by-hop connection fields, interim 1xx dropped); the body still passes
+        as received.
         """
         self.client = client
         self.raw = raw
-        if raw:
-            if self.raw_parser is None:
-                self.raw_parser = HttpResponseParser(_RawCallbacks(self))
-        else:
+        self.rewrite = closing
+        self.pending = b""
+        if raw and self.raw_parser is None:
+            self.raw_parser = HttpResponseParser(_RawCallbacks(self))
+        if closing or not raw:  # a closing relay may fall back to the parsed path
             self.head_request = head_request
             self.upgrade_ok = upgrade
         self.got_head = False
