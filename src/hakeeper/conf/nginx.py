@@ -17,9 +17,9 @@ Pure: no I/O (`include` is resolved by the caller-supplied `include` callback).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.nginx_health import HealthCheck, Match, read_health_check, read_matches
@@ -278,15 +278,25 @@ class _Reader:
         self.include = include
         self.matches: dict[str, Match] = {}
 
-    # -- generic checks -----------------------------------------------------------------
+    # -- generic checks (shared with the stream reader, conf/nginx_stream.py) ------------
+    #: The directive table, the context where `server` opens a block, and the context of
+    #: an `upstream` block's statements; the stream reader swaps in its own.
+    table: ClassVar[Mapping[str, _Spec]] = DIRECTIVES
+    server_block_in: ClassVar[str] = HTTP
+    upstream_context: ClassVar[str] = UPSTREAM
+
+    def unknown(self, node: Node, context: str) -> None:
+        """The error for a directive not in the table (did-you-mean from the table)."""
+        hint = did_you_mean(node.name, self.table)
+        self.diags.error(node.loc, f'unknown directive "{node.name}"{hint}')
+
     def expand(self, nodes: Sequence[Node], context: str) -> list[Node]:
         """Check every statement against the table; splice `include`s in place."""
         out: list[Node] = []
         for node in nodes:
-            spec = DIRECTIVES.get(node.name)
+            spec = self.table.get(node.name)
             if spec is None:
-                hint = did_you_mean(node.name, DIRECTIVES)
-                self.diags.error(node.loc, f'unknown directive "{node.name}"{hint}')
+                self.unknown(node, context)
                 continue
             if context not in spec.contexts:
                 self.diags.error(node.loc, f'"{node.name}" directive is not allowed here')
@@ -297,7 +307,7 @@ class _Reader:
                     node.loc, f'invalid number of arguments in "{node.name}" directive'
                 )
                 continue
-            wants_block = spec.block or (node.name == "server" and context == HTTP)
+            wants_block = spec.block or (node.name == "server" and context == self.server_block_in)
             if wants_block != node.is_block:
                 what = "has no opening" if wants_block else "is not terminated by"
                 sep = '"{"' if wants_block else '";"'
@@ -353,14 +363,7 @@ class _Reader:
     def http(self, block: Node) -> tuple[tuple[Upstream, ...], tuple[Server, ...]]:
         children = self.expand(block.children or (), HTTP)
         settings = self.settings(children, ProxySettings())
-        upstreams: list[Upstream] = []
-        for node in children:
-            if node.name == "upstream":
-                up = self.upstream(node)
-                if any(u.name == up.name for u in upstreams):
-                    self.diags.error(node.loc, f'duplicate upstream "{up.name}"')
-                else:
-                    upstreams.append(up)
+        upstreams = self.upstreams(children)
         self.matches = read_matches(children, self.diags)
         servers = [self.server(node, settings) for node in children if node.name == "server"]
         known = {u.name for u in upstreams}
@@ -374,16 +377,28 @@ class _Reader:
                     self.diags.error(loc.health_check.loc, '"health_check" needs an upstream')
         return tuple(upstreams), tuple(servers)
 
+    def upstreams(self, children: Sequence[Node]) -> list[Upstream]:
+        """The `upstream` blocks among `children`; a repeated name is an error."""
+        upstreams: list[Upstream] = []
+        for node in children:
+            if node.name == "upstream":
+                up = self.upstream(node)
+                if any(u.name == up.name for u in upstreams):
+                    self.diags.error(node.loc, f'duplicate upstream "{up.name}"')
+                else:
+                    upstreams.append(up)
+        return upstreams
+
     def upstream(self, block: Node) -> Upstream:
         up = Upstream(name=block.args[0].text, servers=(), loc=block.loc)
         servers: list[UpstreamServer] = []
-        for node in self.expand(block.children or (), UPSTREAM):
+        for node in self.expand(block.children or (), self.upstream_context):
             args = node.arg_texts()
             if node.name == "server":
                 if not args:
                     self.diags.error(node.loc, 'invalid number of arguments in "server" directive')
                     continue
-                server = self.upstream_server(node)
+                server = self.upstream_peer(node)
                 if server is not None:
                     servers.append(server)
             elif node.name in ("least_conn", "ip_hash"):
@@ -420,6 +435,10 @@ class _Reader:
                 if s.slow_start:
                     self.diags.error(s.loc, 'balancing method does not support "slow_start"')
         return replace(up, servers=tuple(servers))
+
+    def upstream_peer(self, node: Node) -> UpstreamServer | None:
+        """One `server` statement of an upstream block (the stream reader wants a port)."""
+        return self.upstream_server(node)
 
     def upstream_server(self, node: Node) -> UpstreamServer | None:
         hostport = node.args[0].text

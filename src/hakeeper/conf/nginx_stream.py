@@ -19,8 +19,9 @@ accepts something `run --nginx` would serve differently. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.nginx import IncludeFn, Upstream, UpstreamServer, _Reader, _Spec, _spec
@@ -166,55 +167,24 @@ _DEFAULTS = StreamServer(listens=())
 
 
 class _StreamReader(_Reader):
-    def expand(self, nodes: Sequence[Node], context: str) -> list[Node]:
-        """Check statements against the stream table; splice `include`s in place."""
-        out: list[Node] = []
-        for node in nodes:
-            name = node.name
-            spec = STREAM_DIRECTIVES.get(name)
-            if spec is None:
-                if name in UNSUPPORTED:
-                    self.diags.error(
-                        node.loc, f'"{name}" directive is not supported by hakeeper (stream)'
-                    )
-                else:
-                    here = [k for k, s in STREAM_DIRECTIVES.items() if context in s.contexts]
-                    hint = did_you_mean(name, here)
-                    self.diags.error(node.loc, f'unknown directive "{name}"{hint}')
-                continue
-            if context not in spec.contexts:
-                self.diags.error(node.loc, f'"{name}" directive is not allowed here')
-                continue
-            n = len(node.args)
-            if n < spec.min_args or (spec.max_args >= 0 and n > spec.max_args):
-                self.diags.error(node.loc, f'invalid number of arguments in "{name}" directive')
-                continue
-            wants_block = spec.block or (name == "server" and context == STREAM)
-            if wants_block != node.is_block:
-                what = 'has no opening "{"' if wants_block else 'is not terminated by ";"'
-                self.diags.error(node.loc, f'directive "{name}" {what}')
-                continue
-            if name == "include":
-                if self.include is None:
-                    self.diags.error(node.loc, "include is not supported here")
-                else:
-                    included = self.include(node.args[0].text, node.loc, self.diags)
-                    out.extend(self.expand(included, context))
-                continue
-            out.append(node)
-        return out
+    """The http reader's table checks and upstream reading, over the stream table."""
+
+    table: ClassVar[Mapping[str, _Spec]] = STREAM_DIRECTIVES
+    server_block_in: ClassVar[str] = STREAM
+    upstream_context: ClassVar[str] = S_UPSTREAM
+
+    def unknown(self, node: Node, context: str) -> None:
+        name = node.name
+        if name in UNSUPPORTED:
+            self.diags.error(node.loc, f'"{name}" directive is not supported by hakeeper (stream)')
+        else:
+            here = [k for k, s in STREAM_DIRECTIVES.items() if context in s.contexts]
+            self.diags.error(node.loc, f'unknown directive "{name}"{did_you_mean(name, here)}')
 
     def stream(self, block: Node) -> StreamConfig:
         children = self.expand(block.children or (), STREAM)
         inherited = self.proxy_settings(children, _DEFAULTS)
-        upstreams: list[Upstream] = []
-        for node in children:
-            if node.name == "upstream":
-                up = self.stream_upstream(node)
-                if any(u.name == up.name for u in upstreams):
-                    self.diags.error(node.loc, f'duplicate upstream "{up.name}"')
-                else:
-                    upstreams.append(up)
+        upstreams = self.upstreams(children)
         config = StreamConfig(upstreams=tuple(upstreams))
         servers: list[StreamServer] = []
         seen: dict[tuple[str, str, int], StreamListen] = {}
@@ -230,44 +200,14 @@ class _StreamReader(_Reader):
             servers.append(server)
         return replace(config, servers=tuple(servers))
 
-    def stream_upstream(self, block: Node) -> Upstream:
-        up = Upstream(name=block.args[0].text, servers=(), loc=block.loc)
-        servers: list[UpstreamServer] = []
-        for node in self.expand(block.children or (), S_UPSTREAM):
-            args = node.arg_texts()
-            if node.name == "server":
-                if not args:
-                    self.diags.error(node.loc, 'invalid number of arguments in "server" directive')
-                    continue
-                host, port = split_hostport(args[0])
-                if port is None:
-                    self.diags.error(node.loc, f'no port in upstream "{args[0]}"')
-                    continue
-                server = self.upstream_server(node)
-                if server is not None:
-                    servers.append(replace(server, host=host, port=port))
-            elif node.name == "least_conn":
-                up = replace(up, method="least_conn")
-            elif node.name == "hash":
-                if len(args) == 2 and args[1] != "consistent":
-                    self.diags.error(node.loc, f'invalid parameter "{args[1]}"')
-                    continue
-                method = "hash_consistent" if len(args) == 2 else "hash"
-                up = replace(up, method=method, hash_key=args[0])
-            elif node.name == "random":
-                if args not in ((), ("two",), ("two", "least_conn")):
-                    self.diags.error(node.loc, f'invalid parameter "{" ".join(args)}"')
-                    continue
-                up = replace(up, method="random_two" if args else "random")
-        if not servers:
-            self.diags.error(block.loc, f'no servers are inside upstream "{up.name}"')
-        if up.method in ("hash", "hash_consistent", "random", "random_two"):
-            for s in servers:
-                if s.backup:
-                    self.diags.error(s.loc, 'balancing method does not support parameter "backup"')
-                if s.slow_start:
-                    self.diags.error(s.loc, 'balancing method does not support "slow_start"')
-        return replace(up, servers=tuple(servers))
+    def upstream_peer(self, node: Node) -> UpstreamServer | None:
+        """A stream upstream's `server` needs an explicit port (nginx: no default 80)."""
+        host, port = split_hostport(node.args[0].text)
+        if port is None:
+            self.diags.error(node.loc, f'no port in upstream "{node.args[0].text}"')
+            return None
+        server = self.upstream_server(node)
+        return None if server is None else replace(server, host=host, port=port)
 
     def stream_server(
         self, block: Node, inherited: StreamServer, config: StreamConfig
