@@ -435,6 +435,12 @@ class Pool:
             victim = victim_stack.pop(0)
             self.count -= 1
             victim.close()
+        transport = conn.transport
+        if transport is not None:
+            # the response may have completed while a slow client had reading paused
+            # (ClientProtocol.pause_writing); its resume_writing no longer reaches this
+            # connection, and a paused pooled connection would time out its next request
+            transport.resume_reading()
         conn.idle_since = now
         conn.kind = K_IDLE
         conn.deadline = now + conn.engine.config.timeouts.upstream_keepalive

@@ -49,9 +49,13 @@ def test_max_fails_zero_disables_accounting() -> None:
 @dataclass
 class FakeTransport:
     closing: bool = False
+    reading: bool = True
 
     def is_closing(self) -> bool:
         return self.closing
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
 @dataclass
@@ -101,6 +105,17 @@ def test_pool_bound_evicts_oldest_and_skips_closed() -> None:
     assert pool.get(A) is None
     pool.remove(c2)  # type: ignore[arg-type]
     assert pool.get(B) is None
+
+
+def test_pool_resumes_reading_of_a_connection_paused_for_a_slow_client() -> None:
+    # the response completed while the client's write buffer was full (reading paused):
+    # an idle pooled connection must read again, or its next request times out (504)
+    pool = Pool(4)
+    conn = FakeConn(A)
+    conn.transport.reading = False
+    assert pool.put(conn, 0.0)  # type: ignore[arg-type]
+    assert conn.transport.reading
+    assert pool.get(A) is conn
 
 
 def test_pool_size_zero_keeps_nothing() -> None:
