@@ -283,9 +283,17 @@ def status_line(version: bytes, status: int, reason: bytes) -> bytes:
 
 
 # response headers a closing client must not get from the upstream when its bytes are
-# relayed raw (the chunked framing and its Trailer stay valid and pass)
-CLOSING_DROP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"})
+# relayed raw (the chunked framing and its Trailer stay valid and pass), as searched
+# for in a lower-cased head: each field line starts after a CRLF
+CLOSING_DROP = (
+    b"\r\nconnection:",
+    b"\r\nkeep-alive:",
+    b"\r\nproxy-connection:",
+    b"\r\nte:",
+    b"\r\nupgrade:",
+)
 HEAD_END = b"\r\n\r\n"
+CLOSE_END = b"Connection: close\r\n\r\n"
 
 
 def closing_head(buf: bytes) -> tuple[bytes, bytes] | None:
@@ -306,11 +314,26 @@ def closing_head(buf: bytes) -> tuple[bytes, bytes] | None:
         if buf[pos + 9 : pos + 10] == b"1":  # "HTTP/1.1 1xx": interim
             pos = end + 4
             continue
-        lines = buf[pos:end].split(b"\r\n")
-        first = lines[0]
-        out = [status_line(b"", int(first[9:12]), first[13:])]
-        for line in lines[1:]:
-            if line[: line.find(b":")].lower() not in CLOSING_DROP:
-                out.append(line + b"\r\n")
-        out.append(b"Connection: close\r\n\r\n")
-        return b"".join(out), buf[end + 4 :]
+        break
+    head = buf[pos : end + 2]  # status line and field lines, each ending in CRLF
+    low = head.lower()
+    cuts: list[tuple[int, int]] = []
+    for name in CLOSING_DROP:
+        i = low.find(name)
+        while i >= 0:
+            j = low.find(b"\r\n", i + 2)
+            cuts.append((i, j))
+            i = low.find(name, j)
+    line_end = head.find(b"\r\n")
+    first = head[:line_end]
+    if head[:9] == b"HTTP/1.1 " and len(first) > 13:
+        parts = [head[: line_end + 2]]
+    else:
+        parts = [status_line(b"", int(first[9:12]), first[13:])]
+    at = line_end + 2
+    for i, j in sorted(cuts):
+        parts.append(head[at : i + 2])
+        at = j + 2
+    parts.append(head[at:])
+    parts.append(CLOSE_END)
+    return b"".join(parts), buf[end + 4 :]

@@ -60,6 +60,9 @@ def test_closing_head_rewrites_only_the_final_head() -> None:
         b"HTTP/1.1 200 OK\r\nServer: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
     assert rest == b"3\r\nabc\r\n"
+    assert closing_head(
+        b"HTTP/1.1 204\r\nupgrade: h2\r\nX-Connection: 1\r\nTE-x: 1\r\nte: t\r\n\r\n"
+    ) == (b"HTTP/1.1 204 \r\nX-Connection: 1\r\nTE-x: 1\r\nConnection: close\r\n\r\n", b"")
     assert closing_head(b"HTTP/1.1 200 OK\r\nA: b\r\n") is None
     assert closing_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n") is None
 
