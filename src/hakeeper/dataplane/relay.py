@@ -472,16 +472,23 @@ class Conn:
             if n < BUFFER_SIZE and not drain:
                 return
 
-    def _flush_b(self) -> None:
-        """Send what waits for the backend; once it is all gone, go on reading the client."""
+    def _send(self, sock: _socket.socket, data: bytes) -> bytes | None:
+        """Send what `sock` takes of `data` now: the rest, or None once reset on an error."""
         try:
-            sent = self.bs.send(self.to_b)  # type: ignore[union-attr]
+            sent = sock.send(data, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return
+            return data
         except OSError:
             self.reset()
+            return None
+        return data[sent:]
+
+    def _flush_b(self) -> None:
+        """Send what waits for the backend; once it is all gone, go on reading the client."""
+        rest = self._send(self.bs, self.to_b)  # type: ignore[arg-type]
+        if rest is None:
             return
-        self.to_b = rest = self.to_b[sent:]
+        self.to_b = rest
         if rest:
             return
         flags = self.flags
@@ -493,14 +500,10 @@ class Conn:
 
     def _flush_c(self) -> None:
         """Send what waits for the client; once it is all gone, go on reading the backend."""
-        try:
-            sent = self.cs.send(self.to_c, _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+        rest = self._send(self.cs, self.to_c)
+        if rest is None:
             return
-        except OSError:
-            self.reset()
-            return
-        self.to_c = rest = self.to_c[sent:]
+        self.to_c = rest
         if rest:
             return
         flags = self.flags
@@ -524,22 +527,20 @@ class Conn:
             self._shut_c()
 
     def _shut_b(self) -> None:
-        if self.flags & C_SHUT or not self.svc.half_close:  # last direction, or no half-close
-            self.close()
-            return
-        self.flags |= B_SHUT
-        try:
-            self.bs.shutdown(_SHUT_WR)  # type: ignore[union-attr]
-        except OSError:
-            self.reset()
+        self._shut(self.bs, B_SHUT, C_SHUT)  # type: ignore[arg-type]
 
     def _shut_c(self) -> None:
-        if self.flags & B_SHUT or not self.svc.half_close:  # last direction, or no half-close
+        self._shut(self.cs, C_SHUT, B_SHUT)
+
+    def _shut(self, sock: _socket.socket, mine: int, other: int) -> None:
+        """Pass an EOF on as SHUT_WR on `sock`; close when `other` direction already ended
+        or the service does not half-close."""
+        if self.flags & other or not self.svc.half_close:
             self.close()
             return
-        self.flags |= C_SHUT
+        self.flags |= mine
         try:
-            self.cs.shutdown(_SHUT_WR)
+            sock.shutdown(_SHUT_WR)
         except OSError:
             self.reset()
 
