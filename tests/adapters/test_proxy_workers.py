@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvloop
 from test_proxy_support import Backend, make_config
@@ -64,6 +65,14 @@ class BackendThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+def _wait(cond: Callable[[], bool], what: str, limit: float = 20.0) -> None:
+    """Wait on a condition with a generous deadline (the box may be loaded)."""
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def _get(port: int, path: bytes) -> bytes:
@@ -132,10 +141,13 @@ def test_two_workers_serve_and_reload_loses_no_request() -> None:
         threads = [threading.Thread(target=load) for _ in range(3)]
         for t in threads:
             t.start()
+        _wait(lambda: len(results) >= 5, "requests before the reload")
         old = list(master.pids)
         master.reload()
         mid = list(master.pids)
         master.reload()
+        seen = len(results)
+        _wait(lambda: len(results) > max(20, seen + 5), "requests after the reloads")
         stop.set()
         for t in threads:
             t.join(30)
@@ -158,7 +170,9 @@ def _is_zombie_free(pid: int) -> bool:
         return True
 
 
-def _keepalive_client(port: int, stop: threading.Event, failures: list[str]) -> int:
+def _keepalive_client(
+    port: int, stop: threading.Event, failures: list[str], tally: list[int]
+) -> int:
     """Back-to-back requests on persistent connections; a new connection only after the
     server announced `Connection: close`. Any EOF or reset with a request out is a loss."""
     done = 0
@@ -190,6 +204,7 @@ def _keepalive_client(port: int, stop: threading.Event, failures: list[str]) -> 
                 if b" 200 " not in head.split(b"\r\n", 1)[0]:
                     failures.append(head[:60].decode("latin-1"))
                 done += 1
+                tally.append(1)
                 if b"connection: close" in head.lower():
                     break
     return done
@@ -205,18 +220,20 @@ def test_reload_loses_no_keepalive_request() -> None:
         stop = threading.Event()
         failures: list[str] = []
         counts: list[int] = []
+        tally: list[int] = []
         threads = [
             threading.Thread(
-                target=lambda: counts.append(_keepalive_client(master.port, stop, failures))
+                target=lambda: counts.append(_keepalive_client(master.port, stop, failures, tally))
             )
             for _ in range(3)
         ]
         for t in threads:
             t.start()
-        time.sleep(0.2)
+        _wait(lambda: len(tally) >= 10, "keep-alive requests before the reload")
         master.reload()
         master.reload()
-        time.sleep(0.2)
+        seen = len(tally)
+        _wait(lambda: len(tally) > max(20, seen + 10), "keep-alive requests after the reloads")
         stop.set()
         for t in threads:
             t.join(30)
