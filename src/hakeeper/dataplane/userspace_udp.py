@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -155,6 +155,9 @@ class _Listener(asyncio.DatagramProtocol):
 class UdpService:
     """One UDP listener and its flows."""
 
+    #: The flow type a new client gets (the nginx stream proxy reports to its balancer).
+    flow_class: ClassVar[type[UdpFlow]] = UdpFlow
+
     def __init__(self, core: ServiceCore, loop: asyncio.AbstractEventLoop) -> None:
         self.core = core
         self.loop = loop
@@ -179,7 +182,7 @@ class UdpService:
             if backend is None:
                 self.dropped += 1
                 return
-            flow = UdpFlow(self, client, backend)
+            flow = self.flow_class(self, client, backend)
             self.flows[client] = flow
             task = self.loop.create_task(flow.open())
             self._tasks.add(task)

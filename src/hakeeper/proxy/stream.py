@@ -233,19 +233,7 @@ class _StreamFlow(UdpFlow):
 class StreamUdpService(UdpService):
     """The data plane's UDP relay with flows that report to the nginx balancer."""
 
-    def from_client(self, data: bytes, client: tuple[str, int]) -> None:
-        flow = self.flows.get(client)
-        if flow is None:
-            backend = self.core.pick(client, self.loop.time())
-            if backend is None:
-                self.dropped += 1
-                return
-            flow = _StreamFlow(self, client, backend)
-            self.flows[client] = flow
-            task = self.loop.create_task(flow.open())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        flow.to_backend(data)
+    flow_class = _StreamFlow
 
 
 # ------------------------------------------------------------------------- proxy_timeout
