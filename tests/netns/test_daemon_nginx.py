@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ _LOAD = r"""
 import http.client, json, os, sys, time
 host, stop, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 deadline = time.monotonic() + float(sys.argv[4])
+progress = sys.argv[5] if len(sys.argv) > 5 else ""
 seen, errors = {}, []
 for _ in range(limit):
     if os.path.exists(stop) or time.monotonic() > deadline:
@@ -69,6 +69,10 @@ for _ in range(limit):
         c.close()
     except OSError as exc:
         errors.append(type(exc).__name__ + ": " + str(exc))
+    if progress:  # what was seen so far, for the test to wait on
+        with open(progress + ".tmp", "w") as f:
+            json.dump(seen, f)
+        os.replace(progress + ".tmp", progress)
 print(json.dumps({"seen": seen, "errors": errors}))
 """
 
@@ -221,18 +225,27 @@ def test_vrrp_and_l7_in_one_daemon(node: tuple[Lab, str, Node]) -> None:
 
     # SIGHUP with a changed upstream, under a stream of new connections
     stop = n.workdir / "stop-load"
+    progress = n.workdir / "load-progress.json"
     load = lab.popen(
         client,
-        [sys.executable, "-c", _LOAD, VIP, str(stop), "3000", "40"],
+        [sys.executable, "-c", _LOAD, VIP, str(stop), "3000", "40", str(progress)],
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.5)  # let the load start before the reload (it is checked below)
+
+    def seen(name: str) -> int:
+        try:
+            return int(json.loads(progress.read_text()).get(name, 0))
+        except (OSError, ValueError):
+            return 0
+
+    # the load is under way before the reload (it is checked below)
+    wait_until(lambda: seen("web1") > 0, timeout=20, what="load served by web1")
     n.nconf.write_text(nginx_conf("198.18.0.12"))
     n.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: n.status()["l7"]["reloads"]["ok"] == 1, timeout=15, what="L7 reloaded")
     wait_until(lambda: _get(lab, client) == "web2", timeout=10, what="upstream changed")
-    time.sleep(0.5)  # some requests after the switch too
+    wait_until(lambda: seen("web2") > 0, timeout=20, what="load served by web2 too")
     stop.write_text("")
     out, _ = load.communicate(timeout=30)
     result = json.loads(out)
