@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from uvloop_support import free_port
 
 from hakeeper.check.probes import ProbeResult, Target, start_probe
 from hakeeper.conf.model import (
@@ -50,12 +51,6 @@ def probe(check: Checker, port: int | None, timeout: float = 2.0, **kw: object) 
         return await asyncio.wait_for(fut, timeout + 5)
 
     return asyncio.run(go())
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

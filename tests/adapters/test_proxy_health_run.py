@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 
 from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
+from uvloop_support import free_port
 
 CONF = """
 worker_processes 2;
@@ -31,13 +31,6 @@ http {{
     }}
 }}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_workers_probe_and_drop_a_failing_server() -> None:
@@ -59,7 +52,7 @@ def test_workers_probe_and_drop_a_failing_server() -> None:
         bad = await Backend(handler("bad", 500)).start()
         work = tempfile.mkdtemp(prefix="hk-health-run-")
         conf = os.path.join(work, "nginx.conf")
-        port = _free_port()
+        port = free_port()
         with open(conf, "w") as f:
             f.write(CONF.format(good=good.port, bad=bad.port, port=port))
         proc = subprocess.Popen(

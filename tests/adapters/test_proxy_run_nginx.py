@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 
 from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
+from uvloop_support import free_port
 
 CONF = """
 worker_processes 2;
@@ -29,13 +29,6 @@ http {{
 }}
 """
 UPSTREAM = "upstream app {{ server 127.0.0.1:{backend}; keepalive 4; }}\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _named(name: bytes):  # type: ignore[no-untyped-def]
@@ -59,7 +52,7 @@ def test_run_nginx_serves_reloads_and_stops() -> None:
         work = tempfile.mkdtemp(prefix="hk-run-nginx-")
         inc = os.path.join(work, "upstream.conf")
         conf = os.path.join(work, "nginx.conf")
-        port = _free_port()
+        port = free_port()
         with open(inc, "w") as f:
             f.write(UPSTREAM.format(backend=one.port))
         with open(conf, "w") as f:

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httptools
 from uvloop_support import (
+    free_port,
     run_bounded,
     wait_for,  # noqa: F401  (re-exported for the tests)
 )
 
+from hakeeper.conf.diagnostics import Diagnostics
+from hakeeper.conf.lexer import parse_nginx_text
+from hakeeper.conf.nginx import read_nginx
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import Peer, ProxyConfig, Timeouts, keepalive_headers
 from hakeeper.proxy.engine import Engine
+from hakeeper.proxy.from_nginx import listeners
 
 T_LIMIT = 20.0
 
@@ -204,6 +213,56 @@ async def proxy_with(
         for b in backends:
             await b.stop()
         await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def nginx_and_hakeeper(
+    conf: str, prefix: str, **values: int
+) -> AsyncIterator[tuple[int, int]]:
+    """(nginx port, hakeeper port) serving the same nginx.conf text: `conf` formatted with
+    `dir` (a fresh work directory), `port` and `values`; Debian's nginx runs as a child
+    process, hakeeper as an in-process Engine on the same text with its own port."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    work = tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-")
+    nport, hport = free_port(), free_port()
+    text = conf.format(dir=work, port=nport, **values)
+    path = os.path.join(work, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    proc = subprocess.Popen(
+        [nginx, "-p", work, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    diags = Diagnostics()
+    cfg = read_nginx(parse_nginx_text(text.replace(str(nport), str(hport)), path, diags), diags)
+    routes = listeners(cfg, diags)
+    assert not diags.has_errors, [d.format() for d in diags]
+    (route,) = routes
+    engine = Engine(route.config, route.balancer)
+    await engine.start_listening(route.listen.host, route.listen.port)
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while True:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", nport)
+                w.close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert loop.time() < end, "nginx did not start"
+                await asyncio.sleep(0.05)
+        yield nport, hport
+    finally:
+        engine.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass

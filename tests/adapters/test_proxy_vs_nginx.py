@@ -7,14 +7,7 @@ ambiguous framing (400) must be the same.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator
 
 import pytest
 from test_proxy_support import (
@@ -22,18 +15,13 @@ from test_proxy_support import (
     BackendConn,
     Seen,
     connect,
+    nginx_and_hakeeper,
     read_response,
     read_until_closed,
     request,
     run,
     simple_response,
 )
-
-from hakeeper.conf.diagnostics import Diagnostics
-from hakeeper.conf.lexer import parse_nginx_text
-from hakeeper.conf.nginx import read_nginx
-from hakeeper.proxy.engine import Engine
-from hakeeper.proxy.from_nginx import listeners
 
 pytestmark = [pytest.mark.interop("nginx"), pytest.mark.slow]
 
@@ -63,60 +51,9 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _nginx() -> str:
-    return shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-@contextlib.asynccontextmanager
-async def both(a: int, b: int, c: int) -> AsyncIterator[tuple[int, int]]:
+def both(a: int, b: int, c: int) -> contextlib.AbstractAsyncContextManager[tuple[int, int]]:
     """(nginx port, hakeeper port) serving the same config text."""
-    work = tempfile.mkdtemp(prefix=f"hk-nginx-{os.getpid()}-")
-    nport, hport = _free_port(), _free_port()
-    text = CONF.format(dir=work, a=a, b=b, c=c, port=nport)
-    conf = os.path.join(work, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(text)
-    proc = subprocess.Popen(
-        [_nginx(), "-p", work, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    diags = Diagnostics()
-    cfg = read_nginx(parse_nginx_text(text.replace(str(nport), str(hport)), conf, diags), diags)
-    routes = listeners(cfg, diags)
-    assert not diags.has_errors, [d.format() for d in diags]
-    (route,) = routes
-    engine = Engine(route.config, route.balancer)
-    await engine.start_listening(route.listen.host, route.listen.port)
-    try:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 10
-        while True:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", nport)
-                w.close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert loop.time() < end, "nginx did not start"
-                await asyncio.sleep(0.05)
-        yield nport, hport
-    finally:
-        engine.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
-        shutil.rmtree(work, ignore_errors=True)
+    return nginx_and_hakeeper(CONF, "hk-nginx", a=a, b=b, c=c)
 
 
 def _named(name: bytes) -> object:

@@ -11,20 +11,13 @@ import socket
 from typing import cast
 
 from test_l4proxy_support import EchoBackend, connect, landed, refused_port, run, wait_for
+from uvloop_support import free_port
 
 from hakeeper.balance.nginx_hash import ChashBalancer
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.lexer import parse_nginx_text
 from hakeeper.conf.nginx import read_nginx
 from hakeeper.proxy.stream import StreamRunner, StreamService, make_group, stream_services
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def services(text: str) -> list[StreamService]:

@@ -17,6 +17,7 @@ import tempfile
 import threading
 
 from test_l4proxy_support import EchoBackend, connect, landed, run
+from uvloop_support import free_port
 
 STREAM = """
 events {{ }}
@@ -28,13 +29,6 @@ stream {{
     server {{ listen 127.0.0.1:{port}; proxy_pass back; }}
 }}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Proc:
@@ -96,7 +90,7 @@ def test_run_serves_stream_reloads_on_sighup_and_stops() -> None:
         a, b = await EchoBackend("a").start(), await EchoBackend("b").start()
         work = tempfile.mkdtemp(prefix="hk-stream-run-")
         conf = os.path.join(work, "nginx.conf")
-        port = _free_port()
+        port = free_port()
 
         def write(a_down: str, b_down: str, extra: str = "") -> None:
             with open(conf, "w") as f:
@@ -191,7 +185,7 @@ def test_stream_block_added_by_reload_starts_serving() -> None:
         a = await EchoBackend("a").start()
         work = tempfile.mkdtemp(prefix="hk-stream-run-")
         conf = os.path.join(work, "nginx.conf")
-        http_port, port = _free_port(), _free_port()
+        http_port, port = free_port(), free_port()
         http = (
             f"events {{}}\nhttp {{ server {{ listen 127.0.0.1:{http_port}; "
             "location / { proxy_pass http://127.0.0.1:1; } } }\n"

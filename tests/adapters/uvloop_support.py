@@ -1,12 +1,14 @@
 """Loop helpers shared by the proxy adapter tests (test_proxy_support, test_l4proxy_support).
 
 `run_bounded` runs one test coroutine on uvloop with a time limit and fails the test on any
-error the loop's exception handler saw; `wait_for` waits on a condition with a deadline.
+error the loop's exception handler saw; `wait_for` waits on a condition with a deadline;
+`free_port` names a loopback port nothing listens on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,3 +36,10 @@ async def wait_for(cond: Callable[[], bool], limit: float = 5.0, step: float = 0
         if loop.time() > end:
             raise AssertionError("condition not met before the deadline")
         await asyncio.sleep(step)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A 127.0.0.1 port of type `kind` that was free a moment ago (bound, then released)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
