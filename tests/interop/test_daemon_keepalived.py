@@ -122,7 +122,7 @@ def failover_and_back(net: Net, m: VrrpDaemon, b: VrrpDaemon, version: int, faul
         assert m.wait_exit() == 0
         assert not net.has_vip("a"), "graceful stop removes the VIP"
     wait_until(lambda: net.has_vip("b"), timeout=timeout_for(version), what="VIP moves to b")
-    b.wait_state("MASTER", timeout=1.0)
+    b.wait_state("MASTER", timeout=5.0)
     if b.kind == "hakeeper" and fault == "sigterm":
         assert hakeeper_instance(b)["counters"]["priority_zero_received"] >= 1
     # return: a comes back like a rebooted node and preempts
@@ -134,8 +134,8 @@ def failover_and_back(net: Net, m: VrrpDaemon, b: VrrpDaemon, version: int, faul
         timeout=timeout_for(version) + 5,
         what="preemption back to a",
     )
-    m.wait_state("MASTER", timeout=1.0)
-    b.wait_state("BACKUP", timeout=1.0)
+    m.wait_state("MASTER", timeout=5.0)
+    b.wait_state("BACKUP", timeout=5.0)
     time.sleep(3 * (1.0 if version == 2 else 0.1))
     assert net.has_vip("a") and not net.has_vip("b")
     check_clean(m, b)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Sequence
@@ -102,8 +103,11 @@ def test_backup_timer_wakes_rarely_while_master_is_heard() -> None:
         loop = asyncio.get_running_loop()
         drv, _sender, _host = make(loop, 100)
         drv.start()
+        # the master advertises 0.1 s (Master_Down_Interval ~0.36 s, learned by a v3 backup)
+        # so a loaded box stalling this loop for a few 20 ms ticks cannot fake a master loss
+        advert = dataclasses.replace(peer_advert(150), interval_cs=10)
         for _ in range(60):  # 60 adverts at 20 ms: well inside Master_Down_Interval each time
-            drv.on_advert(peer_advert(150))
+            drv.on_advert(advert)
             await asyncio.sleep(0.02)
         assert drv.state is m.State.BACKUP
         drv.stop()
