@@ -80,7 +80,7 @@ def test_ah_election_priority_zero_and_wire_format(tmp_path: Path) -> None:
         assert drv.machine.master_ip == ipaddress.ip_address(A_IP)
         a.request("term")
         assert await h.tasks["a"] == 0
-        await until(lambda: state(b) == "MASTER", timeout=2.0, what="b takes over on prio 0")
+        await until(lambda: state(b) == "MASTER", timeout=5.0, what="b takes over on prio 0")
         assert drv.machine.counters.priority_zero_received >= 1
 
     run_scenario(tmp_path, body)

