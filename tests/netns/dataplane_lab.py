@@ -5,6 +5,7 @@ NAT: client (198.18.0.2) -- LB eth0 (198.18.0.1, VIP 198.18.0.10) | LB eth1 (198
 DR: client, LB and backends on one switch (198.18.0.0/24); the VIP is on the LB's eth0 and
 on every backend's lo with arp_ignore=1 / arp_announce=2 (seed 001's real-server script).
 Each backend answers every TCP connection on its ports with its name and closes.
+`Director` runs `hakeeper run` with virtual servers in one of these namespaces.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hakeeper.lab.netns import Lab, wait_until
+from hakeeper.runtime.control import ControlError, query
 
 VIP = "198.18.0.10"
 VIP6 = "2001:db8:18::10"
@@ -167,7 +170,15 @@ def dr_lab(lab: Lab) -> L4Lab:
     lab.addr(lb, "eth0", "198.18.0.1/24")
     lab.addr(lb, "eth0", f"{VIP}/32")
     l4 = L4Lab(lab, client, lb)
-    for i in (1, 2, 3):
+    add_dr_backends(l4, sw, 3)
+    return l4
+
+
+def add_dr_backends(l4: L4Lab, sw: str, count: int) -> None:
+    """`count` DR real servers web1.. on switch `sw` (198.18.0.11..), the VIP on their lo
+    with arp_ignore=1 / arp_announce=2, each serving its name."""
+    lab = l4.lab
+    for i in range(1, count + 1):
         ns = lab.add_ns(f"web{i}")
         lab.connect(ns, sw)
         for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
@@ -178,7 +189,71 @@ def dr_lab(lab: Lab) -> L4Lab:
         l4.backends[f"web{i}"] = ns
         l4.addrs[f"web{i}"] = f"198.18.0.{10 + i}"
     _start_backends(lab, l4)
-    return l4
+
+
+class Director:
+    """One `hakeeper run -n -l -f NAME.conf` in namespace `ns` (control socket, pid, status
+    and log files NAME.* under `workdir`) with the given data plane; ready once its virtual
+    servers were reconciled and `ready()` holds."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        ns: str,
+        name: str,
+        workdir: Path,
+        conf: str,
+        *,
+        dataplane: str = "nftables",
+        timeout: float = 15.0,
+    ) -> None:
+        self.lab, self.ns, self.name = lab, ns, name
+        self.conf = workdir / f"{name}.conf"
+        self.sock = str(workdir / f"{name}.sock")
+        self.log = workdir / f"{name}.log"
+        self.conf.write_text(conf)
+        argv = [
+            sys.executable,
+            "-m",
+            "hakeeper",
+            "run",
+            "-n",
+            "-l",
+            "-f",
+            str(self.conf),
+            "--control",
+            self.sock,
+            "-p",
+            str(workdir / f"{name}.pid"),
+            "--status-file",
+            str(workdir / f"{name}.json"),
+            "--dataplane",
+            dataplane,
+        ]
+        with self.log.open("a") as log:
+            self.proc = lab.popen(ns, argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, timeout=timeout, what=f"{name} virtual servers applied")
+
+    def ready(self) -> bool:
+        """More than reconciled virtual servers a subclass waits for."""
+        return True
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited: {self.log.read_text()}")
+        try:
+            lvs = self.status().get("virtual_servers")
+        except ControlError:
+            return False
+        return bool(lvs and lvs.get("reconciles")) and self.ready()
+
+    def status(self) -> dict[str, Any]:
+        data = query(self.sock, "status", timeout=2.0)
+        assert isinstance(data, dict)
+        return data
+
+    def tables(self) -> str:
+        return self.lab.run(self.ns, ["nft", "list", "tables"]).stdout
 
 
 class NsLoop:

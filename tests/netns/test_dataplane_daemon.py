@@ -21,67 +21,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dataplane_lab
 import pytest
-from dataplane_lab import VIP, L4Lab, nat_lab
+from dataplane_lab import VIP, L4Lab, add_dr_backends, nat_lab
 from test_dataplane_lvs import SEED_002, SEED_003
 
 from hakeeper.lab.netns import Lab, wait_until
-from hakeeper.runtime.control import ControlError, query
 
 pytestmark = pytest.mark.root
 
 
-class Director:
-    """One `hakeeper run` in one namespace, files under `workdir`."""
+class Director(dataplane_lab.Director):
+    """One `hakeeper run --dataplane nftables` with router_id NAME, files under `workdir`."""
 
     def __init__(self, lab: Lab, ns: str, name: str, workdir: Path, body: str) -> None:
-        self.lab, self.ns, self.name = lab, ns, name
-        self.conf = workdir / f"{name}.conf"
-        self.sock = str(workdir / f"{name}.sock")
-        self.log = workdir / f"{name}.log"
-        self.conf.write_text(f"global_defs {{\n    router_id {name}\n}}\n{body}")
-        argv = [
-            sys.executable,
-            "-m",
-            "hakeeper",
-            "run",
-            "-n",
-            "-l",
-            "-f",
-            str(self.conf),
-            "--control",
-            self.sock,
-            "-p",
-            str(workdir / f"{name}.pid"),
-            "--status-file",
-            str(workdir / f"{name}.json"),
-            "--dataplane",
-            "nftables",
-        ]
-        with self.log.open("a") as log:
-            self.proc = lab.popen(ns, argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, timeout=15, what=f"{name} virtual servers installed")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited: {self.log.read_text()}")
-        try:
-            lvs = self.status().get("virtual_servers")
-        except ControlError:
-            return False
-        return bool(lvs and lvs.get("reconciles"))
-
-    def status(self) -> dict[str, Any]:
-        data = query(self.sock, "status", timeout=2.0)
-        assert isinstance(data, dict)
-        return data
+        conf = f"global_defs {{\n    router_id {name}\n}}\n{body}"
+        super().__init__(lab, ns, name, workdir, conf)
 
     def reals(self) -> dict[str, dict[str, Any]]:
         (vs,) = self.status()["virtual_servers"]["virtual_servers"]
         return {r["server"]: r for r in vs["real_servers"]}
-
-    def tables(self) -> str:
-        return self.lab.run(self.ns, ["nft", "list", "tables"]).stdout
 
 
 @pytest.fixture
@@ -149,19 +108,7 @@ def test_lvs_dr_pair_keeps_serving_when_the_active_director_dies(lab: Lab, workd
         lab.connect(ns, sw)
         lab.addr(ns, "eth0", f"198.18.0.{i + 2}/24")
         lbs.append(ns)
-    from dataplane_lab import _start_backends
-
-    for i in (1, 2):
-        ns = lab.add_ns(f"web{i}")
-        lab.connect(ns, sw)
-        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
-            for dev in ("all", "lo", "eth0"):
-                lab.sysctl(ns, f"net.ipv4.conf.{dev}.{key}", value)
-        lab.addr(ns, "eth0", f"198.18.0.{10 + i}/24")
-        lab.addr(ns, "lo", f"{VIP}/32")
-        l4.backends[f"web{i}"] = ns
-        l4.addrs[f"web{i}"] = f"198.18.0.{10 + i}"
-    _start_backends(lab, l4)
+    add_dr_backends(l4, sw, 2)
     d1 = Director(lab, lbs[0], "lvs1", workdir, _pair_conf(100))
     d2 = Director(lab, lbs[1], "lvs2", workdir, _pair_conf(90))
     wait_until(

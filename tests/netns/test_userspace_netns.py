@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dataplane_lab import VIP, L4Lab, nat_lab
+from dataplane_lab import VIP, Director, L4Lab, nat_lab
 
 from hakeeper.lab.netns import Lab, wait_until
-from hakeeper.runtime.control import ControlError, query
 
 pytestmark = pytest.mark.root
 
@@ -78,54 +76,16 @@ virtual_server {VIP} 81 {{
 """
 
 
-class UserspaceDirector:
+class UserspaceDirector(Director):
     """`hakeeper run --dataplane userspace` in the LB namespace; files under `workdir`."""
 
     def __init__(self, lab: Lab, ns: str, workdir: Path) -> None:
-        self.lab, self.ns = lab, ns
-        self.conf = workdir / "lvs.conf"
-        self.sock = str(workdir / "lvs.sock")
-        self.log = workdir / "lvs.log"
-        self.conf.write_text(CONFIG)
-        argv = [
-            sys.executable,
-            "-m",
-            "hakeeper",
-            "run",
-            "-n",
-            "-l",
-            "-f",
-            str(self.conf),
-            "--control",
-            self.sock,
-            "-p",
-            str(workdir / "lvs.pid"),
-            "--status-file",
-            str(workdir / "lvs.json"),
-            "--dataplane",
-            "userspace",
-        ]
-        with self.log.open("a") as log:
-            self.proc = lab.popen(ns, argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, timeout=20, what="userspace virtual servers applied")
+        super().__init__(lab, ns, "lvs", workdir, CONFIG, dataplane="userspace", timeout=20)
 
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"hakeeper exited: {self.log.read_text()}")
-        try:
-            lvs = self.status().get("virtual_servers")
-        except ControlError:
-            return False
-        if not (lvs and lvs.get("reconciles")):
-            return False
+    def ready(self) -> bool:
         # listening on the VIP for both TCP services and the UDP one
         ss = self.lab.run(self.ns, ["ss", "-Hlntu"]).stdout
         return all(f"{VIP}:{p}" in ss for p in (80, 81))
-
-    def status(self) -> dict[str, Any]:
-        data = query(self.sock, "status", timeout=2.0)
-        assert isinstance(data, dict)
-        return data
 
     def reals(self, port: int = 80, protocol: str = "TCP") -> dict[str, dict[str, Any]]:
         for vs in self.status()["virtual_servers"]["virtual_servers"]:
