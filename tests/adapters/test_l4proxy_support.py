@@ -150,3 +150,43 @@ def counts(dp: UserspaceDataplane) -> dict[str, tuple[int, int]]:
     """backend key -> (active, inactive) of the only service."""
     (st,) = dp.stats()
     return {b.key: (b.active, b.inactive) for b in st.backends}
+
+
+class NamedUdpEcho(asyncio.DatagramProtocol):
+    """Answers each datagram with `name:` + the datagram."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name.encode()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int] | None) -> None:
+        self.transport.sendto(self.name + b":" + data, addr)
+
+
+class UdpClient(asyncio.DatagramProtocol):
+    """Queues every datagram it receives."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int] | None) -> None:
+        self.queue.put_nowait(data)
+
+
+async def udp_echo(name: str) -> tuple[asyncio.DatagramTransport, Backend]:
+    """A UDP echo on 127.0.0.1 answering `name:` + each datagram, and its address."""
+    loop = asyncio.get_running_loop()
+    t, _ = await loop.create_datagram_endpoint(
+        lambda: NamedUdpEcho(name), local_addr=("127.0.0.1", 0)
+    )
+    port = t.get_extra_info("sockname")[1]
+    return cast(asyncio.DatagramTransport, t), Backend("127.0.0.1", port)
+
+
+async def udp_client(port: int) -> tuple[asyncio.DatagramTransport, UdpClient]:
+    """A UDP socket connected to 127.0.0.1:`port` (one flow) and its answer queue."""
+    loop = asyncio.get_running_loop()
+    t, p = await loop.create_datagram_endpoint(UdpClient, remote_addr=("127.0.0.1", port))
+    return cast(asyncio.DatagramTransport, t), p

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import cast
 
-from test_l4proxy_support import EchoBackend, connect, landed, refused_port, run, wait_for
+from test_l4proxy_support import (
+    EchoBackend,
+    connect,
+    landed,
+    refused_port,
+    run,
+    udp_client,
+    udp_echo,
+    wait_for,
+)
 from uvloop_support import free_port
 
 from hakeeper.balance.nginx_hash import ChashBalancer
@@ -237,35 +245,10 @@ def test_reload_keeps_established_sessions_and_uses_new_weights() -> None:
     run(main())
 
 
-class _NamedEcho(asyncio.DatagramProtocol):
-    def __init__(self, name: str) -> None:
-        self.name = name.encode()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int] | None) -> None:
-        self.transport.sendto(self.name + b":" + data, addr)
-
-
-class _Client(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int] | None) -> None:
-        self.queue.put_nowait(data)
-
-
 def test_udp_listen_relays_datagrams_with_swrr_per_client() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        echoes = []
-        for name in "ab":
-            t, _ = await loop.create_datagram_endpoint(
-                lambda n=name: _NamedEcho(n), local_addr=("127.0.0.1", 0)
-            )
-            echoes.append(t)
-        ports = [t.get_extra_info("sockname")[1] for t in echoes]
+        echoes = [await udp_echo(name) for name in "ab"]
+        ports = [b.port for _, b in echoes]
         port = free_port(socket.SOCK_DGRAM)
         text = f"""
 stream {{
@@ -279,14 +262,14 @@ stream {{
         try:
             answers = []
             for i in range(3):
-                t, p = await loop.create_datagram_endpoint(_Client, remote_addr=("127.0.0.1", port))
+                t, p = await udp_client(port)
                 clients.append(t)
                 for j in range(2):  # a flow sticks to its peer
                     t.sendto(b"q%d%d" % (i, j))
                     answers.append(await asyncio.wait_for(p.queue.get(), 5))
             assert answers == [b"a:q00", b"a:q01", b"b:q10", b"b:q11", b"a:q20", b"a:q21"]
         finally:
-            for t in clients + echoes:
+            for t in clients + [e for e, _ in echoes]:
                 t.close()
             await runner.close()
 
