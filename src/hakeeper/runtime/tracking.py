@@ -196,22 +196,27 @@ class Tracker:
     # ------------------------------------------------------------------ links
 
     async def start_links(self) -> None:
-        """Read every interface's state once, then follow netlink link events."""
+        """Read every interface's state once, then follow netlink link events.
+
+        The event socket is subscribed before the read: a link that changes between the
+        two (a cable plugged in while the daemon starts) is then still reported, where
+        subscribing after the read lost that event and left the link down for good. The
+        queued events are applied after the read, in order, so the last one wins."""
+        if self._watch_links:
+            try:
+                from hakeeper.io.linkwatch import LinkWatcher  # noqa: PLC0415
+
+                self._watcher = LinkWatcher()
+            except OSError as exc:
+                log.error("cannot watch links: %s", exc)
         if self.netlink is not None:
             try:
                 for info in await self.netlink.interfaces():
                     self.links[info.name] = bool(info.up and info.running)
             except Exception as exc:
                 log.warning("cannot read interfaces: %s", exc)
-        if not self._watch_links:
-            return
-        try:
-            from hakeeper.io.linkwatch import LinkWatcher  # noqa: PLC0415
-
-            self._watcher = LinkWatcher()
+        if self._watcher is not None:
             self._watcher.attach(self.loop, self._on_link_event)
-        except OSError as exc:
-            log.error("cannot watch links: %s", exc)
 
     def _on_link_event(self, event: Any) -> None:
         self.set_link(event.ifname, bool(event.usable))
