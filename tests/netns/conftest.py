@@ -1,4 +1,5 @@
-"""Namespace fixtures: a `lab` (namespaces deleted at teardown) and a two-node `pair` on a bridge.
+"""Namespace fixtures: a `lab` (namespaces deleted at teardown), a two-node `pair` on a bridge
+and a private `workdir` for the daemons' files.
 
 Every test here needs root; mark them `@pytest.mark.root` (the shared conftest skips them
 on a laptop and fails them under CI=true).
@@ -6,8 +7,12 @@ on a laptop and fails them under CI=true).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +37,21 @@ class Pair:
 def lab() -> Iterator[Lab]:
     with Lab() as the_lab:
         yield the_lab
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A private directory (not tmp_path: concurrent pytest sessions on this machine prune
+    each other's basetemp, which would pull config files from under running daemons);
+    kept when HK_KEEP_LOGS is set."""
+    path = Path(tempfile.mkdtemp(prefix="hkwork-"))
+    try:
+        yield path
+    finally:
+        if os.environ.get("HK_KEEP_LOGS"):
+            print(f"logs kept in {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

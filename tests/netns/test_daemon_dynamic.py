@@ -19,7 +19,6 @@ from test_daemon_vrrp import (  # noqa: F401 (fixtures)
     Node,
     instance_conf,
     nodes,
-    workdir,
 )
 
 from hakeeper.lab.netns import Lab, wait_until
@@ -31,7 +30,7 @@ def _links(lab: Lab, ns: str) -> list[str]:
     return [link["ifname"] for link in lab.ip_json(ns, "link", "show")]
 
 
-def test_interface_missing_at_start_then_recreated(lab: Lab, workdir: Path) -> None:  # noqa: F811
+def test_interface_missing_at_start_then_recreated(lab: Lab, workdir: Path) -> None:
     sw = lab.add_switch()
     a_ns, b_ns = lab.add_ns("a"), lab.add_ns("b")
     lab.connect(b_ns, sw)

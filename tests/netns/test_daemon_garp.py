@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_daemon_vrrp import VIP, Node, instance_conf, nodes, workdir  # noqa: F401 (fixtures)
+from test_daemon_vrrp import VIP, Node, instance_conf, nodes  # noqa: F401 (fixtures)
 
 from hakeeper.lab.netns import wait_until
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.root
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
 def test_gratuitous_arps_are_spaced_by_vrrp_garp_interval(
     nodes: tuple[Node, Node],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    workdir: Path,
 ) -> None:
     a, b = nodes
     out = workdir / "arp.txt"

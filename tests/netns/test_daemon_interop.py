@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_daemon_vrrp import A_IP, B_IP, VIP, Node, nodes, workdir  # noqa: F401 (fixtures)
+from test_daemon_vrrp import A_IP, B_IP, VIP, Node, nodes  # noqa: F401 (fixtures)
 
 from hakeeper.lab.netns import wait_until
 
@@ -71,7 +71,7 @@ class Keepalived:
 @pytest.mark.parametrize(("version", "auth"), MODES)
 def test_hakeeper_master_keepalived_backup(
     nodes: tuple[Node, Node],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    workdir: Path,
     version: int,
     auth: str,
 ) -> None:
@@ -92,7 +92,7 @@ def test_hakeeper_master_keepalived_backup(
 @pytest.mark.parametrize(("version", "auth"), MODES)
 def test_keepalived_master_hakeeper_backup(
     nodes: tuple[Node, Node],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    workdir: Path,
     version: int,
     auth: str,
 ) -> None:
@@ -116,7 +116,7 @@ def test_keepalived_master_hakeeper_backup(
 
 def test_ah_wrong_key_from_keepalived_is_counted_and_dropped(
     nodes: tuple[Node, Node],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    workdir: Path,
 ) -> None:
     a, b = nodes
     ka = Keepalived(a, workdir)

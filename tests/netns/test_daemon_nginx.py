@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,18 +159,6 @@ class Node:
 
 def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hkl7-"))
-    try:
-        yield path
-    finally:
-        if os.environ.get("HK_KEEP_LOGS"):
-            print(f"logs kept in {path}")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import signal
 
 import pytest
-from test_daemon_vrrp import VIP, Node, instance_conf, nodes, workdir  # noqa: F401 (fixtures)
+from test_daemon_vrrp import VIP, Node, instance_conf, nodes  # noqa: F401 (fixtures)
 
 from conftest import Pair
 from hakeeper.io.netlink import Netlink

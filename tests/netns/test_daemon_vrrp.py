@@ -9,18 +9,16 @@ to a few hundred ms, so the whole module runs in well under a minute.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import Pair
 from hakeeper.lab.netns import Lab, wait_until
 from hakeeper.runtime.control import ControlError, query
 
@@ -134,28 +132,8 @@ class Node:
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A private directory (not tmp_path: concurrent pytest sessions on this machine prune
-    each other's basetemp, which would pull config files from under running daemons)."""
-    path = Path(tempfile.mkdtemp(prefix="hkdaemon-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def nodes(lab: Lab, workdir: Path) -> tuple[Node, Node]:
-    sw = lab.add_switch()
-    a = lab.add_ns("a")
-    b = lab.add_ns("b")
-    lab.connect(a, sw)
-    lab.connect(b, sw)
-    lab.addr(a, "eth0", f"{A_IP}/24")
-    lab.addr(b, "eth0", f"{B_IP}/24")
-    lab.addr(a, "eth0", "2001:db8:18::1/64")
-    lab.addr(b, "eth0", "2001:db8:18::2/64")
-    return Node(lab, a, "a", workdir), Node(lab, b, "b", workdir)
+def nodes(pair: Pair, workdir: Path) -> tuple[Node, Node]:
+    return Node(pair.lab, pair.a, "a", workdir), Node(pair.lab, pair.b, "b", workdir)
 
 
 def _elapsed_until(pred: Any, timeout: float) -> float:

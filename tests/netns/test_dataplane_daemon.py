@@ -11,13 +11,10 @@ Addresses are lab addresses; check timings are shortened (delay_loop 1...).
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +38,6 @@ class Director(dataplane_lab.Director):
     def reals(self) -> dict[str, dict[str, Any]]:
         (vs,) = self.status()["virtual_servers"]["virtual_servers"]
         return {r["server"]: r for r in vs["real_servers"]}
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hklvs-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab() as the_lab:
-        yield the_lab
 
 
 def test_daemon_runs_seed_003_and_cleans_up(lab: Lab, workdir: Path) -> None:

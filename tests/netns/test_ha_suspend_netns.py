@@ -15,14 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_dataplane_daemon import Director, workdir
+from test_dataplane_daemon import Director
 
 from conftest import Pair
 from hakeeper.lab.netns import wait_until
 
 pytestmark = pytest.mark.root
-
-__all__ = ["workdir"]  # the fixture, imported for this module
 
 VIP = "198.18.0.100"
 RS = "198.18.0.1:9"

@@ -12,10 +12,8 @@ No nftables table is created: the proxy is a plain process in the LB namespace.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,15 +90,6 @@ class UserspaceDirector(Director):
             if vs["name"] == f"{VIP} {port}" and vs["protocol"].upper() == protocol:
                 return {r["server"]: r for r in vs.get("real_servers", ())}
         raise AssertionError(f"no virtual server {port}/{protocol} in status")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hkus-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
