@@ -7,12 +7,9 @@ still gets 200 from the same engine.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_proxy_support import Backend, connect, proxy_with, request, run, wait_for
+from test_proxy_support import Backend, proxy_with, request, run, send_split_and_drain, wait_for
 
 from hakeeper.proxy.config import Limits, Timeouts
 
@@ -52,16 +49,7 @@ async def _case(data: bytes, split: int) -> None:
     timeouts = Timeouts(client_header=1, client_body=1, proxy_read=1, keepalive=1)
     async with proxy_with([backend], timeouts=timeouts, limits=Limits(max_body=64)) as px:
         engine = px.engine
-        reader, writer = await connect(px.port)
-        writer.write(data[:split])
-        await asyncio.sleep(0)
-        writer.write(data[split:])
-        with contextlib.suppress(ConnectionError, OSError):
-            writer.write_eof()
-        with contextlib.suppress(OSError):  # a reset is a fine answer to garbage
-            while await asyncio.wait_for(reader.read(65536), 5.0):
-                pass
-        writer.close()
+        await send_split_and_drain(px.port, data, split)
         await wait_for(lambda: not engine.clients, limit=5.0)
         await wait_for(lambda: len(engine.upstreams) <= engine.pool.idle(), limit=5.0)
         resp = await request(px.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

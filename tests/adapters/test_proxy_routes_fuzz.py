@@ -4,13 +4,10 @@ never raises on any Host or URI bytes other than the 400 it is meant to give."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_proxy_routes import routed
-from test_proxy_support import connect, request, run, wait_for
+from test_proxy_support import request, run, send_split_and_drain, wait_for
 
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.lexer import parse_nginx_text
@@ -79,16 +76,7 @@ client_bytes = st.one_of(
 
 async def _case(data: bytes, split: int) -> None:
     async with routed(CONF) as (engine, port, _backends):
-        reader, writer = await connect(port)
-        writer.write(data[:split])
-        await asyncio.sleep(0)
-        writer.write(data[split:])
-        with contextlib.suppress(ConnectionError, OSError):
-            writer.write_eof()
-        with contextlib.suppress(OSError):  # a reset is a fine answer to garbage
-            while await asyncio.wait_for(reader.read(65536), 5.0):
-                pass
-        writer.close()
+        await send_split_and_drain(port, data, split)
         await wait_for(lambda: not engine.clients, limit=5.0)
         idle = sum(c.pool.idle() for c in engine.children.values())
         await wait_for(lambda: len(engine.upstreams) <= idle, limit=5.0)

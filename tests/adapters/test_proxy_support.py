@@ -330,6 +330,21 @@ async def request(port: int, raw: bytes, head_request: bool = False) -> Response
             await writer.wait_closed()
 
 
+async def send_split_and_drain(port: int, data: bytes, split: int) -> None:
+    """Send `data` in two writes cut at `split`, then EOF, and read until the proxy closes
+    (a reset is a fine answer to garbage); each read bounded at 5 s."""
+    reader, writer = await connect(port)
+    writer.write(data[:split])
+    await asyncio.sleep(0)
+    writer.write(data[split:])
+    with contextlib.suppress(ConnectionError, OSError):
+        writer.write_eof()
+    with contextlib.suppress(OSError):
+        while await asyncio.wait_for(reader.read(65536), 5.0):
+            pass
+    writer.close()
+
+
 async def read_until_closed(reader: asyncio.StreamReader, limit: float = 5.0) -> bytes:
     out = b""
     while True:
