@@ -21,6 +21,7 @@ from test_l4proxy_support import (
     run,
     wait_for,
 )
+from uvloop_support import hanging_port
 
 from hakeeper.balance import LVS_SCHEDULERS
 from hakeeper.balance.lvs import RealServer, WeightedRoundRobin
@@ -183,32 +184,18 @@ def test_connect_timeout_tries_the_next_server() -> None:
     async def main() -> None:
         bs = await _backends(1)
         # A listener with a full accept queue never completes new handshakes: SYNs are dropped.
-        import socket
-
-        stuck = socket.socket()
-        stuck.bind(("127.0.0.1", 0))
-        stuck.listen(0)
-        fillers = []
-        for _ in range(3):
-            f = socket.socket()
-            f.setblocking(False)
-            f.connect_ex(stuck.getsockname())
-            fillers.append(f)
-        await asyncio.sleep(0.05)  # let the fillers' handshakes land in the queue
-        dead = Backend("127.0.0.1", stuck.getsockname()[1])
-        dp, _, port = await proxy([dead, bs[0].spec], "rr", connect_timeout=0.3)
-        try:
-            t0 = asyncio.get_running_loop().time()
-            assert await landed(port) == "s0"
-            assert asyncio.get_running_loop().time() - t0 >= 0.25
-            (st,) = dp.stats()
-            assert st.backends[0].failed == 1
-        finally:
-            await dp.close()
-            bs[0].close()
-            for f in fillers:
-                f.close()
-            stuck.close()
+        async with hanging_port() as stuck_port:
+            dead = Backend("127.0.0.1", stuck_port)
+            dp, _, port = await proxy([dead, bs[0].spec], "rr", connect_timeout=0.3)
+            try:
+                t0 = asyncio.get_running_loop().time()
+                assert await landed(port) == "s0"
+                assert asyncio.get_running_loop().time() - t0 >= 0.25
+                (st,) = dp.stats()
+                assert st.backends[0].failed == 1
+            finally:
+                await dp.close()
+                bs[0].close()
 
     run(main())
 

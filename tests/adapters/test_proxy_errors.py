@@ -8,7 +8,6 @@ connect errors always move on; once a request was sent, only idempotent ones do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 
 import pytest
@@ -25,6 +24,7 @@ from test_proxy_support import (
     simple_response,
     wait_for,
 )
+from uvloop_support import hanging_port
 
 from hakeeper.proxy.balancer import RoundRobin
 from hakeeper.proxy.config import Limits, Peer, RetryPolicy, Timeouts
@@ -180,27 +180,13 @@ def test_504_on_upstream_read_timeout_then_recovers() -> None:
 def test_504_on_connect_timeout() -> None:
     async def main() -> None:
         # a listener that never accepts, with its backlog filled: connects hang
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(0)
-        fillers = []
-        for _ in range(8):
-            f = socket.socket()
-            f.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                f.connect(lsock.getsockname())
-            fillers.append(f)
-        try:
-            peer = Peer("127.0.0.1", lsock.getsockname()[1])
+        async with hanging_port(fillers=8) as stuck_port:
+            peer = Peer("127.0.0.1", stuck_port)
             timeouts = Timeouts(proxy_connect=0.3)
             async with proxy_with([], balancer=RoundRobin([peer]), timeouts=timeouts) as px:
                 resp = await request(px.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert resp.status == 504
                 assert px.engine.stats.upstream_timeouts == 1
-        finally:
-            for f in fillers:
-                f.close()
-            lsock.close()
 
     run(main())
 

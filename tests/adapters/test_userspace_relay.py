@@ -15,6 +15,7 @@ import socket
 import struct
 
 from test_l4proxy_support import EchoBackend, connect, counts, proxy, run, wait_for
+from uvloop_support import hanging_port
 
 from hakeeper.dataplane import relay
 from hakeeper.dataplane.userspace import Backend
@@ -124,37 +125,24 @@ def test_a_backend_reset_reaches_the_client_as_a_reset() -> None:
 def test_bytes_past_the_pending_limit_wait_for_a_late_backend() -> None:
     async def main() -> None:
         good = await EchoBackend("s0").start()
-        # a listener with a full accept queue never completes new handshakes
-        stuck = socket.socket()
-        stuck.bind(("127.0.0.1", 0))
-        stuck.listen(0)
-        fillers = []
-        for _ in range(3):
-            f = socket.socket()
-            f.setblocking(False)
-            f.connect_ex(stuck.getsockname())
-            fillers.append(f)
-        await asyncio.sleep(0.05)
-        dead = Backend("127.0.0.1", stuck.getsockname()[1])
-        dp, _, port = await proxy([dead, good.spec], "rr", connect_timeout=0.3)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            payload = os.urandom(4 * relay.PENDING_LIMIT)
-            writer.write(payload)  # all of it before any backend is connected
-            writer.write_eof()
-            out = await asyncio.wait_for(reader.read(), 10)
-            digest = hashlib.sha256(payload).hexdigest().encode()
-            assert out == b"s0\n" + payload + digest + b"\n"
-            (st,) = dp.stats()
-            assert st.backends[0].failed == 1
-            assert st.backends[1].bytes_in == len(payload)
-            writer.close()
-        finally:
-            await dp.close()
-            good.close()
-            for f in fillers:
-                f.close()
-            stuck.close()
+        async with hanging_port() as stuck_port:  # its handshakes never complete
+            dead = Backend("127.0.0.1", stuck_port)
+            dp, _, port = await proxy([dead, good.spec], "rr", connect_timeout=0.3)
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                payload = os.urandom(4 * relay.PENDING_LIMIT)
+                writer.write(payload)  # all of it before any backend is connected
+                writer.write_eof()
+                out = await asyncio.wait_for(reader.read(), 10)
+                digest = hashlib.sha256(payload).hexdigest().encode()
+                assert out == b"s0\n" + payload + digest + b"\n"
+                (st,) = dp.stats()
+                assert st.backends[0].failed == 1
+                assert st.backends[1].bytes_in == len(payload)
+                writer.close()
+            finally:
+                await dp.close()
+                good.close()
 
     run(main())
 

@@ -2,14 +2,15 @@
 
 `run_bounded` runs one test coroutine on uvloop with a time limit and fails the test on any
 error the loop's exception handler saw; `wait_for` waits on a condition with a deadline;
-`free_port` names a loopback port nothing listens on.
+`free_port` names a loopback port nothing listens on, `hanging_port` one where connects hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import uvloop
@@ -43,3 +44,25 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def hanging_port(fillers: int = 3) -> AsyncIterator[int]:
+    """A 127.0.0.1 port whose listener never accepts and whose accept queue is full, so a
+    new connect there hangs (its SYNs are dropped) until the caller's connect timeout."""
+    stuck = socket.socket()
+    socks: list[socket.socket] = []
+    try:
+        stuck.bind(("127.0.0.1", 0))
+        stuck.listen(0)
+        for _ in range(fillers):
+            f = socket.socket()
+            socks.append(f)
+            f.setblocking(False)
+            f.connect_ex(stuck.getsockname())
+        await asyncio.sleep(0.05)  # let the fillers' handshakes land in the queue
+        yield int(stuck.getsockname()[1])
+    finally:
+        for f in socks:
+            f.close()
+        stuck.close()
