@@ -538,10 +538,7 @@ class ClientProtocol(asyncio.Protocol):
         # (only towards a keep-alive upstream: one that closes would make the raw relay
         # close the client connection too, where nginx keeps it)
         relay = (
-            self.engine.up_keepalive
-            and req.version == "1.1"
-            and not head_request
-            and not upgrade
+            self.engine.up_keepalive and req.version == "1.1" and not head_request and not upgrade
         )
         raw = relay and req.keep_alive and not self.draining
         # a client that asked to close (Connection: close, keepalive_requests reached)
