@@ -63,6 +63,22 @@ def routed_only(rule: HeaderRule) -> bool:
 
 _VAR_RE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 
+
+def template_parts(text: str) -> list[str | bytes]:
+    """`text` cut into literal bytes and the names (str) of its `$name` / `${name}`
+    variables, in order (nginx's complex-value syntax; names are checked by the caller)."""
+    parts: list[str | bytes] = []
+    pos = 0
+    for m in _VAR_RE.finditer(text):
+        if m.start() > pos:
+            parts.append(text[pos : m.start()].encode("latin-1"))
+        parts.append(m.group(1) or m.group(2))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(text[pos:].encode("latin-1"))
+    return parts
+
+
 # nginx retries on these conditions (`proxy_next_upstream`); default "error timeout".
 NEXT_UPSTREAM_WORDS = frozenset(
     {
@@ -125,19 +141,12 @@ def header_rule(name: str, value: str) -> HeaderRule:
     """Compile `proxy_set_header name value`; raises ValueError on unknown variables."""
     if not name or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
         raise ValueError(f"invalid header name {name!r}")
-    parts: list[str | bytes] = []
-    pos = 0
-    for m in _VAR_RE.finditer(value):
-        if m.start() > pos:
-            parts.append(value[pos : m.start()].encode("latin-1"))
-        var = m.group(1) or m.group(2)
-        known = var in VARIABLES or var in ROUTED_VARIABLES
-        if not known and not var.startswith(("http_", "arg_")):
-            raise ValueError(f"unknown variable ${var}")
-        parts.append(var)
-        pos = m.end()
-    if pos < len(value):
-        parts.append(value[pos:].encode("latin-1"))
+    parts = template_parts(value)
+    for var in parts:
+        if isinstance(var, str):
+            known = var in VARIABLES or var in ROUTED_VARIABLES
+            if not known and not var.startswith(("http_", "arg_")):
+                raise ValueError(f"unknown variable ${var}")
     return HeaderRule(name=name, parts=tuple(parts))
 
 

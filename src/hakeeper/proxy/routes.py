@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hakeeper.proxy.balancer import Balancer
-from hakeeper.proxy.config import ProxyConfig
+from hakeeper.proxy.config import ProxyConfig, template_parts
 
 # nginx 1.22 ngx_http_status_lines (codes missing here get "HTTP/1.1 NNN \r\n")
 STATUS_TEXT: dict[int, bytes] = {
@@ -178,7 +178,23 @@ _SIMPLE = frozenset(
         "server_name", "server_port", "server_addr", "request_method", "http_host",
     }
 )  # fmt: skip
-_TEMPLATE_VAR = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+
+
+#: Variables that are one field of the request view, as-is.
+_FIELDS = {
+    "remote_addr": "remote_addr",
+    "uri": "path",
+    "document_uri": "path",
+    "request_uri": "target",
+    "args": "args",
+    "query_string": "args",
+    "scheme": "scheme",
+    "request_method": "method",
+    "server_name": "server_name",
+    "server_port": "server_port",
+    "server_addr": "server_addr",
+    "remote_port": "remote_port",
+}
 
 
 def arg_value(args: bytes, name: bytes) -> bytes:
@@ -192,30 +208,14 @@ def arg_value(args: bytes, name: bytes) -> bytes:
 
 def variable(name: str, view: RequestView) -> bytes:
     """The value of nginx variable `$name` for `view` (b"" when unset)."""
-    if name == "remote_addr":
-        return view.remote_addr
-    if name in ("uri", "document_uri"):
-        return view.path
-    if name == "request_uri":
-        return view.target
-    if name in ("args", "query_string"):
-        return view.args
+    attr = _FIELDS.get(name)
+    if attr is not None:
+        value: bytes = getattr(view, attr)
+        return value
     if name == "is_args":
         return b"?" if view.args else b""
     if name == "host":
         return view.host or view.server_name
-    if name == "scheme":
-        return view.scheme
-    if name == "request_method":
-        return view.method
-    if name == "server_name":
-        return view.server_name
-    if name == "server_port":
-        return view.server_port
-    if name == "server_addr":
-        return view.server_addr
-    if name == "remote_port":
-        return view.remote_port
     if name == "binary_remote_addr":
         text = view.remote_addr.decode("ascii", "replace")
         for family in (socket.AF_INET, socket.AF_INET6):
@@ -251,18 +251,10 @@ class Template:
 def compile_template(text: str) -> Template:
     """Compile `text`; raises ValueError naming an unknown variable (nginx: `unknown
     "name" variable`)."""
-    parts: list[bytes | str] = []
-    pos = 0
-    for m in _TEMPLATE_VAR.finditer(text):
-        if m.start() > pos:
-            parts.append(text[pos : m.start()].encode("latin-1"))
-        name = m.group(1) or m.group(2)
-        if name not in _SIMPLE and not name.startswith(("arg_", "http_")):
+    parts = template_parts(text)
+    for name in parts:
+        if isinstance(name, str) and name not in _SIMPLE and not name.startswith(("arg_", "http_")):
             raise ValueError(f'unknown "{name}" variable')
-        parts.append(name)
-        pos = m.end()
-    if pos < len(text):
-        parts.append(text[pos:].encode("latin-1"))
     return Template(tuple(parts))
 
 
