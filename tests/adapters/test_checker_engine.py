@@ -9,10 +9,10 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from uvloop_support import wait_until
 
 from hakeeper.check.engine import CheckerEngine, Pool, VsKey, pools_by_label
 from hakeeper.conf.keepalived import load_keepalived
@@ -29,14 +29,6 @@ def load_vs(tmp_path: Path, text: str) -> list[VirtualServer]:
     cfg, diags = load_keepalived(str(conf), config_id="test")
     assert cfg is not None, diags
     return list(cfg.virtual_servers)
-
-
-async def wait_for(pred: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Backend:
@@ -108,18 +100,18 @@ def test_stopped_backend_leaves_and_returns(
         key = vss[0].key
         try:
             # every checker's first probe is BOOTSTRAP_DELAY (1 s) after start
-            await wait_for(lambda: engine.probes_started >= 3, 3, "first probes")
+            await wait_until(lambda: engine.probes_started >= 3, 3, "first probes")
             assert len(engine.pool(key)) == 3
             victim = backends[1]
             await victim.stop()
             t0 = time.monotonic()
-            await wait_for(lambda: len(engine.pool(key)) == 2, 3, "backend removed")
+            await wait_until(lambda: len(engine.pool(key)) == 2, 3, "backend removed")
             down_after = time.monotonic() - t0
             await victim.start()
             t1 = time.monotonic()
-            await wait_for(lambda: len(engine.pool(key)) == 3, 3, "backend re-added")
+            await wait_until(lambda: len(engine.pool(key)) == 3, 3, "backend re-added")
             up_after = time.monotonic() - t1
-            await wait_for(lambda: notify_log.exists() and "UP" in notify_log.read_text(), 5,
+            await wait_until(lambda: notify_log.exists() and "UP" in notify_log.read_text(), 5,
                            "notify_up ran")  # fmt: skip
             status = engine.status()[0]
             rs = next(r for r in status.real_servers if r.server.endswith(f":{victim.port}"))
@@ -174,15 +166,15 @@ def test_quorum_scripts_sorry_server_and_inhibit(tmp_path: Path) -> None:
         key = vss[0].key
         seen: list[list[tuple[str, int]]] = []
         try:
-            await wait_for(lambda: engine.probes_started >= 2, 3, "first probes")
+            await wait_until(lambda: engine.probes_started >= 2, 3, "first probes")
             seen.append(pools_by_label(engine.pools())["|".join(key)])
             await backends[1].stop()  # weight 2 leaves: 1 < quorum 3 -> sorry server
-            await wait_for(lambda: engine.status()[0].sorry_active, 3, "quorum lost")
+            await wait_until(lambda: engine.status()[0].sorry_active, 3, "quorum lost")
             seen.append(pools_by_label(engine.pools())["|".join(key)])
             await backends[1].start()
-            await wait_for(lambda: engine.status()[0].quorum_up, 3, "quorum regained")
+            await wait_until(lambda: engine.status()[0].quorum_up, 3, "quorum regained")
             seen.append(pools_by_label(engine.pools())["|".join(key)])
-            await wait_for(lambda: notify_log.exists() and "QUORUM_UP" in notify_log.read_text(),
+            await wait_until(lambda: notify_log.exists() and "QUORUM_UP" in notify_log.read_text(),
                            5, "quorum_up ran")  # fmt: skip
         finally:
             await engine.stop()
@@ -245,8 +237,8 @@ def test_misc_dynamic_weight_and_thousands_of_checks_do_not_block(tmp_path: Path
                 t = loop.time()
                 await asyncio.sleep(0.01)
                 worst = max(worst, loop.time() - t - 0.01)
-            await wait_for(lambda: engine.probes_started >= 2001, 5, "all probes")
-            await wait_for(
+            await wait_until(lambda: engine.probes_started >= 2001, 5, "all probes")
+            await wait_until(
                 lambda: pools_by_label(engine.pools()).get("addr|198.18.0.2|80|TCP")
                 == [(f"127.0.0.1:{port}", 5)], 5, "misc weight 7-2")  # fmt: skip
             alive = sum(r.alive for r in engine.status()[0].real_servers)
@@ -280,9 +272,9 @@ def test_reload_keeps_live_state_and_applies_changes(tmp_path: Path) -> None:
         key = first[0].key
         label = "|".join(key)
         try:
-            await wait_for(lambda: engine.probes_started >= 2, 3, "first probes")
+            await wait_until(lambda: engine.probes_started >= 2, 3, "first probes")
             await backends[0].stop()
-            await wait_for(lambda: len(engine.pool(key)) == 1, 3, "first backend down")
+            await wait_until(lambda: len(engine.pool(key)) == 1, 3, "first backend down")
             # reload: server 0 kept (still down), server 1 dropped, server 2 added;
             # weights follow their position in the new file (2 -> weight 1, 0 -> weight 2)
             second = load_vs(tmp_path, config([ports[2], ports[0]], notify))
@@ -290,7 +282,7 @@ def test_reload_keeps_live_state_and_applies_changes(tmp_path: Path) -> None:
             pools = pools_by_label(engine.pools())[label]
             assert pools == [(f"127.0.0.1:{ports[2]}", 1)]  # 0 stays down across the reload
             await backends[0].start()
-            await wait_for(lambda: len(engine.pool(key)) == 2, 3, "kept server back")
+            await wait_until(lambda: len(engine.pool(key)) == 2, 3, "kept server back")
             weights = dict(pools_by_label(engine.pools())[label])
             assert weights == {f"127.0.0.1:{ports[2]}": 1, f"127.0.0.1:{ports[0]}": 2}
             engine.update([])  # the virtual server is gone

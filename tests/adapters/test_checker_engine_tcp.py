@@ -9,22 +9,15 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from uvloop_support import wait_until
 
 from hakeeper.check.engine import CheckerEngine
 from hakeeper.conf.model import CheckerCommon, RealServer, TcpCheck, VirtualServer
 
 LOCAL = ipaddress.IPv4Address("127.0.0.1")
-
-
-async def wait_for(pred: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def vs_for(port: int, connect_timeout: float, delay_loop: float = 0.2) -> VirtualServer:
@@ -62,7 +55,7 @@ def test_closed_port_fails_fast_not_at_connect_timeout() -> None:
         engine.start()
         t0 = time.monotonic()
         try:
-            await wait_for(lambda: not engine.status()[0].real_servers[0].alive, 3, "down")
+            await wait_until(lambda: not engine.status()[0].real_servers[0].alive, 3, "down")
             return time.monotonic() - t0, engine.status()[0].real_servers[0].checkers[0].detail
         finally:
             await engine.stop()
@@ -83,11 +76,11 @@ def test_unanswered_connect_times_out_at_connect_timeout(
         engine.start()
         t0 = time.monotonic()
         try:
-            await wait_for(lambda: engine.probes_started >= 1, 3, "first probe")
+            await wait_until(lambda: engine.probes_started >= 1, 3, "first probe")
             started = time.monotonic()
-            await wait_for(lambda: engine._connects, 1, "the connect handed to epoll")
+            await wait_until(lambda: engine._connects, 1, "the connect handed to epoll")
             pending = len(engine._connects)
-            await wait_for(lambda: not engine.status()[0].real_servers[0].alive, 3, "down")
+            await wait_until(lambda: not engine.status()[0].real_servers[0].alive, 3, "down")
             took = time.monotonic() - started
             assert t0 < started
             return took, engine.status()[0].real_servers[0].checkers[0].detail, pending
@@ -113,12 +106,12 @@ def test_connect_completing_later_is_reported_through_epoll(
         engine = CheckerEngine([vs_for(port, connect_timeout=3.0, delay_loop=5.0)])
         engine.start()
         try:
-            await wait_for(lambda: engine._connects, 3, "a pending connect")
+            await wait_until(lambda: engine._connects, 3, "a pending connect")
             lsock.setblocking(False)
             loop = asyncio.get_running_loop()
             loop.add_reader(lsock.fileno(), lambda: extra.append(lsock.accept()[0]))
             extra.append(lsock.accept()[0])  # the filler: frees the queue slot
-            await wait_for(lambda: not engine._connects, 3, "connect completed")
+            await wait_until(lambda: not engine._connects, 3, "connect completed")
             loop.remove_reader(lsock.fileno())
             rs = engine.status()[0].real_servers[0]
             return rs.alive, rs.checkers[0].detail, engine.probes_started
@@ -141,7 +134,7 @@ def test_stop_closes_pending_connects(
         vss = [vs_for(port, connect_timeout=3.0, delay_loop=5.0)]
         engine = CheckerEngine(vss)
         engine.start()
-        await wait_for(lambda: engine._connects, 3, "a pending connect")
+        await wait_until(lambda: engine._connects, 3, "a pending connect")
         await engine.stop()
         assert engine._epoll is None
         return len(engine._connects)

@@ -1,8 +1,9 @@
-"""Loop helpers shared by the proxy adapter tests (test_proxy_support, test_l4proxy_support).
+"""Loop and port helpers shared by the adapter tests (proxy, L4 proxy, checker engine).
 
 `run_bounded` runs one test coroutine on uvloop with a time limit and fails the test on any
-error the loop's exception handler saw; `wait_for` waits on a condition with a deadline;
-`free_port` names a loopback port nothing listens on, `hanging_port` one where connects hang.
+error the loop's exception handler saw; `wait_for` / `wait_until` wait on a condition with a
+deadline; `free_port` names a loopback port nothing listens on, `hanging_port` one where
+connects hang.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -37,6 +39,15 @@ async def wait_for(cond: Callable[[], bool], limit: float = 5.0, step: float = 0
         if loop.time() > end:
             raise AssertionError("condition not met before the deadline")
         await asyncio.sleep(step)
+
+
+async def wait_until(pred: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait until pred() is truthy; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
