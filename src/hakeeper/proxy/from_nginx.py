@@ -25,6 +25,7 @@ from hakeeper.balance.nginx import UpstreamServer as BalancedServer
 from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.nginx import HttpLocation, Listen, NginxConfig, ProxySettings, Server
+from hakeeper.conf.nginx import UpstreamServer as ConfServer
 from hakeeper.proxy.balancer import Balancer, RoundRobin
 from hakeeper.proxy.config import (
     HeaderRule,
@@ -65,6 +66,23 @@ _URI_PART_IN_REGEX = (
     '"proxy_pass" cannot have URI part in location given by regular expression, '
     'or inside named location, or inside "if" statement, or inside "limit_except" block'
 )
+
+
+def balanced_server(index: int, key: str, srv: ConfServer, server: str) -> BalancedServer:
+    """The balancer's peer for upstream `server` line `srv` (weight, max_fails,
+    fail_timeout, backup, down, max_conns, slow_start), named `index:key`; `server` is
+    the configured text ketama hashes. Shared by the http and stream proxies."""
+    return BalancedServer(
+        name=f"{index}:{key}",
+        weight=srv.weight,
+        max_fails=srv.max_fails,
+        fail_timeout=srv.fail_timeout,
+        backup=srv.backup,
+        down=srv.down,
+        max_conns=srv.max_conns,
+        server=server,
+        slow_start=srv.slow_start,
+    )
 
 
 def _engine_settings(s: ProxySettings) -> dict[str, Any]:
@@ -164,20 +182,7 @@ def proxied_for(
         cached = cache.get(hostport)
         if cached is None:
             entries = [
-                (
-                    peer,
-                    BalancedServer(
-                        name=f"{i}:{peer.name}",
-                        weight=srv.weight,
-                        max_fails=srv.max_fails,
-                        fail_timeout=srv.fail_timeout,
-                        backup=srv.backup,
-                        down=srv.down,
-                        max_conns=srv.max_conns,
-                        server=peer.name,
-                        slow_start=srv.slow_start,
-                    ),
-                )
+                (peer, balanced_server(i, peer.name, srv, peer.name))
                 for i, (peer, srv) in enumerate(zip(peers, upstream.servers, strict=True))
             ]
             cached = cache[hostport] = UpstreamGroup(upstream.method, entries)

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
 
-from hakeeper.balance.nginx import UpstreamServer as BalancedServer
 from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.nginx import Upstream
@@ -48,6 +47,7 @@ from hakeeper.conf.nginx_stream import StreamConfig, StreamServer
 from hakeeper.dataplane.relay import TcpService, open_listener
 from hakeeper.dataplane.userspace import Backend, BackendState, L4Service, ServiceCore
 from hakeeper.dataplane.userspace_udp import UdpFlow, UdpService
+from hakeeper.proxy.from_nginx import balanced_server
 
 log = logging.getLogger("hakeeper.stream")
 
@@ -106,22 +106,7 @@ def make_group(upstream: Upstream, rng: random.Random | None = None) -> Upstream
     entries = []
     for i, s in enumerate(upstream.servers):
         key = Backend(s.host, s.port).key
-        entries.append(
-            (
-                key,
-                BalancedServer(
-                    name=f"{i}:{key}",
-                    weight=s.weight,
-                    max_fails=s.max_fails,
-                    fail_timeout=s.fail_timeout,
-                    backup=s.backup,
-                    down=s.down,
-                    max_conns=s.max_conns,
-                    slow_start=s.slow_start,
-                    server=f"{s.host}:{s.port}",
-                ),
-            )
-        )
+        entries.append((key, balanced_server(i, key, s, f"{s.host}:{s.port}")))
     return UpstreamGroup(upstream.method, entries, rng=rng)
 
 
