@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
-from uvloop_support import free_port
+from uvloop_support import free_port, reap
 
 CONF = """
 worker_processes 2;
@@ -79,11 +79,7 @@ def test_workers_probe_and_drop_a_failing_server() -> None:
             proc.send_signal(signal.SIGTERM)
             assert await loop.run_in_executor(None, proc.wait, 15) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            if proc.stderr is not None:
-                proc.stderr.close()
+            reap(proc)
             await good.stop()
             await bad.stop()
             os.unlink(conf)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
-from uvloop_support import free_port
+from uvloop_support import free_port, reap, run_nginx_once
 
 CONF = """
 worker_processes 2;
@@ -90,12 +90,7 @@ def test_run_nginx_serves_reloads_and_stops() -> None:
             proc.send_signal(signal.SIGTERM)
             assert await loop.run_in_executor(None, proc.wait, 15) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+            reap(proc)
             await one.stop()
             await two.stop()
             for name in (inc, conf):
@@ -110,13 +105,7 @@ def test_run_nginx_refuses_a_bad_config_with_file_and_line() -> None:
         f.write("events { }\nhttp {\n    proxy_pas http://x;\n}\n")
         path = f.name
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "hakeeper", "run", "--nginx", path],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        out = run_nginx_once(path)
         assert out.returncode == 1
         assert f'{path}:3:5: error: unknown directive "proxy_pas"' in out.stderr
     finally:

@@ -17,7 +17,7 @@ import tempfile
 import threading
 
 from test_l4proxy_support import EchoBackend, connect, landed, run
-from uvloop_support import free_port
+from uvloop_support import free_port, run_nginx_once
 
 STREAM = """
 events {{ }}
@@ -139,13 +139,7 @@ def test_bad_stream_config_refuses_to_start() -> None:
         conf = os.path.join(work, "nginx.conf")
         with open(conf, "w") as f:
             f.write("events {}\nstream {\n  server { listen 9; proxy_pas 127.0.0.1:1; }\n}\n")
-        done = subprocess.run(
-            [sys.executable, "-m", "hakeeper", "run", "--nginx", conf],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = run_nginx_once(conf)
         assert done.returncode == 1
         assert f'{conf}:3:22: error: unknown directive "proxy_pas"' in done.stderr
         assert "test failed" in done.stderr

@@ -3,7 +3,8 @@
 `run_bounded` runs one test coroutine on uvloop with a time limit and fails the test on any
 error the loop's exception handler saw; `wait_for` / `wait_until` wait on a condition with a
 deadline; `free_port` names a loopback port nothing listens on, `hanging_port` one where
-connects hang.
+connects hang; `run_nginx_once` runs `hakeeper run --nginx` to its exit, `reap` cleans up
+a child.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -77,3 +80,24 @@ async def hanging_port(fillers: int = 3) -> AsyncIterator[int]:
         for f in socks:
             f.close()
         stuck.close()
+
+
+def run_nginx_once(conf: str) -> subprocess.CompletedProcess[str]:
+    """`hakeeper run --nginx conf` to its exit (bounded at 30 s), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "hakeeper", "run", "--nginx", conf],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def reap(proc: subprocess.Popen[Any]) -> None:
+    """Test teardown for a child: kill it if it still runs, close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
