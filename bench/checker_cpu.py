@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import os
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -268,6 +270,22 @@ def measure_keepalived(args: argparse.Namespace) -> dict[str, float]:
             topo.close()
 
 
+@contextlib.contextmanager
+def loopback_listeners(count: int) -> Iterator[list[int]]:
+    """`count` listeners on 127.0.0.1 in a child process (accepting and closing); their ports."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", LISTENER, str(count), "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        yield [int(p) for p in child.stdout.readline().split()]
+    finally:
+        child.terminate()
+        child.wait(5)
+
+
 def measure_hakeeper(args: argparse.Namespace) -> dict[str, float]:
     if args.topology == "veth":
         from hakeeper.lab.netns import entered  # noqa: PLC0415
@@ -282,18 +300,8 @@ def measure_hakeeper(args: argparse.Namespace) -> dict[str, float]:
         finally:
             os.sched_setaffinity(0, affinity)
             topo.close()
-    child = subprocess.Popen(
-        [sys.executable, "-c", LISTENER, str(args.ports), "127.0.0.1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        ports = [int(p) for p in child.stdout.readline().split()]
+    with loopback_listeners(args.ports) as ports:
         return run_loop(args, ports, "127.0.0.1")
-    finally:
-        child.terminate()
-        child.wait(5)
 
 
 def measure_floor(args: argparse.Namespace) -> dict[str, float]:
@@ -301,14 +309,8 @@ def measure_floor(args: argparse.Namespace) -> dict[str, float]:
     paced like the engine (the same probes per 10 ms), against the same listeners."""
     import _socket  # noqa: PLC0415
 
-    child = subprocess.Popen(
-        [sys.executable, "-c", LISTENER, str(args.ports), "127.0.0.1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        addrs = [("127.0.0.1", int(p)) for p in child.stdout.readline().split()]
+    with loopback_listeners(args.ports) as ports:
+        addrs = [("127.0.0.1", p) for p in ports]
         per_tick = max(1, round(args.vs * args.rs / args.delay_loop / 100))
         kind = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
         r0, t0, n = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), 0
@@ -322,9 +324,6 @@ def measure_floor(args: argparse.Namespace) -> dict[str, float]:
             due += 0.01
             time.sleep(max(0.0, due - time.monotonic()))
         r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
-    finally:
-        child.terminate()
-        child.wait(5)
     user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
     return {
         "cpu_pct": 100 * (user + sys_) / wall,
