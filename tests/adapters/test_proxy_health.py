@@ -20,6 +20,7 @@ from test_proxy_support import (
     BackendConn,
     Seen,
     connect,
+    one_route,
     read_response,
     request,
     run,
@@ -28,12 +29,8 @@ from test_proxy_support import (
 )
 
 from hakeeper.balance.upstream import UpstreamGroup
-from hakeeper.conf.diagnostics import Diagnostics
-from hakeeper.conf.lexer import parse_nginx_text
-from hakeeper.conf.nginx import read_nginx
 from hakeeper.proxy import health
 from hakeeper.proxy.engine import Engine
-from hakeeper.proxy.from_nginx import listeners
 
 
 class Switchable:
@@ -85,11 +82,7 @@ async def serving(
             }}
         }}
         """
-        diags = Diagnostics()
-        cfg = read_nginx(parse_nginx_text(text, "nginx.conf", diags), diags)
-        routes = listeners(cfg, diags)
-        assert not diags.has_errors, [d.format() for d in diags.sorted()]
-        (route,) = routes
+        route = one_route(text)
         assert isinstance(route.balancer, UpstreamGroup)
         engine = Engine(route.config, route.balancer)
         await engine.start_listening("127.0.0.1", 0)

@@ -12,6 +12,7 @@ from test_proxy_support import (
     BackendConn,
     Seen,
     connect,
+    one_route,
     read_response,
     read_until_closed,
     request,
@@ -22,11 +23,7 @@ from test_proxy_support import (
 
 from hakeeper.balance.nginx_hash import ChashBalancer
 from hakeeper.balance.upstream import UpstreamGroup
-from hakeeper.conf.diagnostics import Diagnostics
-from hakeeper.conf.lexer import parse_nginx_text
-from hakeeper.conf.nginx import read_nginx
 from hakeeper.proxy.engine import Engine
-from hakeeper.proxy.from_nginx import listeners
 from hakeeper.proxy.http1 import ClientProtocol
 from hakeeper.proxy.routed import RoutedClientProtocol
 
@@ -67,11 +64,7 @@ async def routed(text: str) -> AsyncIterator[tuple[Engine, int, list[Backend]]]:
     backends = [await Backend(_named(n)).start() for n in (b"A", b"B")]  # type: ignore[arg-type]
     engine: Engine | None = None
     try:
-        diags = Diagnostics()
-        conf = text.format(a=backends[0].port, b=backends[1].port)
-        cfg = read_nginx(parse_nginx_text(conf, "t.conf", diags), diags)
-        (route,) = listeners(cfg, diags)
-        assert not diags.has_errors, [d.format() for d in diags]
+        route = one_route(text.format(a=backends[0].port, b=backends[1].port), "t.conf")
         engine = Engine(route.config, route.balancer)
         await engine.start_listening("127.0.0.1", 0)
         yield engine, engine.ports()[0], backends

@@ -7,12 +7,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_proxy_routes import routed
-from test_proxy_support import request, run, send_split_and_drain, wait_for
+from test_proxy_support import one_route, request, run, send_split_and_drain, wait_for
 
-from hakeeper.conf.diagnostics import Diagnostics
-from hakeeper.conf.lexer import parse_nginx_text
-from hakeeper.conf.nginx import read_nginx
-from hakeeper.proxy.from_nginx import listeners
 from hakeeper.proxy.routes import BadUriError, RouteTable, normalize_host, normalize_path
 
 CONF = """
@@ -92,10 +88,7 @@ def test_arbitrary_client_bytes_on_a_routed_listener(data: bytes, split: int) ->
 
 
 def _table() -> RouteTable:
-    diags = Diagnostics()
-    text = CONF.format(a=1, b=2)
-    cfg = read_nginx(parse_nginx_text(text, "t.conf", diags), diags)
-    (route,) = listeners(cfg, diags)
+    route = one_route(CONF.format(a=1, b=2), "t.conf")
     assert route.config.routes is not None
     return route.config.routes
 

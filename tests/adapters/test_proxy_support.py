@@ -30,7 +30,7 @@ from hakeeper.conf.nginx import read_nginx
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import Peer, ProxyConfig, Timeouts, keepalive_headers
 from hakeeper.proxy.engine import Engine
-from hakeeper.proxy.from_nginx import listeners
+from hakeeper.proxy.from_nginx import Route, listeners
 
 T_LIMIT = 20.0
 
@@ -215,6 +215,16 @@ async def proxy_with(
         await asyncio.sleep(0)
 
 
+def one_route(text: str, path: str = "nginx.conf") -> Route:
+    """The one listener route of nginx.conf `text`; fails the test on any diagnostic."""
+    diags = Diagnostics()
+    cfg = read_nginx(parse_nginx_text(text, path, diags), diags)
+    routes = listeners(cfg, diags)
+    assert not diags.has_errors, [d.format() for d in diags.sorted()]
+    (route,) = routes
+    return route
+
+
 @contextlib.asynccontextmanager
 async def nginx_and_hakeeper(
     conf: str, prefix: str, **values: int
@@ -232,11 +242,7 @@ async def nginx_and_hakeeper(
     proc = subprocess.Popen(
         [nginx, "-p", work, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    diags = Diagnostics()
-    cfg = read_nginx(parse_nginx_text(text.replace(str(nport), str(hport)), path, diags), diags)
-    routes = listeners(cfg, diags)
-    assert not diags.has_errors, [d.format() for d in diags]
-    (route,) = routes
+    route = one_route(text.replace(str(nport), str(hport)), path)
     engine = Engine(route.config, route.balancer)
     await engine.start_listening(route.listen.host, route.listen.port)
     try:
