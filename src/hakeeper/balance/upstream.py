@@ -45,6 +45,9 @@ class UpstreamGroup(Generic[T]):
         self.name = ""  # the upstream block's name (Host of health-check requests)
         self.health_check: HealthCheck | None = None
         self.balancer = make_balancer(method, [s for _, s in entries], rng=rng)
+        # only the hash methods read the client key (the proxy may skip computing it)
+        self.uses_key = method in ("ip_hash", "hash", "hash_consistent")
+        self._freer = UpstreamRequest(self.balancer)  # reused by report(): free() is stateless
         by_name = {p.name: p for p in self.balancer.peers}
         self._to_peer: dict[T, Peer] = {}
         self._from_peer: dict[int, T] = {}
@@ -95,9 +98,10 @@ class UpstreamGroup(Generic[T]):
         peer = self._to_peer.get(item)
         if peer is None:
             return
-        req = UpstreamRequest(self.balancer)
-        if peer.backup and self.balancer.backup is not None:
-            req.peers = self.balancer.backup
+        req = self._freer
+        backup = self.balancer.backup
+        req.peers = backup if peer.backup and backup is not None else self.balancer.primary
+        req.tries = 0
         req.free(peer, now, failed=not ok)
 
     def state(self) -> list[tuple[T, Peer]]:

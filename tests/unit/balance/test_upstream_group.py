@@ -85,3 +85,27 @@ def test_backup_retry_through_adapter():
     g.report(second, False, 0)
     third = g.pick("", [first, second], 0)
     assert third is not None and third not in (first, second)
+
+
+def test_only_hash_methods_ask_for_the_client_key():
+    for method in ("round_robin", "least_conn", "random", "random_two"):
+        assert group(method, [1, 1])[0].uses_key is False, method
+    for method in ("ip_hash", "hash", "hash_consistent"):
+        assert group(method, [1, 1])[0].uses_key is True, method
+
+
+def test_reports_on_primary_and_backup_peers_settle_each_list():
+    entries = [
+        (ProxyPeer("127.0.0.1", 8000), S("127.0.0.1:8000", max_fails=1)),
+        (ProxyPeer("127.0.0.1", 8001), S("127.0.0.1:8001", max_fails=1)),
+        (ProxyPeer("127.0.0.1", 8002), S("127.0.0.1:8002", backup=True)),
+    ]
+    g = UpstreamGroup("round_robin", entries)
+    a, b, backup = (e[0] for e in entries)
+    for peer in (a, b):
+        assert g.pick("", (), 100.0) is not None
+        g.report(peer, False, 100.0)  # both primaries fail: max_fails reached
+    assert g.pick("", (), 100.0) == backup
+    g.report(backup, True, 100.0)
+    conns = {str(item.port): p.conns for item, p in g.state()}
+    assert conns == {"8000": 0, "8001": 0, "8002": 0}
