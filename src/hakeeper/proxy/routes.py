@@ -23,9 +23,9 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig, template_parts
@@ -217,13 +217,10 @@ def variable(name: str, view: RequestView) -> bytes:
     if name == "host":
         return view.host or view.server_name
     if name == "binary_remote_addr":
-        text = view.remote_addr.decode("ascii", "replace")
-        for family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                return socket.inet_pton(family, text)
-            except OSError:
-                continue
-        return b""
+        try:
+            return ip_address(view.remote_addr.decode("ascii", "replace")).packed
+        except ValueError:
+            return b""
     if name.startswith("arg_"):
         return arg_value(view.args, name[4:].lower().encode("latin-1"))
     if name.startswith("http_"):
