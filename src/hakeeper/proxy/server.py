@@ -50,10 +50,20 @@ def worker_count(spec: str | int) -> int:
     raise ValueError(f"invalid worker_processes {spec!r}")
 
 
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux <linux/in.h>
+
+
 def bind_listeners(
-    host: str, port: int, count: int, reuse_port: bool = True, backlog: int = 511
+    host: str,
+    port: int,
+    count: int,
+    reuse_port: bool = True,
+    backlog: int = 511,
+    *,
+    freebind: bool = False,
 ) -> list[socket.socket]:
-    """`count` listening sockets on host:port (SO_REUSEPORT each), or one shared socket."""
+    """`count` listening sockets on host:port (SO_REUSEPORT each), or one shared socket;
+    `freebind`: the address may not be on this host yet (a VIP on a BACKUP node)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     socks: list[socket.socket] = []
     try:
@@ -63,6 +73,9 @@ def bind_listeners(
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if freebind:
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
             s.bind((host, port))
             port = s.getsockname()[1]  # port 0: the others join the first's port
             s.listen(backlog)

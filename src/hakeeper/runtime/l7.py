@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.proxy import health
 from hakeeper.proxy.from_nginx import Route, route_balancers
-from hakeeper.proxy.server import BalancerFactory, Master, worker_count
+from hakeeper.proxy.server import BalancerFactory, Master, bind_listeners, worker_count
 
 log = logging.getLogger("hakeeper.proxy")
 
@@ -50,7 +50,6 @@ DRAIN_TIMEOUT = (
 )
 STOP_TIMEOUT = 10.0
 
-IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux <linux/in.h>
 
 Addr = tuple[str, int]
 T = TypeVar("T")
@@ -99,27 +98,10 @@ def read(path: str) -> tuple[Loaded | None, Diagnostics]:
     return Loaded(workers, by_addr, bool(streams)), diags
 
 
-def bind_freebind(host: str, port: int, count: int, backlog: int = 511) -> list[socket.socket]:
+def bind_freebind(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` SO_REUSEPORT listening sockets on host:port that may bind an address this
-    host does not have yet (a VIP); as `proxy.server.bind_listeners` otherwise."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(family, socket.SOCK_STREAM)
-            socks.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-            s.bind((host, port))
-            s.listen(backlog)
-            s.setblocking(False)
-    except OSError:
-        for s in socks:
-            s.close()
-        raise
-    return socks
+    host does not have yet (a VIP)."""
+    return bind_listeners(host, port, count, freebind=True)
 
 
 def _with_error(diags: Diagnostics, message: str) -> Diagnostics:
