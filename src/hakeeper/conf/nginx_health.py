@@ -10,12 +10,21 @@ module; see ../shared/anchors/dataplane.md 1.8):
   `interval`; `fails` consecutive failures mark it down, `passes` consecutive successes
   mark it up again; `mandatory` starts it down until its first pass. `timeout=T` is a
   hakeeper extension (default: the interval, capped at 5 s): a probe not answered by
-  then fails. `persistent` and `keepalive_time` are accepted and ignored.
+  then fails. `persistent` (with `mandatory`): a server that was up before a reload
+  which changed its check stays up instead of starting in "checking". `keepalive_time`
+  is accepted and ignored.
 * `match NAME { ... }` at http level; every condition must hold:
   `status 200;` `status ! 500;` `status 200 204;` `status 200-399;` `status ! 301 302;`
   `header Name = value;` `header Name != value;` `header Name ~ regex;`
   `header Name !~ regex;` `header Name;` `header ! Name;` `body ~ regex;` `body !~ regex;`.
   Without `match`, a 2xx or 3xx status is a pass.
+
+Stream upstreams (ngx_stream_upstream_hc_module, nginx.org/en/docs/stream/...):
+`health_check [interval= jitter= fails= passes= port= udp mandatory [persistent]]
+[match=NAME];` in a stream `server`, `health_check_timeout T;` (default 5 s) and
+`match NAME { send "..."; expect "..." | ~ "regex" | ~* "regex"; }` at stream level, both
+strings with `\\xHH` hex escapes. Without `match` a TCP check is a connect; `udp` sends
+"nginx health check" and passes when no ICMP error comes back.
 
 The reader functions take syntax-tree nodes and report problems to `Diagnostics` with the
 file:line of the offending statement; `Match.test` evaluates one response.
@@ -144,10 +153,17 @@ class HealthCheck:
     match: Match = DEFAULT_MATCH
     timeout: float = 0.0  # 0 = min(interval, 5 s)
     loc: Location | None = None
+    persistent: bool = False
 
     @property
     def probe_timeout(self) -> float:
         return self.timeout if self.timeout > 0 else min(self.interval, 5.0)
+
+    @property
+    def spec(self) -> HealthCheck:
+        """What the check does, without where it was written: two checks with equal specs
+        are the same check (a reload that only moves lines keeps its state)."""
+        return replace(self, loc=None, match=replace(self.match, loc=None))
 
 
 # -- readers ------------------------------------------------------------------------------
@@ -264,7 +280,7 @@ def _param(hc: HealthCheck, node: Node, word: str, diags: Diagnostics) -> Health
         if word == "mandatory":
             return replace(hc, mandatory=True)
         if word == "persistent":
-            return hc
+            return replace(hc, persistent=True)
     elif key in ("interval", "jitter", "timeout", "keepalive_time"):
         t = _time(value)
         if t is None or (key == "interval" and t <= 0):
@@ -323,3 +339,146 @@ def health_check_target(proxy_pass: str | None, upstreams: Sequence[str]) -> str
         return None
     host = proxy_pass[len("http://") :].split("/", 1)[0]
     return host if host in upstreams else None
+
+
+# -- stream (ngx_stream_upstream_hc_module) -------------------------------------------------
+
+#: What `health_check udp` sends without a `match` (nginx Plus).
+UDP_PAYLOAD = b"nginx health check"
+#: The first proxy_buffer_size (nginx's default 16k) bytes of an answer are examined.
+STREAM_READ_LIMIT = 16 * 1024
+
+_HEX = re.compile(r"\\x([0-9A-Fa-f]{2})")
+
+
+def unescape(text: str) -> bytes:
+    """A `send`/`expect` string: `\\xHH` is one byte, everything else latin-1."""
+    return _HEX.sub(lambda m: chr(int(m.group(1), 16)), text).encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMatch:
+    """A stream `match` block: what to send, and what the answer must hold."""
+
+    name: str
+    send: bytes = b""
+    expect: bytes = b""  # a literal the answer must contain ("" = no literal test)
+    regex: str = ""  # `expect ~ regex` ("" = none), applied to the latin-1 text
+    caseless: bool = False  # `expect ~* regex`
+    loc: Location | None = None
+
+    @property
+    def expects(self) -> bool:
+        return bool(self.expect or self.regex)
+
+    def test(self, data: bytes) -> bool:
+        """Does the data received so far pass `expect`?"""
+        if self.regex:
+            flags = re.IGNORECASE if self.caseless else 0
+            return re.search(self.regex, data.decode("latin-1"), flags) is not None
+        return self.expect in data
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealthCheck:
+    """One stream `health_check`, its `match` resolved and `health_check_timeout` merged."""
+
+    interval: float = 5.0
+    jitter: float = 0.0
+    fails: int = 1
+    passes: int = 1
+    port: int = 0  # 0 = the server's own port
+    udp: bool = False
+    mandatory: bool = False
+    persistent: bool = False
+    match: StreamMatch | None = None
+    timeout: float = 5.0  # health_check_timeout
+    loc: Location | None = None
+
+    @property
+    def probe_timeout(self) -> float:
+        return self.timeout
+
+    @property
+    def spec(self) -> StreamHealthCheck:
+        """The check without its file position (see `HealthCheck.spec`)."""
+        m = None if self.match is None else replace(self.match, loc=None)
+        return replace(self, loc=None, match=m)
+
+
+def read_stream_match(block: Node, diags: Diagnostics) -> StreamMatch | None:
+    """One stream `match NAME { send ...; expect ...; }` (None if it has errors)."""
+    m = StreamMatch(block.args[0].text, loc=block.loc)
+    ok = True
+    for node in block.children or ():
+        args = node.arg_texts()
+        if node.children is not None:
+            diags.error(node.loc, f'"{node.name}" in "match" cannot be a block')
+            ok = False
+        elif node.name == "send" and len(args) == 1:
+            m = replace(m, send=unescape(args[0]))
+        elif node.name == "expect" and len(args) == 1:
+            m = replace(m, expect=unescape(args[0]), regex="")
+        elif node.name == "expect" and len(args) == 2 and args[0] in ("~", "~*"):
+            regex = unescape(args[1]).decode("latin-1")
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                diags.error(node.loc, f'invalid regex "{args[1]}" in "expect" of "match": {exc}')
+                ok = False
+                continue
+            m = replace(m, expect=b"", regex=regex, caseless=args[0] == "~*")
+        elif node.name in ("send", "expect"):
+            diags.error(node.loc, f'invalid number of arguments in "{node.name}" of "match"')
+            ok = False
+        else:
+            diags.error(node.loc, f'unknown directive "{node.name}" in "match"')
+            ok = False
+    return m if ok else None
+
+
+def read_stream_matches(nodes: Sequence[Node], diags: Diagnostics) -> dict[str, StreamMatch]:
+    """Every `match` block among a stream block's statements, by name."""
+    out: dict[str, StreamMatch] = {}
+    for node in nodes:
+        if node.name != "match":
+            continue
+        m = read_stream_match(node, diags)
+        if m is None:
+            continue
+        if m.name in out:
+            diags.error(node.loc, f'duplicate match "{m.name}"')
+            continue
+        out[m.name] = m
+    return out
+
+
+def read_stream_health_check(
+    node: Node, matches: Mapping[str, StreamMatch], timeout: float, diags: Diagnostics
+) -> StreamHealthCheck | None:
+    """A stream `health_check` statement; `timeout` is the server's health_check_timeout."""
+    hc = StreamHealthCheck(timeout=timeout, loc=node.loc)
+    for word in node.arg_texts():
+        if word == "udp":
+            hc = replace(hc, udp=True)
+            continue
+        if word.startswith("match="):
+            found = matches.get(word[len("match=") :])
+            if found is None:
+                diags.error(node.loc, f'match "{word[len("match=") :]}" not found')
+                return None
+            hc = replace(hc, match=found)
+            continue
+        if word.startswith(("uri=", "timeout=")):  # http-only parameters
+            diags.error(node.loc, f'invalid parameter "{word}" in "health_check"')
+            return None
+        got = _param(HealthCheck(), node, word, diags)  # the http reader's value checks
+        if got is None:
+            return None
+        key = word.partition("=")[0]
+        if key in ("interval", "jitter", "fails", "passes", "port", "mandatory", "persistent"):
+            hc = replace(hc, **{key: getattr(got, key)})
+    if hc.udp and hc.match is not None and not hc.match.send:
+        diags.error(node.loc, f'match "{hc.match.name}" needs "send" for a udp health check')
+        return None
+    return hc

@@ -7,9 +7,13 @@ fail_timeout= backup down max_conns=]; least_conn; hash KEY [consistent];
 random [two [least_conn]]; }` and `server { listen [addr:]port [udp] [reuseport];
 proxy_pass NAME|host:port; proxy_connect_timeout; proxy_timeout; proxy_next_upstream
 on|off; proxy_next_upstream_tries; proxy_next_upstream_timeout; proxy_half_close; }`, proxy_* values
-inherited stream -> server. Like `ngx_conf_handler`, an unknown directive (with a
-did-you-mean from this table), a directive outside its block or with the wrong number of
-arguments is an error at file:line:col; so are the stream checks nginx makes at startup
+inherited stream -> server. nginx Plus's active checks (ngx_stream_upstream_hc_module) are
+read too: `health_check [...]` in a server whose proxy_pass names an upstream,
+`health_check_timeout` (inherited) and stream-level `match NAME { send; expect; }` blocks
+(syntax and defaults in `hakeeper.conf.nginx_health`). Like `ngx_conf_handler`, an
+unknown directive (with a did-you-mean from this table), a directive outside its block
+or with the wrong number of arguments is an error at file:line:col; so are the stream
+checks nginx makes at startup
 (`no port in upstream`, `duplicate "addr:port" address and port pair`, `no handler for
 server`, `no "listen" is defined for server`). There is no `ip_hash` in nginx's stream
 module, so it is an unknown directive here too. Directives nginx knows but hakeeper does
@@ -25,6 +29,12 @@ from typing import ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.nginx import IncludeFn, Upstream, UpstreamServer, _Reader, _Spec, _spec
+from hakeeper.conf.nginx_health import (
+    StreamHealthCheck,
+    StreamMatch,
+    read_stream_health_check,
+    read_stream_matches,
+)
 from hakeeper.conf.tree import Node
 
 __all__ = [
@@ -92,6 +102,10 @@ STREAM_DIRECTIVES: dict[str, _Spec] = {
     "preread_buffer_size": _spec(_SS, 1, 1),
     "preread_timeout": _spec(_SS, 1, 1),
     "variables_hash_max_size": _spec({STREAM}, 1, 1),
+    # nginx Plus active health checks (ngx_stream_upstream_hc_module; conf/nginx_health.py)
+    "health_check": _spec({S_SERVER}, 0, -1),
+    "health_check_timeout": _spec(_SS, 1, 1),
+    "match": _spec({STREAM}, 1, 1, block=True),
 }
 
 _LISTEN_FLAGS = frozenset({"udp", "reuseport", "bind", "so_keepalive=on", "so_keepalive=off"})
@@ -126,12 +140,15 @@ class StreamServer:
     next_upstream_timeout: float = 0.0  # 0 = unlimited
     half_close: bool = False  # proxy_half_close
     loc: Location | None = None
+    health_check: StreamHealthCheck | None = None  # nginx Plus `health_check`
+    health_check_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
     upstreams: tuple[Upstream, ...] = ()
     servers: tuple[StreamServer, ...] = ()
+    matches: tuple[StreamMatch, ...] = ()
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -185,7 +202,8 @@ class _StreamReader(_Reader):
         children = self.expand(block.children or (), STREAM)
         inherited = self.proxy_settings(children, _DEFAULTS)
         upstreams = self.upstreams(children)
-        config = StreamConfig(upstreams=tuple(upstreams))
+        matches = read_stream_matches(children, self.diags)
+        config = StreamConfig(upstreams=tuple(upstreams), matches=tuple(matches.values()))
         servers: list[StreamServer] = []
         seen: dict[tuple[str, str, int], StreamListen] = {}
         for node in children:
@@ -225,6 +243,18 @@ class _StreamReader(_Reader):
                 target = node.args[0].text
                 if self.proxy_target(node, target, config):
                     server = replace(server, proxy_pass=target)
+        for node in children:
+            if node.name != "health_check":
+                continue
+            if server.health_check is not None:
+                self.diags.error(node.loc, '"health_check" directive is duplicate')
+                continue
+            matches = {m.name: m for m in config.matches}
+            hc = read_stream_health_check(node, matches, server.health_check_timeout, self.diags)
+            if hc is not None and config.upstream(server.proxy_pass or "") is None:
+                self.diags.error(node.loc, '"health_check" needs an upstream')
+            elif hc is not None:
+                server = replace(server, health_check=hc)
         if len(self.diags.errors) > before:
             pass  # nginx stops at the first error: no follow-up noise from a typo
         elif not any(n.name == "listen" for n in children):
@@ -283,11 +313,18 @@ class _StreamReader(_Reader):
         for node in nodes:
             name = node.name
             arg = node.args[0].text if node.args else ""
-            if name in ("proxy_connect_timeout", "proxy_timeout", "proxy_next_upstream_timeout"):
+            if name in (
+                "proxy_connect_timeout",
+                "proxy_timeout",
+                "proxy_next_upstream_timeout",
+                "health_check_timeout",
+            ):
                 t = self.time(node, arg)
                 if t is None:
                     continue
-                if name == "proxy_connect_timeout":
+                if name == "health_check_timeout":
+                    s = replace(s, health_check_timeout=t)
+                elif name == "proxy_connect_timeout":
                     s = replace(s, connect_timeout=t)
                 elif name == "proxy_timeout":
                     s = replace(s, timeout=t)

@@ -7,7 +7,9 @@ as `ngx_conf_include`), refuses to start on any config error (exit 1, messages a
 hitlessly (new workers on the same listening sockets, old ones drain); on errors the old
 config keeps running. SIGTERM/SIGINT stop gracefully (in-flight requests finish).
 `stream { }` servers run in one child process on the userspace L4 proxy
-(`hakeeper.proxy.stream`), which re-reads the file on SIGHUP.
+(`hakeeper.proxy.stream`), which re-reads the file on SIGHUP. Active `health_check`s of
+http upstreams run once, in this process (`health.MasterChecks`: a checker thread); the
+workers of every listener follow its verdicts through shared memory, across reloads.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hakeeper.proxy import health
 from hakeeper.proxy.from_nginx import Route, listeners
 from hakeeper.proxy.server import BalancerFactory, Master, worker_count
 from hakeeper.proxy.stream import StreamProcess, stream_services
+from hakeeper.proxy.tls import check_files
 
 log = logging.getLogger("hakeeper.proxy")
 
@@ -53,7 +56,10 @@ def read_file(path: str, diags: Diagnostics) -> NginxConfig:
             nodes.extend(parse_nginx_file(name, d))
         return nodes
 
-    return read_nginx(parse_nginx_file(path, diags), diags, include)
+    config = read_nginx(parse_nginx_file(path, diags), diags, include)
+    if not diags.has_errors:
+        check_files(config.servers, diags)  # nginx -t loads the certificates
+    return config
 
 
 def run_nginx(path: str) -> int:
@@ -67,6 +73,7 @@ def run_nginx(path: str) -> int:
         print(f"hakeeper: configuration file {path} test failed", file=sys.stderr)
         return 1
     workers = worker_count(config.worker_processes)
+    checks = health.MasterChecks()
     masters = [
         Master(
             r.config,
@@ -74,6 +81,7 @@ def run_nginx(path: str) -> int:
             port=r.listen.port,
             workers=workers,
             balancer_factory=_fixed(r),
+            health_table=checks.table,
         )
         for r in routes
     ]
@@ -89,6 +97,7 @@ def run_nginx(path: str) -> int:
             except RuntimeError as e:
                 print(f"hakeeper: {e}", file=sys.stderr)
                 return 1
+        checks.update(routes)  # after the stream fork, before the workers'
         for m in masters:
             m.start()
             started.append(m)
@@ -99,7 +108,7 @@ def run_nginx(path: str) -> int:
             sig = signal.sigwait({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
             if sig != signal.SIGHUP:
                 return 0
-            started = _reload(path, started)
+            started = _reload(path, started, checks)
             if stream is not None:
                 stream.reload()  # it re-reads the file and keeps its config on errors
             else:
@@ -110,6 +119,7 @@ def run_nginx(path: str) -> int:
             m.stop()
         if stream is not None:
             stream.stop()
+        checks.stop()
 
 
 def _read_stream(path: str, diags: Diagnostics) -> StreamConfig:
@@ -131,7 +141,7 @@ def _late_stream(path: str, masters: list[Master]) -> StreamProcess | None:
     return stream
 
 
-def _reload(path: str, masters: list[Master]) -> list[Master]:
+def _reload(path: str, masters: list[Master], checks: health.MasterChecks) -> list[Master]:
     diags = Diagnostics()
     _, routes = load(path, diags)
     by_addr = {(r.listen.host, r.listen.port): r for r in routes}
@@ -142,6 +152,7 @@ def _reload(path: str, masters: list[Master]) -> list[Master]:
             "reload of %s refused (errors, or listen addresses changed); old config kept", path
         )
         return masters
+    checks.update(routes)  # unchanged checks keep their state; before the new workers fork
     for m in masters:
         route = by_addr[(m.host, m.port)]
         health.ramp_added(m, route)  # servers the reload added slow-start

@@ -8,7 +8,10 @@ sockets belong to the master and outlive workers. A reload forks new workers on 
 stop accepting, finish in-flight requests, exit); connections waiting in a socket's
 accept queue are picked up by the new worker on that socket, so none is refused.
 `send_listeners`/`recv_listeners` pass the sockets over a UNIX socket (SCM_RIGHTS) for an
-upgrade that re-executes the binary. Workers run `Engine` on uvloop.
+upgrade that re-executes the binary. Workers run `Engine` on uvloop. Active health checks
+run in the master (`proxy.health.HealthHub`); a Master given a `health_table` passes it to
+its workers, which follow the verdicts in it (`health.follow`); without one each worker
+checks for itself (`health.attach`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from hakeeper.proxy import health
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig
 from hakeeper.proxy.engine import Engine
+from hakeeper.proxy.health_shared import HealthTable
+from hakeeper.proxy.tls import start_listener
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +163,20 @@ async def serve(
     balancer: Balancer | None = None,
     on_ready: Callable[[Engine], None] | None = None,
     drain_timeout: float = 30.0,
+    *,
+    health_table: HealthTable | None = None,
 ) -> Engine:
     """Run one worker until SIGTERM (drain) or SIGINT/SIGQUIT (hard stop)."""
     loop = asyncio.get_running_loop()
     tune_gc()
     engine = Engine(config, balancer, loop)
-    checks = health.attach(engine)  # active health checks of this worker's upstreams
+    # active health checks: the master's verdicts, or (no master checker) our own probes
+    followed = health.follow(engine, health_table) if health_table is not None else None
+    checks = health.attach(engine) if health_table is None else None
     for s in socks:
-        # a dup, so closing our listener on drain leaves the master's socket open
-        await engine.start_listening(sock=s.dup())
+        # a dup, so closing our listener on drain leaves the master's socket open;
+        # TLS when the config says `listen ... ssl` (proxy/tls.py)
+        await start_listener(engine, s.dup())
     stop = asyncio.Event()
     mode = {"graceful": True}
 
@@ -187,6 +197,8 @@ async def serve(
         await engine.drain(drain_timeout)
     if checks is not None:
         health.detach(checks)
+    if followed is not None:
+        followed.close()
     engine.close()
     await asyncio.sleep(0)
     return engine
@@ -197,6 +209,7 @@ def _worker_main(
     socks: Sequence[socket.socket],
     factory: BalancerFactory | None,
     ready_fd: int,
+    health_table: HealthTable | None = None,
 ) -> int:
     import uvloop  # noqa: PLC0415 (only in the worker)
 
@@ -206,7 +219,7 @@ def _worker_main(
 
     balancer = factory(config) if factory is not None else None
     try:
-        uvloop.run(serve(config, socks, balancer, ready))
+        uvloop.run(serve(config, socks, balancer, ready, health_table=health_table))
     except Exception:  # pragma: no cover - logged, the master restarts workers
         log.exception("proxy worker failed")
         return 1
@@ -224,6 +237,8 @@ class Master:
     balancer_factory: BalancerFactory | None = None
     socks: list[socket.socket] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
+    #: the master's health verdicts (shared memory) the workers follow; None: they check
+    health_table: HealthTable | None = None
 
     def start(self) -> None:
         if not self.socks:
@@ -249,7 +264,7 @@ class Master:
                     os.close(r)
                     mine = per_worker[i] if per_worker is not None else self.socks
                     _release_inherited_fds({w, *(s.fileno() for s in mine)})
-                    code = _worker_main(config, mine, self.balancer_factory, w)
+                    code = _worker_main(config, mine, self.balancer_factory, w, self.health_table)
                 finally:
                     os._exit(code)
             os.close(w)

@@ -21,6 +21,10 @@ reconciles the listeners with a config (on reload: kept listeners get a fresh ba
 as new nginx workers do, established connections finish on the old one; removed ones stop
 accepting); `StreamProcess` runs it in a child process of `hakeeper run --nginx` (so the
 HTTP workers forked later never hold the stream sockets) and reloads it on SIGHUP.
+nginx Plus's active checks (`health_check` in a stream server) run on the runner's loop
+(`proxy.health.HealthHub`, once per upstream server and check): a server is skipped while
+any check bound to it says down, a reload keeps the state of unchanged checks, and when
+every server is down a new client is closed ("no live upstreams").
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from hakeeper.dataplane.relay import TcpService, open_listener
 from hakeeper.dataplane.userspace import Backend, BackendState, L4Service, ServiceCore
 from hakeeper.dataplane.userspace_udp import UdpFlow, UdpService
 from hakeeper.proxy.from_nginx import balanced_server
+from hakeeper.proxy.health import GroupBinding, HealthHub, stream_targets
 
 log = logging.getLogger("hakeeper.stream")
 
@@ -268,6 +273,7 @@ class StreamRunner:
         self._idle_timer: asyncio.TimerHandle | None = None
         #: TCP sessions closed by proxy_timeout
         self.timed_out = 0
+        self.health: HealthHub | None = None  # active health checks, made on first use
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -292,8 +298,10 @@ class StreamRunner:
             await self.tcp.pop(key).stop()
         for key in [k for k in self.udp if k not in wanted]:
             self.udp.pop(key).stop()
+        cores: list[NginxStreamCore] = []
         for key, service in wanted.items():
             core = NginxStreamCore(service, self.rng)
+            cores.append(core)
             tcp = self.tcp.get(key)
             udp = self.udp.get(key)
             if tcp is not None:
@@ -318,7 +326,27 @@ class StreamRunner:
             except OSError as e:
                 self.errors[key] = str(e)
                 log.error("stream %s %s:%d: cannot listen: %s", *key, e)
+        self._check_health(cores)
         self._arm_idle()
+
+    def _check_health(self, cores: Sequence[NginxStreamCore]) -> None:
+        """Point the checks at the new cores' balancers (unchanged checks keep state)."""
+        if self.health is None:
+            if not any(c.service.server.health_check for c in cores):
+                return
+            self.health = HealthHub(self.loop, rng=self.rng)
+        binding = GroupBinding(self.health)
+        targets = []
+        for core in cores:
+            check = core.service.server.health_check
+            if check is None:
+                continue
+            for peer, target in stream_targets(core.service.upstream, core.group, check):
+                binding.bind(core.group, peer, target.key)
+                targets.append(target)
+        self.health.on_change = binding.on_change
+        self.health.update(targets)
+        binding.apply_all()
 
     def _arm_idle(self) -> None:
         """One timer for every TCP listener's proxy_timeout, at a quarter of the shortest."""
@@ -354,6 +382,8 @@ class StreamRunner:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if self.health is not None:
+            await self.health.aclose()
         for tcp in self.tcp.values():
             await tcp.stop(drop=True)
         for udp in self.udp.values():

@@ -18,6 +18,11 @@ BACKUP (the VIP is not local yet), as nginx does beside keepalived with
 `net.ipv4.ip_nonlocal_bind = 1`; otherwise the proxy could never serve, the built-in tracker
 would keep the instance in FAULT and the VIP would never come.
 
+Active `health_check`s of http upstreams run once, on the daemon's loop (`health.HealthHub`,
+beside the keepalived checkers), not in each worker: the verdicts go to a shared-memory
+`HealthTable` that every worker follows, so a respawned worker or a reload's new workers
+start from the current state (a reload keeps the state of unchanged checks).
+
 Note (Linux PR_SET_PDEATHSIG): workers are told to die with the *thread* that forked them,
 so that thread lives as long as this service.
 """
@@ -39,6 +44,7 @@ from typing import Any, TypeVar
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.proxy import health
 from hakeeper.proxy.from_nginx import Route, route_balancers
+from hakeeper.proxy.health_shared import HealthTable
 from hakeeper.proxy.server import BalancerFactory, Master, bind_listeners, worker_count
 
 log = logging.getLogger("hakeeper.proxy")
@@ -119,7 +125,9 @@ class L7Service:
         health_snapshot: Callable[[], Any] | None = None,
     ) -> None:
         self.path = path
-        self.health_snapshot = health_snapshot  # hook: per-upstream peer health (later)
+        self.health_table = HealthTable()  # made before any worker forks
+        self.health: health.HealthHub | None = None  # on the daemon's loop, on first use
+        self.health_snapshot = health_snapshot or self._health_rows
         self.masters: dict[Addr, Master] = {}
         self.failed: dict[Addr, str] = {}  # listeners that could not open (retried)
         self.loaded: Loaded | None = None
@@ -144,6 +152,7 @@ class L7Service:
         self.loaded = loaded
         if loaded.has_stream:  # forked first: it must not inherit the HTTP sockets
             await self._start_stream()
+        self._update_health(loaded)
         for addr, route in loaded.routes.items():
             await self._open(addr, route, loaded.workers)
         self._poller = asyncio.create_task(self._poll_loop(), name="l7-poll")
@@ -168,6 +177,7 @@ class L7Service:
         for d in diags.sorted():
             log.warning("nginx reload: %s", d.format())
         self.loaded = loaded
+        self._update_health(loaded)  # before the new workers fork
         for addr in [a for a in list(self.masters) + list(self.failed) if a not in loaded.routes]:
             self.failed.pop(addr, None)
             master = self.masters.pop(addr, None)
@@ -217,6 +227,9 @@ class L7Service:
             self.stream = None
         await self._call(_reap_all, dict(self._draining), STOP_TIMEOUT)
         self._draining = {}
+        if self.health is not None:
+            await self.health.aclose()
+            self.health = None
         self._pool.shutdown(wait=True)
         log.info("L7 proxy stopped")
 
@@ -276,6 +289,18 @@ class L7Service:
         }
 
     # -- internals ---------------------------------------------------------------------
+    def _update_health(self, loaded: Loaded) -> None:
+        """The checks of this config (unchanged ones keep their state and their task)."""
+        targets = health.route_targets(list(loaded.routes.values()))
+        if self.health is None:
+            if not targets:
+                return
+            self.health = health.HealthHub(asyncio.get_running_loop(), table=self.health_table)
+        self.health.update(targets)
+
+    def _health_rows(self) -> list[dict[str, Any]]:
+        return self.health.snapshot() if self.health is not None else []
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking master operation on the L7 thread."""
         self._busy += 1
@@ -292,6 +317,7 @@ class L7Service:
             port=addr[1],
             workers=workers,
             balancer_factory=_fixed(route),
+            health_table=self.health_table,
         )
         try:
             master.socks = await self._call(bind_freebind, addr[0], addr[1], workers)
