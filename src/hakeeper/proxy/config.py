@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    import ssl
+
     from hakeeper.proxy.routes import RouteTable
+    from hakeeper.proxy.tls import UpstreamTls
 
 # Variables a header rule value may use (nginx names).
 VARIABLES = frozenset(
@@ -227,6 +230,10 @@ class ProxyConfig:
     # a listener with several servers/locations: the table the engine routes by (then
     # every location brings its own ProxyConfig; this one gives the client-side settings)
     routes: RouteTable | None = None
+    # TLS (proxy/tls.py): the listener's context (`listen ... ssl`, used by the worker that
+    # serves it), and how this location reaches `proxy_pass https://` (None = plain)
+    listen_ssl: ssl.SSLContext | None = None
+    upstream_tls: UpstreamTls | None = None
 
     def __post_init__(self) -> None:
         if self.http_version not in ("1.0", "1.1"):

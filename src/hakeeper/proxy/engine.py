@@ -140,6 +140,16 @@ class Engine:
     async def connect(self, peer: Peer) -> UpstreamProtocol:
         """Open a new upstream connection (the caller bounds it with a deadline)."""
         self.stats.upstream_connects += 1
+        tls = self.config.upstream_tls
+        if tls is not None:  # proxy_pass https:// (the caller's deadline covers the handshake)
+            _, proto = await self.loop.create_connection(
+                lambda: UpstreamProtocol(self, peer),
+                peer.host,
+                peer.port,
+                ssl=tls.context,
+                server_hostname=tls.server_hostname,
+            )
+            return proto
         _, proto = await self.loop.create_connection(
             lambda: UpstreamProtocol(self, peer), peer.host, peer.port
         )

@@ -26,9 +26,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig, template_parts
+
+if TYPE_CHECKING:
+    from hakeeper.proxy.static import Files, MimeTypes, Static
 
 # nginx 1.22 ngx_http_status_lines (codes missing here get "HTTP/1.1 NNN \r\n")
 STATUS_TEXT: dict[int, bytes] = {
@@ -174,7 +178,7 @@ class RequestView:
 _SIMPLE = frozenset(
     {
         "remote_addr", "binary_remote_addr", "remote_port", "request_uri", "uri",
-        "document_uri", "args", "query_string", "is_args", "host", "scheme",
+        "document_uri", "args", "query_string", "is_args", "host", "scheme", "https",
         "server_name", "server_port", "server_addr", "request_method", "http_host",
     }
 )  # fmt: skip
@@ -212,6 +216,8 @@ def variable(name: str, view: RequestView) -> bytes:
     if attr is not None:
         value: bytes = getattr(view, attr)
         return value
+    if name == "https":  # ngx_http_variable_https: "on" over TLS
+        return b"on" if view.scheme == b"https" else b""
     if name == "is_args":
         return b"?" if view.args else b""
     if name == "host":
@@ -262,6 +268,8 @@ class Return:
 
     code: int
     text: Template | None
+    types: MimeTypes | None = None  # `types`/`default_type` in effect (proxy/static.py)
+    scheme: bytes | None = None  # the listener's $scheme for an absolute Location (TLS)
 
     def response(self, view: RequestView, keep_alive: bool, head: bool) -> tuple[bytes, bool]:
         """(response bytes, keep-alive after it) as nginx sends them (no Date header)."""
@@ -269,7 +277,7 @@ class Return:
         text = self.text.render(view) if self.text is not None else None
         location = b""
         if code in REDIRECTS and text is not None:
-            location, text = absolute_location(text, view), None
+            location, text = absolute_location(text, view, self.scheme), None
         if code == 444:
             return b"", False
         if code in REDIRECTS or (text is None and code >= 400):
@@ -279,7 +287,8 @@ class Return:
             ctype = b"Content-Type: text/html\r\n" if body else b""
         else:
             body = text or b""  # ngx_http_send_response: the type of the URI's extension
-            ctype = b"Content-Type: " + content_type(view.path) + CRLF
+            ctype = self.types.of(view.path) if self.types is not None else content_type(view.path)
+            ctype = b"Content-Type: " + ctype + CRLF
         lines = [status_line(code), b"Server: hakeeper\r\n"]
         if code == 204:
             body = b""
@@ -306,15 +315,18 @@ def content_type(path: bytes) -> bytes:
     return _TYPES.get(path[dot + 1 :].lower(), b"text/plain")
 
 
-def absolute_location(value: bytes, view: RequestView) -> bytes:
+def absolute_location(value: bytes, view: RequestView, scheme: bytes | None = None) -> bytes:
     """nginx's header filter with `absolute_redirect on; port_in_redirect on`: a Location
-    starting with `/` gets `scheme://host[:port]` (Host, else the local address)."""
+    starting with `/` gets `scheme://host[:port]` (Host, else the local address); the
+    port is left out when it is the scheme's own (80, or 443 for https)."""
     if not value.startswith(b"/"):
         return value
+    scheme = scheme or view.scheme
     host = view.host or view.server_addr
     port = view.server_port
-    suffix = b":" + port if port and port != b"80" else b""
-    return view.scheme + b"://" + host + suffix + value
+    own = b"443" if scheme == b"https" else b"80"
+    suffix = b":" + port if port and port != own else b""
+    return scheme + b"://" + host + suffix + value
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -335,9 +347,10 @@ class Location:
 
     modifier: str
     pattern: str
-    action: Return | Proxied
+    action: Return | Proxied | Static
     regex: re.Pattern[bytes] | None = None
     nested: LocationSet | None = None
+    files: Files | None = None  # root/index/try_files/error_page (proxy/static.py)
     prefix: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -534,10 +547,13 @@ class RouteTable:
         return hit
 
     def reads_headers(self) -> bool:
-        """Whether a `return` text or a hash key reads `$http_NAME`."""
+        """Whether a `return` text or a hash key reads `$http_NAME`, or a location serves
+        files (If-Modified-Since, Range, ...)."""
+        if any(loc.files is not None for server in self.servers for loc in server.locations):
+            return True
         templates: list[Template | None] = []
         for server in self.servers:
-            actions: list[Return | Proxied | None] = [server.server_return]
+            actions: list[Return | Proxied | Static | None] = [server.server_return]
             actions += [loc.action for loc in server.locations]
             for action in actions:
                 if isinstance(action, Return):

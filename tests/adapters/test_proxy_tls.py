@@ -1,0 +1,238 @@
+"""TLS termination and `proxy_pass https://` on real loopback sockets (nginx.conf in).
+
+Certificates come from a throw-away CA made with the `openssl` CLI. Covered: HTTPS to a
+plain backend with `$scheme`/`$https` in headers and `return`s (and the same server on a
+plain port seeing `http`), SNI choosing between the certificates of two server_names
+(wildcard and default fallbacks), the usual port-80 `return 301 https://...`, and
+`proxy_pass https://` with SNI, verification and a keep-alive pool reused over TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
+from tls_support import Pki, TlsBackend, make_pki, read_routes, serving, tls_request
+from uvloop_support import free_port
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Pki]:
+    work = tempfile.mkdtemp(prefix="hk-tls-")
+    try:
+        yield make_pki(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _echo(name: bytes):  # type: ignore[no-untyped-def]
+    def handler(conn: BackendConn, seen: Seen) -> None:
+        proto = seen.header(b"x-forwarded-proto") or b"-"
+        https = seen.header(b"x-https") or b"-"
+        conn.send(simple_response(body=b"%s %s %s %s" % (name, proto, https, seen.target)))
+
+    return handler
+
+
+GET = b"GET /p?q=1 HTTP/1.1\r\nHost: a.test\r\n\r\n"
+
+
+def test_https_listener_to_plain_backend_with_scheme(pki: Pki) -> None:
+    crt, key = pki.leaf("a.test")
+
+    async def main() -> None:
+        backend = await Backend(_echo(b"B")).start()
+        tls_port, plain_port = free_port(), free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            server {{
+                listen 127.0.0.1:{tls_port} ssl;
+                listen 127.0.0.1:{plain_port};
+                server_name a.test;
+                ssl_certificate {crt};
+                ssl_certificate_key {key};
+                ssl_protocols TLSv1.2 TLSv1.3;
+                proxy_set_header X-Forwarded-Proto $scheme;
+                proxy_set_header X-HTTPS $https;
+                location / {{ proxy_pass http://127.0.0.1:{backend.port}; }}
+                location /s {{ return 200 "$scheme:$https"; }}
+                location /rel {{ return 302 /there; }}
+            }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        try:
+            async with serving(routes):
+                got = await tls_request(tls_port, GET, "a.test", pki.ca)  # verifies a.test
+                assert got.response.status == 200
+                assert got.response.body == b"B https on /p?q=1"
+                assert got.version == "TLSv1.3"
+                plain = await request(plain_port, GET)
+                assert plain.body == b"B http - /p?q=1"
+                s = await tls_request(tls_port, b"GET /s HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                assert s.response.body == b"https:on"
+                assert (await request(plain_port, b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n")).body == (
+                    b"http:"
+                )
+                rel = await tls_request(tls_port, b"GET /rel HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                assert rel.response.header(b"location") == b"https://a.test:%d/there" % tls_port
+                # plain HTTP on the TLS port: no answer in clear (the handshake fails)
+                with pytest.raises((ConnectionError, asyncio.IncompleteReadError, OSError)):
+                    await request(tls_port, GET)
+        finally:
+            await backend.stop()
+
+    run(main())
+
+
+def test_sni_picks_the_certificate_of_the_named_server(pki: Pki) -> None:
+    (a_crt, a_key), (b_crt, b_key) = pki.leaf("a.test"), pki.leaf("b.test")
+    w_crt, w_key = pki.leaf("w.wild.test")
+
+    async def main() -> None:
+        port = free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            ssl_certificate {a_crt};
+            ssl_certificate_key {a_key};
+            server {{ listen 127.0.0.1:{port} ssl; server_name b.test;
+                     ssl_certificate {b_crt}; ssl_certificate_key {b_key};
+                     return 200 "b $host"; }}
+            server {{ listen 127.0.0.1:{port} ssl default_server; server_name a.test;
+                     return 200 "a $host"; }}
+            server {{ listen 127.0.0.1:{port} ssl; server_name *.wild.test;
+                     ssl_certificate {w_crt}; ssl_certificate_key {w_key};
+                     return 200 "w $host"; }}
+            server {{ listen 127.0.0.1:{port} ssl; server_name c.test;
+                     return 200 "c $host"; }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        async with serving(routes):
+            cases = [
+                ("b.test", b"b.test", "b.test", b"b b.test"),
+                ("a.test", b"a.test", "a.test", b"a a.test"),
+                ("x.wild.test", b"x.wild.test", "w.wild.test", b"w x.wild.test"),
+                ("B.TEST", b"b.test", "b.test", b"b b.test"),
+                (None, b"b.test", "a.test", b"b b.test"),  # no SNI: the default's cert
+                ("nope.test", b"nope.test", "a.test", b"a nope.test"),
+                ("c.test", b"c.test", "a.test", b"c c.test"),  # no cert of its own
+            ]
+            for sni, host, cert, body in cases:
+                got = await tls_request(port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", sni)
+                assert got.cert == pki.der(cert), (sni, cert)
+                assert got.response.body == body
+
+    run(main())
+
+
+def test_port_80_redirects_to_https(pki: Pki) -> None:
+    crt, key = pki.leaf("a.test")
+
+    async def main() -> None:
+        plain, tls = free_port(), free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            server {{ listen 127.0.0.1:{plain}; server_name a.test;
+                     return 301 https://$host$request_uri; }}
+            server {{ listen 127.0.0.1:{tls} ssl; server_name a.test;
+                     ssl_certificate {crt}; ssl_certificate_key {key};
+                     location / {{ return 200 "secure $request_uri"; }} }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        async with serving(routes):
+            resp = await request(plain, b"GET /x/y?z=1 HTTP/1.1\r\nHost: A.test:8080\r\n\r\n")
+            assert resp.status == 301
+            assert resp.header(b"location") == b"https://a.test/x/y?z=1"
+            got = await tls_request(tls, b"GET /x/y?z=1 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            assert got.response.body == b"secure /x/y?z=1"
+
+    run(main())
+
+
+def test_proxy_pass_https_with_sni_verification_and_pool(pki: Pki) -> None:
+    backend_cert = pki.leaf("backend.test")
+
+    async def main() -> None:
+        tls_backend = await TlsBackend(backend_cert, _echo(b"T")).start()
+        port = free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            upstream secure {{ server 127.0.0.1:{tls_backend.port}; keepalive 4; }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            server {{
+                listen 127.0.0.1:{port};
+                location /v/ {{
+                    proxy_pass https://secure;
+                    proxy_ssl_server_name on;
+                    proxy_ssl_name backend.test;
+                    proxy_ssl_verify on;
+                    proxy_ssl_trusted_certificate {pki.ca};
+                }}
+                location /bad/ {{
+                    proxy_pass https://secure;
+                    proxy_ssl_verify on;
+                    proxy_ssl_trusted_certificate {pki.ca};
+                    proxy_ssl_name wrong.test;
+                }}
+                location / {{ proxy_pass https://127.0.0.1:{tls_backend.port}; }}
+            }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        try:
+            async with serving(routes) as engines:
+                for i in range(5):
+                    target = b"/v/%d" % i
+                    resp = await request(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                    assert resp.body == b"T - - " + target
+                assert tls_backend.sni == ["backend.test"]  # one handshake: pooled
+                assert tls_backend.opened == 1
+                stats = engines[port].stats
+                assert stats.upstream_reused >= 4
+                # default proxy_ssl_server_name off: no SNI; proxy_ssl_verify off: any cert
+                resp = await request(port, b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert resp.body == b"T - - /plain"
+                assert tls_backend.sni[-1] is None
+                # a certificate that does not match proxy_ssl_name: 502, never relayed
+                resp = await request(port, b"GET /bad/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert resp.status == 502
+                assert stats.internal_errors == 0
+        finally:
+            await tls_backend.stop()
+
+    run(main())
+
+
+def test_listener_context_follows_nginx_protocol_defaults(pki: Pki) -> None:
+    """nginx 1.22's default `ssl_protocols TLSv1 TLSv1.1 TLSv1.2` on OpenSSL 3: TLSv1.2
+    only (Debian's nginx refuses TLSv1.3 without the directive, fails TLSv1/1.1)."""
+    crt, key = pki.leaf("a.test")
+    port = free_port()
+    conf = f"""
+    events {{}}
+    http {{ server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {crt};
+                     ssl_certificate_key {key}; return 200 "ok"; }} }}
+    """
+    routes, diags = read_routes(conf)
+    assert not diags.has_errors
+    ctx = routes[0].config.listen_ssl
+    assert ctx is not None
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert not ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE  # ssl_prefer_server_ciphers off
