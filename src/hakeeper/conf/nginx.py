@@ -23,7 +23,17 @@ from typing import TYPE_CHECKING, ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.nginx_health import HealthCheck, Match, read_health_check, read_matches
-from hakeeper.conf.nginx_static import StaticConf, read_static
+from hakeeper.conf.nginx_tls import (
+    PROXY_SSL_DIRECTIVES,
+    SSL_DIRECTIVES,
+    ProxySsl,
+    SslSettings,
+    check_certificates,
+    check_proxy_ssl,
+    no_certificate,
+    read_proxy_ssl,
+    read_ssl,
+)
 from hakeeper.conf.tree import Node, Word
 
 if TYPE_CHECKING:
@@ -90,6 +100,7 @@ class Listen:
     port: int
     default_server: bool = False
     reuseport: bool = False
+    ssl: bool = False  # `listen ... ssl` (conf/nginx_tls.py, proxy/tls.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,7 @@ class ProxySettings:
     next_upstream_timeout: float = 0.0
     client_max_body_size: int = 1 << 20
     client_header_timeout: float = 60.0
+    ssl: ProxySsl = field(default_factory=ProxySsl)  # proxy_ssl_* (conf/nginx_tls.py)
     client_body_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     keepalive_requests: int = 1000
@@ -124,7 +136,6 @@ class HttpLocation:
     loc: Location | None = None
     health_check: HealthCheck | None = None  # nginx Plus `health_check` (conf/nginx_health)
     nested: tuple[HttpLocation, ...] = ()  # direct nested locations (also in the flat list)
-    static: StaticConf = field(default_factory=StaticConf)  # root/alias/index/... (nginx_static)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +144,7 @@ class Server:
     names: tuple[str, ...]
     locations: tuple[HttpLocation, ...]
     loc: Location | None = None
-    static: StaticConf = field(default_factory=StaticConf)  # server-level root/index/...
+    ssl: SslSettings = field(default_factory=SslSettings)  # ssl_* (conf/nginx_tls.py)
 
 
 def _no_stream() -> StreamConfig:
@@ -236,16 +247,6 @@ DIRECTIVES: dict[str, _Spec] = {
     "location": _spec({SERVER, LOCATION}, 1, 2, block=True),
     "root": _spec(_ANY_HTTP, 1, 1),
     "index": _spec(_ANY_HTTP, 1, -1),
-    # static files, read by conf/nginx_static.py
-    "alias": _spec({LOCATION}, 1, 1),
-    "try_files": _spec({SERVER, LOCATION}, 2, -1),
-    "types": _spec(_ANY_HTTP, 0, 0, block=True),
-    "error_page": _spec(_ANY_HTTP, 2, -1),
-    "etag": _spec(_ANY_HTTP, 1, 1),
-    # accepted and ignored: responses are not compressed; TLS listeners are refused anyway
-    "gzip": _spec(_ANY_HTTP, 1, 1),
-    "ssl_protocols": _spec({HTTP, SERVER}, 1, -1),
-    "ssl_prefer_server_ciphers": _spec({HTTP, SERVER}, 1, 1),
     "return": _spec({SERVER, LOCATION}, 1, 2),
     "proxy_pass": _spec({LOCATION}, 1, 1),
     "proxy_set_header": _spec(_ANY_HTTP, 2, 2),
@@ -262,6 +263,9 @@ DIRECTIVES: dict[str, _Spec] = {
     "client_header_timeout": _spec({HTTP, SERVER}, 1, 1),
     "client_body_timeout": _spec(_ANY_HTTP, 1, 1),
 }
+
+# TLS: ssl_* and proxy_ssl_* (read by conf/nginx_tls.py)
+DIRECTIVES.update({name: _spec(set(ctx), lo, hi) for name, (ctx, lo, hi) in SSL_DIRECTIVES.items()})
 
 _SETTING_DIRECTIVES = frozenset(
     {
@@ -290,6 +294,8 @@ class _Reader:
         self.diags = diags
         self.include = include
         self.matches: dict[str, Match] = {}
+        self.ssl = SslSettings()  # http-level ssl_* (inherited by servers)
+        self.server_ssl: dict[Location | None, SslSettings] = {}  # by server block
 
     # -- generic checks (shared with the stream reader, conf/nginx_stream.py) ------------
     #: The directive table, the context where `server` opens a block, and the context of
@@ -378,8 +384,9 @@ class _Reader:
         settings = self.settings(children, ProxySettings())
         upstreams = self.upstreams(children)
         self.matches = read_matches(children, self.diags)
-        files = read_static(children, StaticConf(), self.diags, self.include)
-        servers = [self.server(node, settings, files) for node in children if node.name == "server"]
+        self.ssl = read_ssl(children, SslSettings(), self.diags)
+        servers = [self.server(node, settings) for node in children if node.name == "server"]
+        servers = self.tls(servers)
         known = {u.name for u in upstreams}
         for server in servers:
             for loc in server.locations:
@@ -390,6 +397,39 @@ class _Reader:
                 if loc.health_check is not None and _pass_host(loc.proxy_pass or "/") not in known:
                     self.diags.error(loc.health_check.loc, '"health_check" needs an upstream')
         return tuple(upstreams), tuple(servers)
+
+    def tls(self, servers: Sequence[Server]) -> list[Server]:
+        """Each server with its merged `ssl_*` settings (`ssl on` makes its listens
+        `ssl`), and nginx's checks: a key for every certificate, a certificate for the
+        default server of every `listen ... ssl` address (unless it rejects handshakes)."""
+        out: list[Server] = []
+        for server in servers:
+            ssl = self.server_ssl.pop(server.loc, self.ssl)
+            check_certificates(ssl, server.loc, self.diags)
+            listens = server.listens
+            if ssl.enabled:
+                listens = tuple(replace(listen, ssl=True) for listen in listens)
+            out.append(replace(server, ssl=ssl, listens=listens))
+        addrs = {(ln.host, ln.port): False for s in out for ln in s.listens}
+        for s in out:
+            for ln in s.listens:
+                addrs[(ln.host, ln.port)] |= ln.ssl  # `ssl` is a property of the address
+        reported: set[int] = set()
+        for addr in [a for a, tls in addrs.items() if tls]:
+            members = [s for s in out if any((ln.host, ln.port) == addr for ln in s.listens)]
+            default = next(
+                (
+                    s
+                    for s in members
+                    if any((ln.host, ln.port) == addr and ln.default_server for ln in s.listens)
+                ),
+                members[0],
+            )
+            bare = not default.ssl.certificates and not default.ssl.reject_handshake
+            if bare and id(default) not in reported:
+                reported.add(id(default))
+                no_certificate(default.loc, self.diags)
+        return out
 
     def upstreams(self, children: Sequence[Node]) -> list[Upstream]:
         """The `upstream` blocks among `children`; a repeated name is an error."""
@@ -491,12 +531,10 @@ class _Reader:
                 return None
         return server
 
-    def server(
-        self, block: Node, inherited: ProxySettings, files: StaticConf | None = None
-    ) -> Server:
+    def server(self, block: Node, inherited: ProxySettings) -> Server:
         children = self.expand(block.children or (), SERVER)
         settings = self.settings(children, inherited)
-        files = read_static(children, files or StaticConf(), self.diags, self.include)
+        self.server_ssl[block.loc] = read_ssl(children, self.ssl, self.diags)
         listens: list[Listen] = []
         names: list[str] = []
         locations: list[HttpLocation] = []
@@ -508,15 +546,11 @@ class _Reader:
             elif node.name == "server_name":
                 names.extend(node.arg_texts())
             elif node.name == "location":
-                locations.extend(self.location(node, settings, files))
+                locations.extend(self.location(node, settings))
             elif node.name == "return":
                 locations.append(self.return_location(node, settings))
         return Server(
-            tuple(listens) or (Listen("0.0.0.0", 80),),
-            tuple(names),
-            tuple(locations),
-            block.loc,
-            files,
+            tuple(listens) or (Listen("0.0.0.0", 80),), tuple(names), tuple(locations), block.loc
         )
 
     def listen(self, node: Node) -> Listen | None:
@@ -530,6 +564,9 @@ class _Reader:
         host = (host or "0.0.0.0").strip("[]")
         flags = set(node.arg_texts()[1:])
         unknown = flags - {"default_server", "default", "reuseport", "backlog", "deferred"}
+        unknown -= {"ssl", "http2"}
+        if "http2" in flags:
+            self.diags.warning(node.loc, 'hakeeper serves "http2" listeners as HTTP/1.1')
         unknown = {f for f in unknown if not f.startswith("backlog=")}
         if unknown:
             self.diags.error(node.loc, f'invalid parameter "{sorted(unknown)[0]}"')
@@ -538,11 +575,10 @@ class _Reader:
         if not 0 < port < 65536:
             self.diags.error(node.loc, f'invalid port in "{text}" of the "listen" directive')
             return None
-        return Listen(host, port, bool(flags & {"default_server", "default"}), "reuseport" in flags)
+        default = bool(flags & {"default_server", "default"})
+        return Listen(host, port, default, "reuseport" in flags, "ssl" in flags)
 
-    def location(
-        self, block: Node, inherited: ProxySettings, files: StaticConf | None = None
-    ) -> list[HttpLocation]:
+    def location(self, block: Node, inherited: ProxySettings) -> list[HttpLocation]:
         args = block.arg_texts()
         modifier, pattern = ("", args[0]) if len(args) == 1 else (args[0], args[1])
         if modifier not in ("", "=", "^~", "~", "~*"):
@@ -556,14 +592,15 @@ class _Reader:
                 return []
         children = self.expand(block.children or (), LOCATION)
         settings = self.settings(children, inherited)
-        files = read_static(children, files or StaticConf(), self.diags, self.include)
         out: list[HttpLocation] = []
         direct: list[HttpLocation] = []
-        here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc, static=files)
+        here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc)
         for node in children:
             if node.name == "proxy_pass":
                 url = node.args[0].text
-                if not url.startswith("http://"):
+                if url.startswith("https://"):
+                    check_proxy_ssl(settings.ssl, node.loc, self.diags)
+                elif not url.startswith("http://"):
                     self.diags.error(node.loc, f'invalid URL prefix in "{url}"')
                     continue
                 here = replace(here, proxy_pass=url)
@@ -571,12 +608,7 @@ class _Reader:
                 ret = self.return_location(node, settings)
                 here = replace(here, return_code=ret.return_code, return_text=ret.return_text)
             elif node.name == "location":
-                if pattern.startswith("@"):
-                    self.diags.error(
-                        node.loc, f'location "{pattern}" cannot be inside the named location'
-                    )
-                    continue
-                sub = self.location(node, settings, files)
+                sub = self.location(node, settings)
                 if sub:
                     direct.append(sub[0])
                 out.extend(sub)
@@ -609,6 +641,8 @@ class _Reader:
             name = node.name
             if name == "proxy_set_header":
                 headers.append((args[0], args[1]))
+            elif name in PROXY_SSL_DIRECTIVES:
+                s = replace(s, ssl=read_proxy_ssl(node, s.ssl, self.diags))
             elif name not in _SETTING_DIRECTIVES:
                 continue
             elif name == "proxy_http_version":
@@ -664,7 +698,7 @@ class _Reader:
 
 
 def _pass_host(url: str) -> str:
-    rest = url[len("http://") :]
+    rest = url.partition("://")[2]  # http:// or https://
     return rest.split("/", 1)[0]
 
 

@@ -26,7 +26,6 @@ from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.nginx import HttpLocation, Listen, NginxConfig, ProxySettings, Server
 from hakeeper.conf.nginx import UpstreamServer as ConfServer
-from hakeeper.conf.nginx_static import BUILTIN_TYPES, StaticConf
 from hakeeper.proxy.balancer import Balancer, RoundRobin
 from hakeeper.proxy.config import (
     HeaderRule,
@@ -49,10 +48,7 @@ from hakeeper.proxy.routes import (
     VirtualServer,
     compile_template,
 )
-from hakeeper.proxy.static import Files, MimeTypes, Static, compile_files
-
-#: Debian's nginx --prefix: where relative `root` / `alias` paths start
-NGINX_PREFIX = "/usr/share/nginx/"
+from hakeeper.proxy.tls import TlsBuilder, bind_https, bind_scheme
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +127,19 @@ def proxied_for(
     diags: Diagnostics,
     balancers: dict[str, Balancer] | None = None,
     server_name: str = "",
+    *,
+    scheme: str = "http",
+    tls: TlsBuilder | None = None,
 ) -> Proxied | None:
     """`proxy_for` with the URI part and the hash key template (`routes.Proxied`)."""
     url = location.proxy_pass
     if url is None:
         diags.error(
-            location.loc,
-            "location has no proxy_pass or return and no root or alias "
-            "(serving files is not supported without an explicit root)",
+            location.loc, "location has no proxy_pass or return (serving files is not supported)"
         )
         return None
-    rest = url[len("http://") :]
+    upstream_https = url.startswith("https://")  # proxy/tls.py
+    rest = url.partition("://")[2]
     hostport, slash, uri_text = rest.partition("/")
     uri: bytes | None = None
     if slash:
@@ -156,7 +154,7 @@ def proxied_for(
     rules: list[HeaderRule] = []
     for name, value in s.headers:
         try:
-            rules.append(header_rule(name, value))
+            rules.append(header_rule(name, bind_https(value, scheme)))
         except ValueError as exc:
             diags.error(location.loc, f"proxy_set_header {name}: {exc}")
             return None
@@ -182,7 +180,7 @@ def proxied_for(
             "",
         ):
             try:
-                key = compile_template(upstream.hash_key)
+                key = bind_scheme(compile_template(upstream.hash_key), scheme)
             except ValueError as exc:
                 diags.error(upstream.loc, str(exc))
                 return None
@@ -202,12 +200,18 @@ def proxied_for(
     else:
         host, _, port_text = hostport.rpartition(":")
         if not host:
-            host, port_text = hostport, "80"
+            host, port_text = hostport, "443" if upstream_https else "80"
         if not port_text.isdigit():
             diags.error(location.loc, f'invalid port in upstream "{hostport}"')
             return None
         peers = (Peer(host.strip("[]"), int(port_text)),)
         balancer = cache.setdefault(hostport, RoundRobin(peers))
+    up_tls = None
+    if upstream_https:
+        builder = tls if tls is not None else TlsBuilder(diags)
+        up_tls = builder.upstream_tls(s.ssl, hostport, location.loc)
+        if up_tls is None:
+            return None
     base = _engine_settings(s)
     config = ProxyConfig(
         peers=peers,
@@ -215,6 +219,8 @@ def proxied_for(
         headers=tuple(rules),
         upstream_keepalive=keepalive,
         server_name=server_name,
+        scheme=scheme,
+        upstream_tls=up_tls,
         http_version=base["http_version"],
         timeouts=replace(base["timeouts"], upstream_keepalive=up_timeout),
         limits=replace(base["limits"], upstream_keepalive_requests=up_requests),
@@ -229,59 +235,28 @@ def _regex(location: HttpLocation) -> re.Pattern[bytes]:
     return re.compile(pattern.encode("latin-1"), flags)
 
 
-def mime_types(conf: StaticConf) -> MimeTypes:
-    """The `types` (nginx's built-in three when none) and `default_type` in effect."""
-    table = BUILTIN_TYPES if conf.types is None else conf.types
-    return MimeTypes(
-        {k.encode("latin-1"): v.encode("latin-1") for k, v in table.items()},
-        conf.default_type.encode("latin-1"),
-    )
-
-
-def _abs(path: str | None) -> str | None:
-    if path is None or path.startswith("/") or path.startswith("$"):
-        return path
-    return NGINX_PREFIX + path
-
-
-def files_for(conf: StaticConf, where: HttpLocation | None, diags: Diagnostics) -> Files | None:
-    """A location's (or server's) compiled static-file settings; None when in error."""
-    pages = (
-        None
-        if conf.error_pages is None
-        else {code: (page.uri, page.response) for code, page in conf.error_pages.items()}
-    )
-    try:
-        return compile_files(
-            root=_abs(conf.root),
-            alias=_abs(conf.alias),
-            index=conf.index,
-            try_files=conf.try_files,
-            types=mime_types(conf),
-            error_pages=pages,
-            etag=conf.etag,
-        )
-    except ValueError as exc:
-        diags.error(conf.loc or (where.loc if where is not None else None), str(exc))
-        return None
-
-
-def _return(location: HttpLocation, diags: Diagnostics) -> Return | None:
+def _return(location: HttpLocation, diags: Diagnostics, scheme: str = "http") -> Return | None:
     code = location.return_code
     assert code is not None
     text = location.return_text
     if code == 0 and not text:  # never produced by the reader; keeps mypy happy
         return None
     try:
-        template = compile_template(text) if text else None
+        template = bind_scheme(compile_template(text), scheme) if text else None
     except ValueError as exc:
         diags.error(location.loc, str(exc))
         return None
-    return Return(code, template, mime_types(location.static))
+    return Return(code, template, scheme=scheme.encode("ascii"))
 
 
 def virtual_server(
-    nginx: NginxConfig, server: Server, diags: Diagnostics, balancers: dict[str, Balancer]
+    nginx: NginxConfig,
+    server: Server,
+    diags: Diagnostics,
+    balancers: dict[str, Balancer],
+    *,
+    scheme: str = "http",
+    tls: TlsBuilder | None = None,
 ) -> VirtualServer | None:
     """One `server` block with every location translated (None if any is in error)."""
     name = next(
@@ -294,25 +269,16 @@ def virtual_server(
 
     def build(loc: HttpLocation) -> Location | None:
         nonlocal ok
-        action: Return | Proxied | Static | None
-        conf = loc.static
-        files = files_for(conf, loc, diags)
-        if files is None:
-            ok = False
-        elif conf.try_files and (loc.return_code is not None or loc.proxy_pass is not None):
-            diags.error(conf.loc, "try_files beside proxy_pass or return is not supported")
-            ok = False
+        action: Return | Proxied | None
         if loc.return_code is not None:
-            action = _return(loc, diags)
-        elif loc.proxy_pass is None and conf.serves_files and files is not None:
-            action = Static(files)
+            action = _return(loc, diags, scheme)
         elif loc.proxy_pass is None and loc.nested:
             # a container of nested locations: what matches none of them would be a
             # file in nginx; hakeeper answers 404
             diags.warning(loc.loc, "requests matching no nested location get 404 (no files)")
             action = Return(404, None)
         else:
-            action = proxied_for(nginx, loc, diags, balancers, name)
+            action = proxied_for(nginx, loc, diags, balancers, name, scheme=scheme, tls=tls)
         inner: list[Location] = []
         for sub in loc.nested:
             prefixes = loc.modifier in ("", "^~", "=") and sub.modifier in ("", "^~", "=")
@@ -329,9 +295,7 @@ def virtual_server(
             return None
         regex = _regex(loc) if loc.modifier in ("~", "~*") else None
         nested = LocationSet(inner) if inner else None
-        uses = isinstance(action, Static) or conf.error_pages or conf.try_files
-        made = Location(loc.modifier, loc.pattern, action, regex, nested, files if uses else None)
-        built[id(loc)] = made
+        built[id(loc)] = made = Location(loc.modifier, loc.pattern, action, regex, nested)
         return made
 
     top: list[Location] = []
@@ -339,12 +303,11 @@ def virtual_server(
         if id(loc) in nested_ids:
             continue  # built with its parent
         if loc.pattern == "" and loc.modifier == "":
-            action = _return(loc, diags) if loc.return_code is not None else None
+            action = _return(loc, diags, scheme) if loc.return_code is not None else None
             if action is None:
                 ok = False
             elif server_return is None:
-                # server-level `return`: before any location, typed by the server's types
-                server_return = replace(action, types=mime_types(server.static))
+                server_return = action  # server-level `return`: before any location
             continue
         made = build(loc)
         if made is not None:
@@ -352,16 +315,6 @@ def virtual_server(
     if not ok:
         return None
     everything = [built[id(loc)] for loc in server.locations if id(loc) in built]
-    catch_all = any(loc.modifier in ("", "^~") and loc.pattern == "/" for loc in top)
-    if server.static.serves_files and not catch_all:
-        # what matches no location is served with the server's own settings (nginx's
-        # server-level location configuration): a prefix "" location, tried last
-        files = files_for(server.static, None, diags)
-        if files is None:
-            return None
-        fallback = Location("", "", Static(files), files=files)
-        top.append(fallback)
-        everything.append(fallback)
     return VirtualServer(server.names, everything, server_return, top)
 
 
@@ -388,11 +341,23 @@ def listeners(nginx: NginxConfig, diags: Diagnostics) -> list[Route]:
     """What `hakeeper run --nginx` serves: one route per listen address (errors reported)."""
     balancers: dict[str, Balancer] = {}
     by_addr: dict[tuple[str, int], list[tuple[Server, VirtualServer, Listen]]] = {}
+    tls = TlsBuilder(diags)
+    # `ssl` belongs to the address: one `listen ... ssl` makes it TLS for every server there
+    secure = {(ln.host, ln.port) for s in nginx.servers for ln in s.listens if ln.ssl}
     for server in nginx.servers:
-        vs = virtual_server(nginx, server, diags, balancers)
-        if vs is None:
-            continue
+        # a server on plain and TLS addresses gets one copy per $scheme
+        built: dict[str, VirtualServer | None] = {}
         for listen in server.listens:
+            scheme = "https" if (listen.host, listen.port) in secure else "http"
+            if scheme not in built:
+                if None in built.values():
+                    break  # already reported
+                built[scheme] = virtual_server(
+                    nginx, server, diags, balancers, scheme=scheme, tls=tls
+                )
+            vs = built[scheme]
+            if vs is None:
+                break
             by_addr.setdefault((listen.host, listen.port), []).append((server, vs, listen))
     wildcard_ports = {port for host, port in by_addr if host in ("0.0.0.0", "::")}
     routes: list[Route] = []
@@ -413,15 +378,21 @@ def listeners(nginx: NginxConfig, diags: Diagnostics) -> list[Route]:
         default = defaults[0] if defaults else 0
         servers = [vs for _, vs, _ in members]
         listen = members[default][2]
+        ctx = None
+        if (host, port) in secure:
+            ctx = tls.listener([(s.ssl, vs, s.loc) for s, vs, _ in members], default)
+            if ctx is None:
+                continue  # reported (no certificate, or one that cannot be loaded)
         fast = _fast(servers[0]) if len(servers) == 1 else None
         if fast is not None:
-            routes.append(Route(listen, fast.config, fast.balancer))
+            routes.append(Route(listen, replace(fast.config, listen_ssl=ctx), fast.balancer))
             continue
         table = RouteTable(servers, default, port)
         first = members[default][0].locations
         settings = first[0].settings if first else ProxySettings()
         base = _engine_settings(settings)
-        config = ProxyConfig(peers=(), routes=table, **base)
+        scheme = "https" if ctx is not None else "http"
+        config = ProxyConfig(peers=(), routes=table, scheme=scheme, listen_ssl=ctx, **base)
         routes.append(Route(listen, config, RoundRobin(())))
     return routes
 

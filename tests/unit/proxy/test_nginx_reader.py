@@ -150,7 +150,7 @@ def test_seed_fragments_read_in_http_context() -> None:
         ("http { server { location ~ ( { } } }", "pcre2_compile() failed", 1),
         ("worker_processes 0;", 'invalid value "0"', 1),
         ("http { proxy_next_upstream sometimes; }", 'invalid value "sometimes"', 1),
-        ("http { server { location / { proxy_pass https://a; } } }", "invalid URL prefix", 1),
+        ("http { server { location / { proxy_pass ftp://a; } } }", "invalid URL prefix", 1),
     ],
 )
 def test_errors_name_the_line(text: str, message: str, line: int) -> None:
