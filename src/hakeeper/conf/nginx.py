@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.nginx_health import HealthCheck, Match, read_health_check, read_matches
+from hakeeper.conf.nginx_static import StaticConf, read_static
 from hakeeper.conf.nginx_tls import (
     PROXY_SSL_DIRECTIVES,
     SSL_DIRECTIVES,
@@ -136,6 +137,7 @@ class HttpLocation:
     loc: Location | None = None
     health_check: HealthCheck | None = None  # nginx Plus `health_check` (conf/nginx_health)
     nested: tuple[HttpLocation, ...] = ()  # direct nested locations (also in the flat list)
+    static: StaticConf = field(default_factory=StaticConf)  # root/alias/index/... (nginx_static)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ class Server:
     names: tuple[str, ...]
     locations: tuple[HttpLocation, ...]
     loc: Location | None = None
+    static: StaticConf = field(default_factory=StaticConf)  # server-level root/index/...
     ssl: SslSettings = field(default_factory=SslSettings)  # ssl_* (conf/nginx_tls.py)
 
 
@@ -247,6 +250,16 @@ DIRECTIVES: dict[str, _Spec] = {
     "location": _spec({SERVER, LOCATION}, 1, 2, block=True),
     "root": _spec(_ANY_HTTP, 1, 1),
     "index": _spec(_ANY_HTTP, 1, -1),
+    # static files, read by conf/nginx_static.py
+    "alias": _spec({LOCATION}, 1, 1),
+    "try_files": _spec({SERVER, LOCATION}, 2, -1),
+    "types": _spec(_ANY_HTTP, 0, 0, block=True),
+    "error_page": _spec(_ANY_HTTP, 2, -1),
+    "etag": _spec(_ANY_HTTP, 1, 1),
+    # accepted and ignored: responses are not compressed; TLS listeners are refused anyway
+    "gzip": _spec(_ANY_HTTP, 1, 1),
+    "ssl_protocols": _spec({HTTP, SERVER}, 1, -1),
+    "ssl_prefer_server_ciphers": _spec({HTTP, SERVER}, 1, 1),
     "return": _spec({SERVER, LOCATION}, 1, 2),
     "proxy_pass": _spec({LOCATION}, 1, 1),
     "proxy_set_header": _spec(_ANY_HTTP, 2, 2),
@@ -385,7 +398,8 @@ class _Reader:
         upstreams = self.upstreams(children)
         self.matches = read_matches(children, self.diags)
         self.ssl = read_ssl(children, SslSettings(), self.diags)
-        servers = [self.server(node, settings) for node in children if node.name == "server"]
+        files = read_static(children, StaticConf(), self.diags, self.include)
+        servers = [self.server(node, settings, files) for node in children if node.name == "server"]
         servers = self.tls(servers)
         known = {u.name for u in upstreams}
         for server in servers:
@@ -531,9 +545,12 @@ class _Reader:
                 return None
         return server
 
-    def server(self, block: Node, inherited: ProxySettings) -> Server:
+    def server(
+        self, block: Node, inherited: ProxySettings, files: StaticConf | None = None
+    ) -> Server:
         children = self.expand(block.children or (), SERVER)
         settings = self.settings(children, inherited)
+        files = read_static(children, files or StaticConf(), self.diags, self.include)
         self.server_ssl[block.loc] = read_ssl(children, self.ssl, self.diags)
         listens: list[Listen] = []
         names: list[str] = []
@@ -546,11 +563,15 @@ class _Reader:
             elif node.name == "server_name":
                 names.extend(node.arg_texts())
             elif node.name == "location":
-                locations.extend(self.location(node, settings))
+                locations.extend(self.location(node, settings, files))
             elif node.name == "return":
                 locations.append(self.return_location(node, settings))
         return Server(
-            tuple(listens) or (Listen("0.0.0.0", 80),), tuple(names), tuple(locations), block.loc
+            tuple(listens) or (Listen("0.0.0.0", 80),),
+            tuple(names),
+            tuple(locations),
+            block.loc,
+            files,
         )
 
     def listen(self, node: Node) -> Listen | None:
@@ -578,7 +599,9 @@ class _Reader:
         default = bool(flags & {"default_server", "default"})
         return Listen(host, port, default, "reuseport" in flags, "ssl" in flags)
 
-    def location(self, block: Node, inherited: ProxySettings) -> list[HttpLocation]:
+    def location(
+        self, block: Node, inherited: ProxySettings, files: StaticConf | None = None
+    ) -> list[HttpLocation]:
         args = block.arg_texts()
         modifier, pattern = ("", args[0]) if len(args) == 1 else (args[0], args[1])
         if modifier not in ("", "=", "^~", "~", "~*"):
@@ -592,9 +615,10 @@ class _Reader:
                 return []
         children = self.expand(block.children or (), LOCATION)
         settings = self.settings(children, inherited)
+        files = read_static(children, files or StaticConf(), self.diags, self.include)
         out: list[HttpLocation] = []
         direct: list[HttpLocation] = []
-        here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc)
+        here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc, static=files)
         for node in children:
             if node.name == "proxy_pass":
                 url = node.args[0].text
@@ -608,7 +632,12 @@ class _Reader:
                 ret = self.return_location(node, settings)
                 here = replace(here, return_code=ret.return_code, return_text=ret.return_text)
             elif node.name == "location":
-                sub = self.location(node, settings)
+                if pattern.startswith("@"):
+                    self.diags.error(
+                        node.loc, f'location "{pattern}" cannot be inside the named location'
+                    )
+                    continue
+                sub = self.location(node, settings, files)
                 if sub:
                     direct.append(sub[0])
                 out.extend(sub)

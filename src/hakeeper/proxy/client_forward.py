@@ -19,6 +19,7 @@ from hakeeper.proxy.client_state import (
     C_BODY,
     C_CONNECT,
     C_NONE,
+    C_SEND,
     ClientBase,
     Request,
     _RejectError,
@@ -171,7 +172,14 @@ class ForwardingClient(ClientBase):
         closing = relay and not req.keep_alive
         # self is always an http1.ClientProtocol (this class is one of its parts)
         up.lend(self, head_request, upgrade, raw or closing, closing)  # type: ignore[arg-type]
-        if req.complete:
+        if self.send_paused:
+            # the client has not taken the previous response yet (pipelined or eager next
+            # request): read this one only as it drains, under the client's send_timeout
+            transport.pause_reading()
+            up.deadline = 0.0
+            self.kind = C_SEND
+            self.deadline = self.engine.now + self.engine.t_send
+        elif req.complete:
             self.kind = C_NONE
             self.deadline = 0.0
         else:

@@ -38,6 +38,12 @@ from hakeeper.proxy.framing import (
 from hakeeper.proxy.upstream import UpstreamProtocol
 
 
+def _unsent(up: UpstreamProtocol) -> int:
+    """Request bytes still waiting in the upstream connection's write buffer."""
+    transport = up.transport
+    return transport.get_write_buffer_size() if transport is not None else 0
+
+
 class RespondingClient(ForwardingClient):
     """Relays the active request's response and settles its outcome."""
 
@@ -161,6 +167,9 @@ class RespondingClient(ForwardingClient):
             and engine.up_keepalive
             and not up.failed
             and up.requests < engine.up_ka_requests
+            # nginx `request_body_sent`: an upstream that answered before taking the
+            # whole body still owes request bytes (and may be paused for writing)
+            and not (req.body_sent and _unsent(up))
             and engine.pool.put(up, now)
         ):
             up.client = None

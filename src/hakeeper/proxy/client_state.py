@@ -143,6 +143,7 @@ class ClientBase(asyncio.Protocol):
         "queue",
         "remote_addr",
         "remote_port",
+        "send_paused",
         "served",
         "transport",
         "tunnel",
@@ -175,6 +176,7 @@ class ClientBase(asyncio.Protocol):
         self.key = ""
         self.remote_addr = b""
         self.remote_port = b""
+        self.send_paused = False  # between pause_writing and resume_writing
 
     if TYPE_CHECKING:  # provided by the subclasses (resolved through the class MRO)
 
@@ -219,8 +221,8 @@ class ClientBase(asyncio.Protocol):
             self.upstream_failed(None, "timeout")
             return
         self.engine.stats.client_timeouts += 1
-        if kind == C_SEND:
-            self.abort()
+        if kind == C_SEND or self.send_paused:
+            self.abort()  # close() would wait for a client that does not read
         else:
             self.close()
 

@@ -26,6 +26,7 @@ from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.nginx import HttpLocation, Listen, NginxConfig, ProxySettings, Server
 from hakeeper.conf.nginx import UpstreamServer as ConfServer
+from hakeeper.conf.nginx_static import BUILTIN_TYPES, StaticConf
 from hakeeper.proxy.balancer import Balancer, RoundRobin
 from hakeeper.proxy.config import (
     HeaderRule,
@@ -48,7 +49,11 @@ from hakeeper.proxy.routes import (
     VirtualServer,
     compile_template,
 )
+from hakeeper.proxy.static import Files, MimeTypes, Static, compile_files
 from hakeeper.proxy.tls import TlsBuilder, bind_https, bind_scheme
+
+#: Debian's nginx --prefix: where relative `root` / `alias` paths start
+NGINX_PREFIX = "/usr/share/nginx/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +140,9 @@ def proxied_for(
     url = location.proxy_pass
     if url is None:
         diags.error(
-            location.loc, "location has no proxy_pass or return (serving files is not supported)"
+            location.loc,
+            "location has no proxy_pass or return and no root or alias "
+            "(serving files is not supported without an explicit root)",
         )
         return None
     upstream_https = url.startswith("https://")  # proxy/tls.py
@@ -235,6 +242,43 @@ def _regex(location: HttpLocation) -> re.Pattern[bytes]:
     return re.compile(pattern.encode("latin-1"), flags)
 
 
+def mime_types(conf: StaticConf) -> MimeTypes:
+    """The `types` (nginx's built-in three when none) and `default_type` in effect."""
+    table = BUILTIN_TYPES if conf.types is None else conf.types
+    return MimeTypes(
+        {k.encode("latin-1"): v.encode("latin-1") for k, v in table.items()},
+        conf.default_type.encode("latin-1"),
+    )
+
+
+def _abs(path: str | None) -> str | None:
+    if path is None or path.startswith("/") or path.startswith("$"):
+        return path
+    return NGINX_PREFIX + path
+
+
+def files_for(conf: StaticConf, where: HttpLocation | None, diags: Diagnostics) -> Files | None:
+    """A location's (or server's) compiled static-file settings; None when in error."""
+    pages = (
+        None
+        if conf.error_pages is None
+        else {code: (page.uri, page.response) for code, page in conf.error_pages.items()}
+    )
+    try:
+        return compile_files(
+            root=_abs(conf.root),
+            alias=_abs(conf.alias),
+            index=conf.index,
+            try_files=conf.try_files,
+            types=mime_types(conf),
+            error_pages=pages,
+            etag=conf.etag,
+        )
+    except ValueError as exc:
+        diags.error(conf.loc or (where.loc if where is not None else None), str(exc))
+        return None
+
+
 def _return(location: HttpLocation, diags: Diagnostics, scheme: str = "http") -> Return | None:
     code = location.return_code
     assert code is not None
@@ -246,7 +290,7 @@ def _return(location: HttpLocation, diags: Diagnostics, scheme: str = "http") ->
     except ValueError as exc:
         diags.error(location.loc, str(exc))
         return None
-    return Return(code, template, scheme=scheme.encode("ascii"))
+    return Return(code, template, mime_types(location.static), scheme.encode("ascii"))
 
 
 def virtual_server(
@@ -269,9 +313,18 @@ def virtual_server(
 
     def build(loc: HttpLocation) -> Location | None:
         nonlocal ok
-        action: Return | Proxied | None
+        action: Return | Proxied | Static | None
+        conf = loc.static
+        files = files_for(conf, loc, diags)
+        if files is None:
+            ok = False
+        elif conf.try_files and (loc.return_code is not None or loc.proxy_pass is not None):
+            diags.error(conf.loc, "try_files beside proxy_pass or return is not supported")
+            ok = False
         if loc.return_code is not None:
             action = _return(loc, diags, scheme)
+        elif loc.proxy_pass is None and conf.serves_files and files is not None:
+            action = Static(files)
         elif loc.proxy_pass is None and loc.nested:
             # a container of nested locations: what matches none of them would be a
             # file in nginx; hakeeper answers 404
@@ -295,7 +348,9 @@ def virtual_server(
             return None
         regex = _regex(loc) if loc.modifier in ("~", "~*") else None
         nested = LocationSet(inner) if inner else None
-        built[id(loc)] = made = Location(loc.modifier, loc.pattern, action, regex, nested)
+        uses = isinstance(action, Static) or conf.error_pages or conf.try_files
+        made = Location(loc.modifier, loc.pattern, action, regex, nested, files if uses else None)
+        built[id(loc)] = made
         return made
 
     top: list[Location] = []
@@ -307,7 +362,8 @@ def virtual_server(
             if action is None:
                 ok = False
             elif server_return is None:
-                server_return = action  # server-level `return`: before any location
+                # server-level `return`: before any location, typed by the server's types
+                server_return = replace(action, types=mime_types(server.static))
             continue
         made = build(loc)
         if made is not None:
@@ -315,6 +371,16 @@ def virtual_server(
     if not ok:
         return None
     everything = [built[id(loc)] for loc in server.locations if id(loc) in built]
+    catch_all = any(loc.modifier in ("", "^~") and loc.pattern == "/" for loc in top)
+    if server.static.serves_files and not catch_all:
+        # what matches no location is served with the server's own settings (nginx's
+        # server-level location configuration): a prefix "" location, tried last
+        files = files_for(server.static, None, diags)
+        if files is None:
+            return None
+        fallback = Location("", "", Static(files), files=files)
+        top.append(fallback)
+        everything.append(fallback)
     return VirtualServer(server.names, everything, server_return, top)
 
 

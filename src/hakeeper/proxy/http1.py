@@ -40,9 +40,11 @@ from hakeeper.proxy.client_state import (
     B_QUEUE,
     B_UPGRADE,
     C_HEADER,
+    C_IDLE,
     C_NONE,
     C_SEND,
     C_TUNNEL,
+    DRAIN_GRACE,
     H_CL,
     H_CONNECTION,
     H_EXPECT,
@@ -138,18 +140,31 @@ class ClientProtocol(RespondingClient):
         if up is not None and up.transport is not None:
             up.transport.pause_reading()
             up.deadline = 0.0
+        self.send_paused = True
         self.kind = C_SEND
         self.deadline = self.engine.now + self.engine.t_send
 
     def resume_writing(self) -> None:
+        self.send_paused = False
         up = self.up
         engine = self.engine
         if up is not None and up.transport is not None:
             up.transport.resume_reading()
             up.deadline = engine.now + engine.t_read
-        if self.tunnel:
+        kind = self.kind
+        if kind == C_IDLE:
+            # the last response completed while the client was slow to take it (resp_done
+            # made the connection idle): its keep-alive time starts now that it has it all
+            idle = engine.t_keepalive
+            self.deadline = engine.now + (min(idle, DRAIN_GRACE) if self.draining else idle)
+        elif kind != C_SEND:
+            return  # a later state (next request's header, connect, body) keeps its deadline
+        elif self.tunnel:
             self.kind = C_TUNNEL
             self.deadline = engine.now + engine.t_read
+        elif self.active is None and self.cur is None:
+            self.kind = C_IDLE
+            self.deadline = engine.now + engine.t_keepalive
         else:
             self.kind = C_NONE
             self.deadline = 0.0

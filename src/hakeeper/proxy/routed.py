@@ -14,8 +14,9 @@ protocol's code with `self.engine` switched to the child while the request is ac
 from __future__ import annotations
 
 import asyncio
+import os
 
-from hakeeper.proxy.config import ROUTED_VARIABLES
+from hakeeper.proxy.config import ROUTED_VARIABLES, VARIABLES
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.framing import CRLF, RequestFacts, origin_form, request_status
 from hakeeper.proxy.http1 import (
@@ -34,27 +35,35 @@ from hakeeper.proxy.http1 import (
     _RejectError,
     _remember_host,
 )
+from hakeeper.proxy.rewrite import run_phases
 from hakeeper.proxy.routes import (
     BadUriError,
+    Location,
     Proxied,
     Redirect,
     RequestView,
     Return,
     RouteTable,
     Template,
+    VirtualServer,
     normalize_path,
     split_target,
     upstream_target,
     variable,
 )
+from hakeeper.proxy.static import Answer, SendFile, resolve
+from hakeeper.proxy.static_io import FileSender, open_file, stat_file
 
 NOT_FOUND = Return(404, None)  # no location matched (nginx would look for a file)
+FILE = Return(200, None)  # marks a request answered from a file (`files` holds which)
+# header-rule variables the engine's compiled rules render (the rest: routes.variable)
+_FRAMING_VARIABLES = VARIABLES - ROUTED_VARIABLES
 
 
 class RoutedClientProtocol(ClientProtocol):
     """A downstream connection on a listener with a routing table."""
 
-    __slots__ = ("addr_key", "home", "local_addr", "local_port", "table")
+    __slots__ = ("addr_key", "files", "home", "local_addr", "local_port", "sender", "table")
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
@@ -65,6 +74,8 @@ class RoutedClientProtocol(ClientProtocol):
         self.addr_key = ""
         self.local_addr = b""
         self.local_port = b""
+        self.files: dict[int, SendFile] = {}  # id(request) -> the file it is answered with
+        self.sender: FileSender | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -162,7 +173,10 @@ class RoutedClientProtocol(ClientProtocol):
         action: Return | Proxied
         prefix = b""
         found = None
-        if server.server_return is not None:
+        static: Location | None = None  # a location with files, try_files or error_page
+        if self.table.scripted:  # rewrite/set/allow/deny/captures: proxy/rewrite.py
+            action, static = self._phases(req, server, host, uri=uri, quoted=quoted, args=args)
+        elif server.server_return is not None:
             action = server.server_return
         else:
             found = server.find(uri)
@@ -171,16 +185,19 @@ class RoutedClientProtocol(ClientProtocol):
             elif isinstance(found, Redirect):
                 target = found.pattern + b"?" + args if args else found.pattern
                 action = Return(301, Template((target,)))
+            elif found.files is not None:
+                static, action = found, NOT_FOUND  # decided by static.resolve below
             else:
-                action = found.action
+                action = found.action  # type: ignore[assignment]  # a Static has files
                 prefix = found.prefix
         if self.served >= home.ka_requests or self.draining:
             keep = False
         req.keep_alive = keep
         home.stats.requests += 1
         req.start = home.now
-        if (
+        if req.view is None and (
             isinstance(action, Return)
+            or static is not None
             or action.key is not None
             or home.children[action].routed_headers
         ):
@@ -197,6 +214,23 @@ class RoutedClientProtocol(ClientProtocol):
                 server_port=self.local_port,
                 server_addr=self.local_addr,
             )
+        uri_part = action.uri if isinstance(action, Proxied) and not self.table.scripted else None
+        if static is not None:
+            assert req.view is not None
+            outcome = resolve(server, static, req.view, stat_file)
+            req.view = outcome.view
+            if isinstance(outcome, Answer):
+                action = outcome.ret
+            elif isinstance(outcome, SendFile):
+                self.files[id(req)] = outcome
+                action = FILE
+            else:
+                action, prefix = outcome.proxied, outcome.prefix
+                uri_part = action.uri
+                if outcome.target is not None:  # an internal redirect changed the URI
+                    req.request_uri = req.target
+                    req.target = outcome.target
+                    uri_part = None
         if isinstance(action, Return):
             req.ret = action
             self._begin(req)
@@ -205,9 +239,9 @@ class RoutedClientProtocol(ClientProtocol):
         req.engine = child
         if child.config.limits.max_body and req.clen > child.config.limits.max_body:
             raise _RejectError(413)
-        if action.uri is not None:
+        if uri_part is not None:
             req.request_uri = req.target
-            req.target = upstream_target(action.uri, prefix, uri, quoted, args)
+            req.target = upstream_target(uri_part, prefix, uri, quoted, args)
         if action.key is not None:
             assert req.view is not None
             req.hkey = action.key.render(req.view).decode("utf-8", "replace")
@@ -216,7 +250,9 @@ class RoutedClientProtocol(ClientProtocol):
             for index, low in reversed(req.maybe):
                 if low in drop:
                     del req.lines[index]
-        if child.routed_headers and not (req.chunked and not child.up_version.endswith(b"1.1\r\n")):
+        if (child.routed_headers or action.renders) and not (
+            req.chunked and not child.up_version.endswith(b"1.1\r\n")
+        ):
             req.head = self._routed_head(req, child, _TE_CHUNKED if req.chunked else b"")
         elif req.chunked:
             if child.up_version.endswith(b"1.1\r\n"):
@@ -230,6 +266,45 @@ class RoutedClientProtocol(ClientProtocol):
         else:
             req.head = self._build_head(req, b"", child)
         self._begin(req)
+
+    def _phases(
+        self,
+        req: Request,
+        server: VirtualServer,
+        host: bytes,
+        *,
+        uri: bytes,
+        quoted: bool,
+        args: bytes,
+    ) -> tuple[Return | Proxied, Location | None]:
+        """The rewrite and access phases (`routes.RouteTable.scripted`): the action, or
+        the location whose static files answer. The request's view keeps the captures
+        and variables; a rewritten request-target replaces the client's."""
+        req.view = view = RequestView(
+            method=req.method,
+            target=req.target,
+            path=uri,
+            args=args,
+            host=host,
+            headers=req.extra or (),
+            remote_addr=self.remote_addr,
+            remote_port=self.remote_port,
+            server_name=server.primary_name.encode("latin-1"),
+            server_port=self.local_port,
+            server_addr=self.local_addr,
+        )
+        names = self.table.names
+        match = names.select_match(host)[1] if names.regexes else None
+        outcome = run_phases(server, view, quoted, match)
+        action = outcome.action
+        if isinstance(action, Return):
+            return action, None
+        if isinstance(action, Proxied):
+            if outcome.target is not None:
+                req.request_uri = req.target
+                req.target = outcome.target
+            return action, None
+        return NOT_FOUND, outcome.location  # static files (proxy/static.py)
 
     def _routed_head(self, req: Request, child: Engine, framing: bytes) -> bytes:
         """The upstream head when a `proxy_set_header` reads a variable only routing
@@ -259,7 +334,7 @@ class RoutedClientProtocol(ClientProtocol):
                 part
                 if isinstance(part, bytes)
                 else variable(part, view)
-                if part in ROUTED_VARIABLES or part.startswith("arg_")
+                if not (part in _FRAMING_VARIABLES or part.startswith("http_"))
                 else rules.variable(part, facts)
                 for part in rule.parts
             )
@@ -323,6 +398,9 @@ class RoutedClientProtocol(ClientProtocol):
         assert ret is not None and req.view is not None
         # after an Upgrade request the bytes that follow are not HTTP: close after it
         keep = req.keep_alive and req.complete and not self.draining and not req.is_upgrade
+        if ret is FILE:
+            self._send_file(req, keep)
+            return
         data, keep = ret.response(req.view, keep, req.method == b"HEAD")
         req.responded = True
         req.keep_alive = keep
@@ -330,3 +408,46 @@ class RoutedClientProtocol(ClientProtocol):
             self._write(data)
         self.home.stats.responses += 1
         self._finish(req)
+
+    # -- static files (proxy/static.py, proxy/static_io.py) --------------------------------
+    def _send_file(self, req: Request, keep: bool) -> None:
+        plan, fd = open_file(self.files.pop(id(req)), keep)
+        req.responded = True
+        req.keep_alive = plan.keep
+        transport = self.transport
+        if fd < 0 or transport is None or self.closed:
+            if fd >= 0:
+                os.close(fd)
+            self._write(plan.head)
+            self._file_done(req)
+            return
+        sender = self.sender = FileSender(transport, fd, plan)
+        if sender.pump():
+            self._file_done(req)
+
+    def _file_done(self, req: Request) -> None:
+        self.sender = None
+        self.home.stats.responses += 1
+        self._finish(req)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.sender is not None:
+            self.sender.paused = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        sender = self.sender
+        if sender is not None:
+            sender.paused = False
+            req = self.active
+            if sender.pump() and req is not None:
+                self._file_done(req)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        sender = self.sender
+        if sender is not None:
+            self.sender = None
+            sender.close()
+        self.files.clear()
+        super().connection_lost(exc)

@@ -26,9 +26,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig, template_parts
+
+if TYPE_CHECKING:
+    from hakeeper.proxy.static import Files, MimeTypes, Static
 
 # nginx 1.22 ngx_http_status_lines (codes missing here get "HTTP/1.1 NNN \r\n")
 STATUS_TEXT: dict[int, bytes] = {
@@ -264,6 +268,7 @@ class Return:
 
     code: int
     text: Template | None
+    types: MimeTypes | None = None  # `types`/`default_type` in effect (proxy/static.py)
     scheme: bytes | None = None  # the listener's $scheme for an absolute Location (TLS)
 
     def response(self, view: RequestView, keep_alive: bool, head: bool) -> tuple[bytes, bool]:
@@ -282,7 +287,8 @@ class Return:
             ctype = b"Content-Type: text/html\r\n" if body else b""
         else:
             body = text or b""  # ngx_http_send_response: the type of the URI's extension
-            ctype = b"Content-Type: " + content_type(view.path) + CRLF
+            ctype = self.types.of(view.path) if self.types is not None else content_type(view.path)
+            ctype = b"Content-Type: " + ctype + CRLF
         lines = [status_line(code), b"Server: hakeeper\r\n"]
         if code == 204:
             body = b""
@@ -341,9 +347,10 @@ class Location:
 
     modifier: str
     pattern: str
-    action: Return | Proxied
+    action: Return | Proxied | Static
     regex: re.Pattern[bytes] | None = None
     nested: LocationSet | None = None
+    files: Files | None = None  # root/index/try_files/error_page (proxy/static.py)
     prefix: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -540,10 +547,13 @@ class RouteTable:
         return hit
 
     def reads_headers(self) -> bool:
-        """Whether a `return` text or a hash key reads `$http_NAME`."""
+        """Whether a `return` text or a hash key reads `$http_NAME`, or a location serves
+        files (If-Modified-Since, Range, ...)."""
+        if any(loc.files is not None for server in self.servers for loc in server.locations):
+            return True
         templates: list[Template | None] = []
         for server in self.servers:
-            actions: list[Return | Proxied | None] = [server.server_return]
+            actions: list[Return | Proxied | Static | None] = [server.server_return]
             actions += [loc.action for loc in server.locations]
             for action in actions:
                 if isinstance(action, Return):

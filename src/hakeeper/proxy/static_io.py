@@ -1,0 +1,156 @@
+"""The I/O half of static files: stat within a root, open + fstat, send without loading files.
+
+`stat_file` is the `static.StatFn` of a live listener: `os.stat` (following symlinks,
+like nginx's default `disable_symlinks off`) plus a check that the real path stays inside
+the real root or alias directory, so neither a symlink nor `..` reaches outside it (then
+`denied`: 403). `open_file` opens and fstat()s the chosen file and shapes the answer
+with `static.file_plan` (a file gone or unreadable since `resolve`: 404 / 403 page).
+`FileSender` writes the body on an asyncio/uvloop transport: a small file (up to
+`SMALL`) goes with its head in one write; a larger one is sent with `os.sendfile`
+straight to the socket while the transport's buffer is empty, else in `CHUNK` pieces
+through the transport, stopping while the transport is paused (pause_writing /
+resume_writing), so memory stays bounded whatever the file size. uvloop has no
+`loop.sendfile` (NotImplementedError), hence this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat as st_mode
+
+from hakeeper.proxy.static import FileInfo, FilePlan, SendFile, error_plan, file_plan
+
+SMALL = 64 * 1024
+CHUNK = 64 * 1024
+SENDFILE_MAX = 1 << 20
+
+
+def _inside(path: bytes, root: bytes) -> bool:
+    real = os.path.realpath(path)
+    base = os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(b"/") + b"/")
+
+
+def stat_file(path: bytes, root: bytes) -> FileInfo | None:
+    """What nginx's open_file would find at `path` (None: ENOENT/ENOTDIR/too long)."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        return FileInfo(denied=True)
+    except (OSError, ValueError):
+        return None  # ENAMETOOLONG, ELOOP, NUL bytes: nginx answers 404 for these too
+    if not _inside(path, root):
+        return FileInfo(denied=True)
+    return FileInfo(
+        is_dir=st_mode.S_ISDIR(info.st_mode),
+        size=info.st_size,
+        mtime=int(info.st_mtime),
+        regular=st_mode.S_ISREG(info.st_mode),
+    )
+
+
+def open_file(send: SendFile, keep: bool) -> tuple[FilePlan, int]:
+    """(plan, fd or -1): the file opened and its answer shaped from fstat."""
+    head_only = send.view.method == b"HEAD"
+    try:
+        fd = os.open(send.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except PermissionError:
+        return error_plan(403, keep, head_only), -1
+    except (OSError, ValueError):
+        return error_plan(404, keep, head_only), -1
+    try:
+        info = os.fstat(fd)
+        if not st_mode.S_ISREG(info.st_mode) or not _inside(send.path, send.root):
+            os.close(fd)
+            return error_plan(404, keep, head_only), -1
+        found = FileInfo(size=info.st_size, mtime=int(info.st_mtime))
+        plan = file_plan(send, found, keep)
+    except OSError:
+        os.close(fd)
+        return error_plan(500, False, head_only), -1
+    if plan.length == 0:
+        os.close(fd)
+        return plan, -1
+    return plan, fd
+
+
+class FileSender:
+    """Sends `plan.length` bytes of `fd` from `plan.start` after `plan.head`."""
+
+    __slots__ = ("failed", "fd", "left", "offset", "paused", "sock", "transport")
+
+    def __init__(self, transport: asyncio.Transport, fd: int, plan: FilePlan) -> None:
+        self.transport = transport
+        self.fd = fd
+        self.offset = plan.start
+        self.left = plan.length
+        self.paused = False
+        self.failed = False
+        sock = transport.get_extra_info("socket")
+        self.sock = sock.fileno() if sock is not None else -1
+        if plan.length <= SMALL:
+            data = os.pread(fd, plan.length, plan.start)
+            transport.writelines((plan.head, data))
+            self.offset += len(data)
+            self.left -= len(data)
+            if self.left:
+                self.fail()  # the file shrank under us: the promised length cannot be met
+        else:
+            transport.write(plan.head)
+
+    def pump(self) -> bool:
+        """Send until done (True), the transport pauses, or a failure (False; the
+        connection is aborted)."""
+        transport = self.transport
+        if self.failed:
+            return False
+        while self.left > 0:
+            if self.paused or self.fd < 0 or transport.is_closing():
+                return False
+            if self.sock >= 0 and not transport.get_write_buffer_size():
+                want = min(self.left, SENDFILE_MAX)
+                try:
+                    sent = os.sendfile(self.sock, self.fd, self.offset, want)
+                except (BlockingIOError, InterruptedError):
+                    sent = -1
+                except OSError:
+                    self.fail()
+                    return False
+                if sent == 0:
+                    self.fail()  # EOF before the promised length: truncated file
+                    return False
+                if sent > 0:
+                    self.offset += sent
+                    self.left -= sent
+                    if sent == want:
+                        continue
+                if not self.left:
+                    break
+                # the socket is full: hand a piece to the transport, which then polls
+                # for writability and pauses us at its high-water mark
+            try:
+                data = os.pread(self.fd, min(CHUNK, self.left), self.offset)
+            except OSError:
+                data = b""
+            if not data:
+                self.fail()
+                return False
+            transport.write(data)
+            self.offset += len(data)
+            self.left -= len(data)
+        self.close()
+        return True
+
+    def fail(self) -> None:
+        self.close()
+        self.left = 0
+        self.failed = True
+        self.transport.abort()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
