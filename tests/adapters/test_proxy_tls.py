@@ -236,3 +236,30 @@ def test_listener_context_follows_nginx_protocol_defaults(pki: Pki) -> None:
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
     assert not ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE  # ssl_prefer_server_ciphers off
+
+
+def test_reject_handshake_default_server_refuses_unknown_names(pki: Pki) -> None:
+    b_crt, b_key = pki.leaf("b.test")
+
+    async def main() -> None:
+        port = free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            server {{ listen 127.0.0.1:{port} ssl default_server; ssl_reject_handshake on; }}
+            server {{ listen 127.0.0.1:{port} ssl; server_name b.test;
+                     ssl_certificate {b_crt}; ssl_certificate_key {b_key};
+                     return 200 "b"; }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        async with serving(routes):
+            got = await tls_request(port, b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n", "b.test")
+            assert got.cert == pki.der("b.test")
+            assert got.response.body == b"b"
+            for name in (None, "other.test"):
+                with pytest.raises((ssl.SSLError, ConnectionError)):
+                    await tls_request(port, b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n", name)
+
+    run(main())

@@ -248,8 +248,13 @@ class TlsBuilder:
         default server; None if that one has no usable certificate (reported)."""
         contexts: list[ssl.SSLContext | None] = []
         for i, (settings, _vs, where) in enumerate(servers):
-            if i == default:  # a context of its own: it carries the SNI callback
-                ctx = self._server(settings, where) if settings.certificates else None
+            if i == default and settings.certificates:  # its own: it carries the callback
+                ctx = self._server(settings, where)
+            elif i == default and settings.reject_handshake:
+                # no certificate: every handshake is lent another server's or refused
+                ctx = server_context(settings, Diagnostics(), where)
+            elif i == default:
+                ctx = None
             elif not settings.certificates:
                 ctx = None  # no certificate of its own: the default server's
             elif settings in self.sni:
