@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
+from hakeeper.conf.nginx_headers import HEADER_DIRECTIVES, HeadersOut, read_headers_out
 from hakeeper.conf.nginx_health import HealthCheck, Match, read_health_check, read_matches
 from hakeeper.conf.nginx_static import StaticConf, read_static
 from hakeeper.conf.nginx_tls import (
@@ -122,6 +123,8 @@ class ProxySettings:
     client_body_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     keepalive_requests: int = 1000
+    # proxy_redirect, add_header, proxy_hide_header, proxy_pass_header (conf/nginx_headers)
+    headers_out: HeadersOut = field(default_factory=HeadersOut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +275,10 @@ DIRECTIVES: dict[str, _Spec] = {
     "proxy_next_upstream_timeout": _spec(_ANY_HTTP, 1, 1),
     "proxy_buffering": _spec(_ANY_HTTP, 1, 1),
     "proxy_request_buffering": _spec(_ANY_HTTP, 1, 1),
+    "proxy_redirect": _spec(_ANY_HTTP, 1, 2),  # read by conf/nginx_headers.py
+    "add_header": _spec(_ANY_HTTP, 2, 3),
+    "proxy_hide_header": _spec(_ANY_HTTP, 1, 1),
+    "proxy_pass_header": _spec(_ANY_HTTP, 1, 1),
     "client_max_body_size": _spec(_ANY_HTTP, 1, 1),
     "client_header_timeout": _spec({HTTP, SERVER}, 1, 1),
     "client_body_timeout": _spec(_ANY_HTTP, 1, 1),
@@ -614,7 +621,7 @@ class _Reader:
                 self.diags.error(block.loc, f'pcre2_compile() failed: {exc} in "{pattern}"')
                 return []
         children = self.expand(block.children or (), LOCATION)
-        settings = self.settings(children, inherited)
+        settings = self.settings(children, inherited, (modifier, pattern))
         files = read_static(children, files or StaticConf(), self.diags, self.include)
         out: list[HttpLocation] = []
         direct: list[HttpLocation] = []
@@ -661,9 +668,15 @@ class _Reader:
             "", "", return_code=code, return_text=text, settings=settings, loc=node.loc
         )
 
-    def settings(self, nodes: Sequence[Node], inherited: ProxySettings) -> ProxySettings:
-        """Merge this level's proxy_* / client_* values over the enclosing level's."""
+    def settings(
+        self, nodes: Sequence[Node], inherited: ProxySettings, where: tuple[str, str] | None = None
+    ) -> ProxySettings:
+        """Merge this level's proxy_* / client_* values over the enclosing level's
+        (`where`: the location's modifier and name, None at http/server level)."""
         s = inherited
+        if any(node.name in HEADER_DIRECTIVES for node in nodes):
+            out = read_headers_out(nodes, s.headers_out, self.diags, where)
+            s = replace(s, headers_out=out)
         headers: list[tuple[str, str]] = []
         for node in nodes:
             args = node.arg_texts()

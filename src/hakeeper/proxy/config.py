@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     import ssl
 
+    from hakeeper.proxy.response_headers import ResponseRules
     from hakeeper.proxy.routes import RouteTable
     from hakeeper.proxy.tls import UpstreamTls
 
@@ -234,6 +235,9 @@ class ProxyConfig:
     # serves it), and how this location reaches `proxy_pass https://` (None = plain)
     listen_ssl: ssl.SSLContext | None = None
     upstream_tls: UpstreamTls | None = None
+    # upstream response header rules (hide/pass, add_header, proxy_redirect); None, for an
+    # engine built in code, relays heads as received (the nginx reader always sets them)
+    response: ResponseRules | None = None
 
     def __post_init__(self) -> None:
         if self.http_version not in ("1.0", "1.1"):

@@ -39,6 +39,7 @@ from hakeeper.proxy.config import (
     nginx_default_headers,
     routed_only,
 )
+from hakeeper.proxy.response_headers import RulesError, response_rules
 from hakeeper.proxy.routes import (
     Location,
     LocationSet,
@@ -219,6 +220,11 @@ def proxied_for(
         up_tls = builder.upstream_tls(s.ssl, hostport, location.loc)
         if up_tls is None:
             return None
+    try:
+        response = response_rules(s.headers_out)  # proxy_redirect, add_header, hide/pass
+    except RulesError as exc:
+        diags.error(exc.loc or location.loc, str(exc))
+        return None
     base = _engine_settings(s)
     config = ProxyConfig(
         peers=peers,
@@ -232,6 +238,7 @@ def proxied_for(
         timeouts=replace(base["timeouts"], upstream_keepalive=up_timeout),
         limits=replace(base["limits"], upstream_keepalive_requests=up_requests),
         retry=base["retry"],
+        response=response,
     )
     return Proxied(config, balancer, uri, key)
 

@@ -8,18 +8,35 @@ raw byte tunnel after `101 Switching Protocols` (nginx `u->upgrade`).
 connections per peer, LIFO, bounded in total (the oldest is closed when full), closed
 after `keepalive_timeout` idle or `keepalive_requests` uses, never reused after an
 error, an unfinished request, a HEAD answer or a response that was not keep-alive.
+The location's `response_headers.ResponseRules` (nginx's hidden upstream fields, its own
+`Server`/`Date`, `add_header`, `proxy_redirect`) apply on both paths: per field on the
+parsed one, to the held final head on the raw one (`response_headers.filter_head`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from email.utils import formatdate
 from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from hakeeper.proxy.config import Peer
-from hakeeper.proxy.framing import RESPONSE_HOP_BY_HOP, closing_head, response_framing
+from hakeeper.proxy.framing import closing_head, response_framing
+from hakeeper.proxy.response_headers import (
+    A_DATE,
+    A_DROP,
+    A_HOP,
+    A_LENGTH,
+    A_LOCATION,
+    A_SERVER,
+    NO_RULES_ACTIONS,
+    ResponseContext,
+    filter_head,
+)
+from hakeeper.proxy.routes import RequestView, normalize_host
 
 if TYPE_CHECKING:
     from hakeeper.proxy.engine import Engine
@@ -38,13 +55,36 @@ K_IDLE = 3
 MAX_HELD_HEAD = 256 * 1024
 
 
+class _Clock:
+    """The `Date: ...\\r\\n` line of the current second (nginx's cached http time)."""
+
+    __slots__ = ("line", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.line = b""
+
+    def date_line(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        return self.line
+
+
+CLOCK = _Clock()
+
+
 class UpstreamProtocol(asyncio.Protocol):
     """A connection to one backend; lent to one client request at a time."""
 
     __slots__ = (
+        "actions",
         "chunked",
         "client",
+        "closing",
         "complete",
+        "ctx",
         "deadline",
         "engine",
         "failed",
@@ -56,6 +96,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "idle_since",
         "kind",
         "lines",
+        "loc_at",
         "parser",
         "peer",
         "pending",
@@ -65,6 +106,8 @@ class UpstreamProtocol(asyncio.Protocol):
         "requests",
         "reusable",
         "rewrite",
+        "rules",
+        "seen",
         "status",
         "transport",
         "tunnel",
@@ -78,8 +121,15 @@ class UpstreamProtocol(asyncio.Protocol):
         self.parser = HttpResponseParser(self)
         self.raw_parser: HttpResponseParser | None = None
         self.raw = False
-        self.rewrite = False  # raw relay to a closing client: the final head is rewritten
+        self.rewrite = False  # raw relay: the final head is held and rewritten
+        self.closing = False  # ... for a client that asked to close
         self.pending = b""  # bytes held until that head is complete
+        rules = engine.config.response
+        self.rules = rules
+        self.actions = rules.actions if rules is not None else NO_RULES_ACTIONS
+        self.seen = 0  # parsed path: 1 = the upstream's Server passed, 2 = its Date
+        self.loc_at = -1  # parsed path: the line of the last rewritten Location
+        self.ctx: ResponseContext | None = None
         self.complete = False
         self.garbage = False
         self.reusable = False
@@ -177,7 +227,7 @@ class UpstreamProtocol(asyncio.Protocol):
                         self.pending = data
                     return
                 self.rewrite = False
-                if self.framing != "length":
+                if self.closing and self.framing != "length":
                     # EOF-delimited or from a closing upstream: the parsed path re-frames
                     # it in chunks like nginx (the raw parser is mid-message: dropped)
                     self.raw = False
@@ -187,7 +237,11 @@ class UpstreamProtocol(asyncio.Protocol):
                     self.framing = "none"
                     self._parse(client, data)
                     return
-                split = closing_head(data)
+                rules = self.rules
+                if rules is None:
+                    split = closing_head(data)
+                else:
+                    split = filter_head(data, rules, self.closing, CLOCK.date_line(), self._context)
                 if split is None:  # not expected once llhttp accepted the head
                     self._garbage(client)
                     return
@@ -274,6 +328,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.has_length = False
         self.chunked = False
         self.reason = b""
+        self.seen = 0
+        self.loc_at = -1
+        self.ctx = None
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -282,17 +339,99 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.got_head:
             return  # trailers are dropped (nginx 1.22 does not pass them)
         low = name.lower()
-        if low in RESPONSE_HOP_BY_HOP:
-            if low == b"transfer-encoding":
-                self.chunked = True
-            elif self.upgrade_ok and low in (b"upgrade", b"connection"):
-                status = self.parser.get_status_code()
-                if status == 101:
-                    self.lines.append(name + b": " + value + b"\r\n")
-            return
-        if low == b"content-length":
-            self.has_length = True
+        action = self.actions.get(low)
+        if action is not None:
+            if action == A_HOP:
+                if low == b"transfer-encoding":
+                    self.chunked = True
+                elif self.upgrade_ok and low in (b"upgrade", b"connection"):
+                    status = self.parser.get_status_code()
+                    if status == 101:
+                        self.lines.append(name + b": " + value + b"\r\n")
+                return
+            if action == A_LENGTH:
+                self.has_length = True
+            elif action == A_DROP:
+                return  # proxy_hide_header (nginx hides Server, Date, X-Accel-*...)
+            elif action == A_SERVER:
+                self.seen |= 1
+            elif action == A_DATE:
+                self.seen |= 2
+            else:
+                value = self._redirect(action, value)
         self.lines.append(name + b": " + value + b"\r\n")
+
+    def _redirect(self, action: int, value: bytes) -> bytes:
+        """A Location/Refresh value through `proxy_redirect` (parsed path)."""
+        rules = self.rules
+        assert rules is not None
+        ctx = self.ctx
+        if ctx is None:
+            ctx = self.ctx = self._context(self.parser.get_status_code())
+        new = rules.rewrite(action, value.strip(b" \t"), ctx)
+        if new is None:
+            return value
+        if action == A_LOCATION:
+            self.loc_at = len(self.lines)
+        return new
+
+    def _finish_head(self, status: int) -> None:
+        """Parsed path: our Server/Date first, `add_header` last, the rewritten Location
+        made absolute (nginx's header filter)."""
+        rules = self.rules
+        assert rules is not None
+        lines = self.lines
+        ctx = self.ctx
+        if self.loc_at >= 0 and ctx is not None:
+            line = lines[self.loc_at]
+            colon = line.index(b":")
+            value = ctx.absolute(line[colon + 2 : -2])
+            lines[self.loc_at] = line[: colon + 2] + value + b"\r\n"
+        own = rules.own_lines(bool(self.seen & 1), bool(self.seen & 2), CLOCK.date_line())
+        if own:
+            lines.insert(0, own)
+        if rules.add:
+            if ctx is None and rules.add_dynamic:
+                ctx = self.ctx = self._context(status)
+            lines.append(rules.add_lines(status, ctx or _nothing))
+
+    def _context(self, status: int) -> ResponseContext:
+        """The variables of the request this response answers (rewrites are rare: built
+        on demand; a routed request may already carry its view)."""
+        engine = self.engine
+        client = self.client
+        req = client.active if client is not None else None
+        view = req.view if req is not None else None
+        if view is None:
+            target = b""
+            host = b""
+            method = b""
+            headers: list[tuple[bytes, bytes]] = []
+            if req is not None:
+                target = req.request_uri or req.target
+                host = normalize_host(req.host) if req.host else b""
+                method = req.method
+                headers = req.extra or []
+            addr, port = b"", b""
+            transport = client.transport if client is not None else None
+            local = transport.get_extra_info("sockname") if transport is not None else None
+            if isinstance(local, tuple) and len(local) >= 2:
+                addr, port = str(local[0]).encode("ascii"), str(local[1]).encode("ascii")
+            path, _, args = target.partition(b"?")
+            view = RequestView(
+                method=method,
+                target=target,
+                path=path,
+                args=args,
+                host=host,
+                headers=headers,
+                remote_addr=client.remote_addr if client is not None else b"",
+                remote_port=client.remote_port if client is not None else b"",
+                server_name=engine.config.server_name.encode("latin-1"),
+                server_port=port,
+                server_addr=addr,
+            )
+        return ResponseContext(view, engine.rules.proxy_host, status)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -304,6 +443,8 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self.status = status
         self.got_head = True
+        if self.rules is not None:
+            self._finish_head(status)
         if status == 101:
             self.framing = "none"
         else:
@@ -354,7 +495,8 @@ class UpstreamProtocol(asyncio.Protocol):
         """
         self.client = client
         self.raw = raw
-        self.rewrite = closing
+        self.rewrite = closing or (raw and self.rules is not None)
+        self.closing = closing
         self.pending = b""
         if raw and self.raw_parser is None:
             self.raw_parser = HttpResponseParser(_RawCallbacks(self))
@@ -389,6 +531,10 @@ class UpstreamProtocol(asyncio.Protocol):
         if client is not None:
             self.engine.stats.upstream_timeouts += 1
             client.upstream_failed(self, "timeout")
+
+
+def _nothing(name: str) -> bytes:
+    return b""
 
 
 class _RawCallbacks:

@@ -1,0 +1,372 @@
+"""Upstream response header rules of one location: hide/pass, `add_header`, `proxy_redirect`.
+
+What nginx 1.22 does to an upstream response head before the client sees it, checked
+against Debian's nginx (tests/adapters/test_proxy_redirect_vs_nginx.py):
+- `proxy_hide_header` / `proxy_pass_header` (`ngx_http_upstream_hide_headers_hash`):
+  `Date`, `Server`, `X-Pad` and `X-Accel-Expires`, `-Redirect`, `-Limit-Rate`,
+  `-Buffering`, `-Charset` (`ngx_http_proxy_hide_headers`) plus the configured names are
+  not passed, minus the `proxy_pass_header` ones. hakeeper only hides the X-Accel ones;
+  it does not act on them;
+- the header filter then adds its own `Server` and `Date` unless the upstream's passed
+  (hakeeper says `Server: hakeeper`);
+- `add_header NAME VALUE [always]` (`ngx_http_headers_filter_module`): appended after the
+  upstream's fields for statuses 200, 201, 204, 206, 301, 302, 303, 304, 307, 308, or for
+  any status with `always`; an empty value adds nothing; values may hold variables;
+- `Location` and `Refresh` go through `redirect.Redirects`, and the last rewritten
+  `Location` that starts with `/` is made absolute.
+`ResponseRules` is compiled once per location. The parsed relay path asks it per header
+field (`actions`, one dict lookup) and once per head (`own_lines`, `add_lines`); the raw
+relay path hands it a whole head (`filter_head`): a few `find`s locate the fields that
+matter, the head is rebuilt from slices, and a memo answers heads already seen this
+second. Pure: no I/O, no clock (the Date line is given).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from hakeeper.conf.diagnostics import Location
+from hakeeper.conf.nginx_headers import HeadersOut
+from hakeeper.proxy.framing import RESPONSE_HOP_BY_HOP, status_line
+from hakeeper.proxy.redirect import (
+    Part,
+    Redirects,
+    absolute_location,
+    compile_parts,
+    compile_rule,
+    render,
+)
+from hakeeper.proxy.routes import RequestView, variable
+
+# nginx 1.22 ngx_http_proxy_hide_headers, lower-cased
+DEFAULT_HIDDEN = (
+    b"date",
+    b"server",
+    b"x-pad",
+    b"x-accel-expires",
+    b"x-accel-redirect",
+    b"x-accel-limit-rate",
+    b"x-accel-buffering",
+    b"x-accel-charset",
+)
+# ngx_http_headers_filter: statuses `add_header` without `always` applies to
+ADD_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+SERVER_LINE = b"Server: hakeeper"
+
+# actions per lower-cased upstream field name (the parsed path's one dict lookup)
+A_HOP = 1  # hop-by-hop: handled by the relay
+A_LENGTH = 2  # Content-Length: passes, noted
+A_DROP = 3  # hidden
+A_LOCATION = 4
+A_REFRESH = 5
+A_SERVER = 6  # passes (proxy_pass_header Server): ours is then not added
+A_DATE = 7
+
+# fields a client that asked to close must not get (as `framing.closing_head`)
+_CLOSING_DROP = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade")
+
+
+class ResponseContext:
+    """Variables for one response: the request's (`routes.variable`), `$proxy_host`,
+    `$status`; built only when a rule needs one (a rewrite, a variable)."""
+
+    __slots__ = ("proxy_host", "status", "view")
+
+    def __init__(self, view: RequestView, proxy_host: bytes, status: int) -> None:
+        self.view = view
+        self.proxy_host = proxy_host
+        self.status = status
+
+    def __call__(self, name: str) -> bytes:
+        if name == "status":
+            return b"%d" % self.status
+        if name == "proxy_host":
+            return self.proxy_host
+        return variable(name, self.view)
+
+    def absolute(self, value: bytes) -> bytes:
+        view = self.view
+        return absolute_location(
+            value, view.scheme, view.host or view.server_addr, view.server_port
+        )
+
+
+#: builds the context of the response being filtered (called at most once per head)
+ContextFactory = Callable[[int], ResponseContext]
+
+
+@dataclass(frozen=True, slots=True)
+class AddHeader:
+    """`add_header NAME VALUE [always]`."""
+
+    name: bytes
+    value: tuple[Part, ...]
+    always: bool = False
+
+
+def add_header(name: str, value: str, always: bool = False) -> AddHeader:
+    """Compile one `add_header`; raises ValueError on an unknown variable."""
+    return AddHeader(name.encode("latin-1"), compile_parts(value), always)
+
+
+def _probes(names: Sequence[bytes], actions: dict[bytes, int]) -> tuple[Probe, ...]:
+    """`(guard, ((b"\\r\\nname:", action), ...))` groups for the raw path's scan of a
+    lower-cased head: the `x-` names are only looked for when some `x-` field is there."""
+    plain = tuple((b"\r\n" + n + b":", actions.get(n, A_DROP)) for n in names if n[:2] != b"x-")
+    xs = tuple((b"\r\n" + n + b":", actions.get(n, A_DROP)) for n in names if n[:2] == b"x-")
+    groups: list[Probe] = [(b"", plain)] if plain else []
+    if xs:
+        groups.append((b"\r\nx-", xs))
+    return tuple(groups)
+
+
+Probe = tuple[bytes, tuple[tuple[bytes, int], ...]]
+
+
+class _Memo:
+    """Heads already filtered this second: the same upstream head (a backend's answers
+    repeat byte for byte within its Date second) gets the same result while our Date
+    line is the same, unless a request variable was read. Bounded; only an optimization
+    (the result is what `filter_head` computes)."""
+
+    __slots__ = ("date", "table")
+
+    def __init__(self) -> None:
+        self.date = b""
+        self.table: dict[bytes, bytes] = {}
+
+
+MEMO_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRules:
+    """The response header rules of one proxied location, ready for both relay paths."""
+
+    redirects: Redirects = field(default_factory=Redirects)
+    hidden: frozenset[bytes] = frozenset(DEFAULT_HIDDEN)
+    add: tuple[AddHeader, ...] = ()
+    # derived (filled by __post_init__)
+    actions: dict[bytes, int] = field(default_factory=dict, compare=False)
+    probes: tuple[Probe, ...] = field(default=(), compare=False)
+    probes_closing: tuple[Probe, ...] = field(default=(), compare=False)
+    memo: _Memo = field(default_factory=_Memo, compare=False)
+    add_static: bytes = field(default=b"", compare=False)  # all-static add lines (2xx/3xx)
+    add_static_always: bytes = field(default=b"", compare=False)
+    add_dynamic: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        actions = {name: A_HOP for name in RESPONSE_HOP_BY_HOP}
+        actions[b"content-length"] = A_LENGTH
+        actions[b"server"] = A_SERVER
+        actions[b"date"] = A_DATE
+        if self.redirects.rules:
+            actions[b"location"] = A_LOCATION
+            actions[b"refresh"] = A_REFRESH
+        for name in self.hidden:
+            if name not in RESPONSE_HOP_BY_HOP and name != b"content-length":
+                actions[name] = A_DROP
+        wanted = [n for n, a in actions.items() if a not in (A_HOP, A_LENGTH)]
+        set_ = object.__setattr__
+        set_(self, "actions", actions)
+        set_(self, "probes", _probes(wanted, actions))
+        closing = actions | dict.fromkeys(_CLOSING_DROP, A_DROP)
+        set_(self, "probes_closing", _probes([*wanted, *_CLOSING_DROP], closing))
+        dynamic = any(not all(isinstance(p, bytes) for p in a.value) for a in self.add)
+        set_(self, "add_dynamic", dynamic)
+        if not dynamic:
+            set_(self, "add_static", self._add_lines(200, _no_context))
+            set_(self, "add_static_always", self._add_lines(0, _no_context))
+
+    @property
+    def passes_server(self) -> bool:
+        return b"server" not in self.hidden
+
+    @property
+    def passes_date(self) -> bool:
+        return b"date" not in self.hidden
+
+    def _add_lines(self, status: int, lookup: Callable[[str], bytes]) -> bytes:
+        ok = status in ADD_STATUSES
+        out: list[bytes] = []
+        for a in self.add:
+            if a.always or ok:
+                value = render(a.value, lookup)
+                if value:
+                    out.append(a.name + b": " + value + b"\r\n")
+        return b"".join(out)
+
+    def add_lines(self, status: int, lookup: Callable[[str], bytes]) -> bytes:
+        """The `add_header` lines for a response with `status` (each ends in CRLF);
+        `lookup` renders variables (only read when a value has some)."""
+        if not self.add:
+            return b""
+        if not self.add_dynamic:
+            return self.add_static if status in ADD_STATUSES else self.add_static_always
+        return self._add_lines(status, lookup)
+
+    def own_lines(self, seen_server: bool, seen_date: bool, date_line: bytes) -> bytes:
+        """Our `Server` and `Date` lines unless the upstream's passed (CRLF-ended)."""
+        out = b"" if seen_server else SERVER_LINE + b"\r\n"
+        return out if seen_date else out + date_line
+
+    def rewrite(self, action: int, value: bytes, context: ResponseContext) -> bytes | None:
+        """A Location (`A_LOCATION`) or Refresh value rewritten, or None (unchanged)."""
+        if action == A_LOCATION:
+            return self.redirects.rewrite(value, context)
+        return self.redirects.rewrite_refresh(value, context)
+
+
+def _no_context(name: str) -> bytes:
+    return b""
+
+
+class RulesError(ValueError):
+    """A response header directive that cannot be compiled (at `loc`)."""
+
+    def __init__(self, message: str, loc: Location | None) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def response_rules(conf: HeadersOut) -> ResponseRules:
+    """The rules of one proxied location from its merged nginx.conf directives
+    (`conf.nginx_headers`); raises RulesError (bad regex, unknown variable)."""
+    rules = []
+    for r in conf.redirects or ():
+        try:
+            rules.append(compile_rule(r.redirect, r.replacement, r.literal))
+        except ValueError as exc:
+            raise RulesError(str(exc), r.loc) from None
+    adds = []
+    for a in conf.add:
+        try:
+            adds.append(add_header(a.name, a.value, a.always))
+        except ValueError as exc:
+            raise RulesError(str(exc), a.loc) from None
+    passed = {n.lower().encode("latin-1") for n in conf.pass_}
+    hidden = {*DEFAULT_HIDDEN, *(n.lower().encode("latin-1") for n in conf.hide)} - passed
+    return ResponseRules(Redirects(tuple(rules)), frozenset(hidden), tuple(adds))
+
+
+#: an engine built without rules (in code, not from nginx.conf) filters nothing
+NO_RULES_ACTIONS: dict[bytes, int] = {name: A_HOP for name in RESPONSE_HOP_BY_HOP} | {
+    b"content-length": A_LENGTH
+}
+
+
+def filter_head(
+    buf: bytes,
+    rules: ResponseRules,
+    closing: bool,
+    date_line: bytes,
+    context: ContextFactory,
+) -> tuple[bytes, bytes] | None:
+    """Split `buf` (upstream bytes from the start of a response) after its final head and
+    apply `rules` to that head: (the new head up to its empty line, the bytes after), or
+    None when no complete final head is in `buf`.
+
+    `closing`: the client asked to close, so also what `framing.closing_head` does (the
+    interim 1xx heads are dropped, the status line is HTTP/1.1, hop-by-hop connection
+    fields go and `Connection: close` is added); otherwise interim heads pass. The head
+    was accepted by llhttp (strict), so the first empty line ends it and no field line
+    has white space before its colon. `date_line` is the `Date: ...\\r\\n` to add.
+    """
+    pos = 0
+    while True:
+        end = buf.find(b"\r\n\r\n", pos)
+        if end < 0:
+            return None
+        if buf[pos + 9 : pos + 10] == b"1":  # "HTTP/1.1 1xx": interim
+            pos = end + 4
+            continue
+        break
+    head = buf[pos:end]  # status line + "\r\nName: value" segments
+    memo = rules.memo
+    key = buf[:end] if closing else head
+    if pos == 0 or closing:
+        if memo.date != date_line:
+            memo.date = date_line
+            memo.table.clear()
+        hit = memo.table.get(key)
+        if hit is not None:
+            return hit, buf[end + 4 :]
+    status = int(head[9:12])
+    first = head.find(b"\r\n")
+    if first < 0:
+        first = len(head)
+    pieces: list[bytes] = []
+    if closing:
+        line = head[:first]
+        pieces.append(
+            line if line[:9] == b"HTTP/1.1 " and len(line) > 13 else
+            status_line(b"", status, line[13:])[:-2]
+        )  # fmt: skip
+    else:
+        pieces.append(buf[: pos + first])  # interim heads and the status line
+    ours_at = len(pieces)
+    pieces.append(b"")  # our Server/Date, once we know whether the upstream's pass
+    # the fields that matter, in order: (start of their "\r\n", end of the name + ":")
+    low = head.lower()
+    found: list[tuple[int, int, int]] = []
+    for guard, probes in rules.probes_closing if closing else rules.probes:
+        if guard and guard not in low:
+            continue
+        for probe, action in probes:
+            i = low.find(probe)
+            while i >= 0:
+                found.append((i, i + len(probe), action))
+                i = low.find(probe, i + 2)
+    found.sort()
+    at = first
+    seen_server = seen_date = False
+    ctx: ResponseContext | None = None
+    location_at = -1
+    for start, name_end, action in found:
+        if action == A_SERVER:
+            seen_server = True
+            continue
+        if action == A_DATE:
+            seen_date = True
+            continue
+        stop = head.find(b"\r\n", name_end)
+        if stop < 0:
+            stop = len(head)
+        pieces.append(head[at:start])
+        at = stop
+        if action == A_DROP:
+            continue
+        value = head[name_end:stop].strip(b" \t")
+        if ctx is None:
+            ctx = context(status)
+        new = rules.rewrite(action, value, ctx)
+        if new is None:
+            pieces.append(head[start:stop])
+            continue
+        if action == A_LOCATION:
+            location_at = len(pieces)
+        pieces.append(head[start:name_end] + b" " + new)
+    pieces.append(head[at:])
+    if location_at >= 0 and ctx is not None:
+        line = pieces[location_at]
+        colon = line.index(b":")
+        pieces[location_at] = line[: colon + 2] + ctx.absolute(line[colon + 2 :])
+    own = rules.own_lines(seen_server, seen_date, date_line)
+    if own:
+        pieces[ours_at] = b"\r\n" + own[:-2]
+    pieces.append(b"\r\n")
+    if rules.add:
+        if rules.add_dynamic and ctx is None:
+            ctx = context(status)
+        pieces.append(rules.add_lines(status, ctx or _no_context))
+    if closing:
+        pieces.append(b"Connection: close\r\n")
+    pieces.append(b"\r\n")
+    out = b"".join(pieces)
+    if ctx is None and (pos == 0 or closing):
+        table = memo.table
+        if len(table) >= MEMO_SIZE:
+            table.clear()
+        table[key] = out
+    return out, buf[end + 4 :]

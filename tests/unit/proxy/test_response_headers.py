@@ -1,0 +1,303 @@
+"""proxy_redirect rules, response header rules and the raw-path head filter (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hakeeper.conf.diagnostics import Diagnostics
+from hakeeper.conf.lexer import parse_nginx_text
+from hakeeper.conf.nginx import read_nginx
+from hakeeper.conf.nginx_headers import HeadersOut, RedirectConf, default_redirect
+from hakeeper.proxy.framing import closing_head
+from hakeeper.proxy.from_nginx import listeners
+from hakeeper.proxy.redirect import Redirects, absolute_location, compile_rule, default_rule
+from hakeeper.proxy.response_headers import (
+    ResponseContext,
+    ResponseRules,
+    RulesError,
+    add_header,
+    filter_head,
+    response_rules,
+)
+from hakeeper.proxy.routes import RequestView
+
+DATE = b"Date: Mon, 23 Nov 2026 18:00:00 GMT\r\n"
+VARS = {
+    "host": b"example.com",
+    "server_port": b"8080",
+    "scheme": b"http",
+    "proxy_host": b"up",
+    "status": b"302",
+}
+
+
+def lookup(name: str) -> bytes:
+    return VARS.get(name, b"")
+
+
+def view(host: bytes = b"example.com", port: bytes = b"8080") -> RequestView:
+    return RequestView(
+        method=b"GET",
+        target=b"/a?b",
+        path=b"/a",
+        args=b"b",
+        host=host,
+        headers=(),
+        remote_addr=b"127.0.0.1",
+        remote_port=b"5000",
+        server_name=b"main",
+        server_port=port,
+        server_addr=b"127.0.0.1",
+    )
+
+
+def context(status: int) -> ResponseContext:
+    return ResponseContext(view(), b"up", status)
+
+
+def no_context(status: int) -> ResponseContext:
+    raise AssertionError("no variable should be read")
+
+
+# -- redirect rules ----------------------------------------------------------------------
+def test_literal_rule_replaces_the_prefix_case_sensitively() -> None:
+    rules = Redirects((compile_rule("http://up/a/", "/b/"),))
+    assert rules.rewrite(b"http://up/a/x?y", lookup) == b"/b/x?y"
+    assert rules.rewrite(b"http://UP/a/x", lookup) is None
+    assert rules.rewrite(b"http://up/a", lookup) is None
+
+
+def test_first_rule_that_applies_wins_and_variables_render() -> None:
+    rules = Redirects(
+        (
+            compile_rule("http://$proxy_host/v/", "$scheme://$host:$server_port/w/"),
+            compile_rule("/", "/rel/"),
+            compile_rule("http://up/", "/"),
+        )
+    )
+    assert rules.rewrite(b"http://up/v/1", lookup) == b"http://example.com:8080/w/1"
+    assert rules.rewrite(b"/x", lookup) == b"/rel/x"
+    assert rules.rewrite(b"http://up/z", lookup) == b"/z"
+    assert rules.rewrite(b"ftp://x", lookup) is None
+
+
+def test_regex_rule_replaces_the_whole_value_with_captures() -> None:
+    rule = compile_rule(r"~^http://up/(\w+)/(.*)$", "http://$host/X/$1/$2$3?$12")
+    assert rule.apply(b"http://up/foo/bar", lookup) == b"http://example.com/X/foo/bar?foo2"
+    assert rule.apply(b"http://up/", lookup) is None
+    caseless = compile_rule("~*^HTTP://OTHER/(?<rest>.*)", "/o/$rest")
+    assert caseless.apply(b"http://other/p?q", lookup) == b"/o/p?q"
+    assert compile_rule("~^HTTP://OTHER/", "/o/").apply(b"http://other/", lookup) is None
+
+
+def test_refresh_rewrites_after_url_equals_only() -> None:
+    rules = Redirects((compile_rule("http://up/", "/"),))
+    assert rules.rewrite_refresh(b"5; URL=http://up/r", lookup) == b"5; URL=/r"
+    assert rules.rewrite_refresh(b"0;url=http://up/", lookup) == b"0;url=/"
+    assert rules.rewrite_refresh(b"7", lookup) is None
+    assert rules.rewrite_refresh(b"1; url=http://other/", lookup) is None
+
+
+def test_default_rule_like_nginx() -> None:
+    assert default_rule("http://up/uri/", "/one/", False).text == "http://up/uri/ /one/"
+    assert default_rule("http://up", "/one/", False).text == "http://up/ /"
+    assert default_rule("http://up", "^/re/", True).text == "http://up/ /"
+    # literal: a `$` in the location name is not a variable there
+    assert default_rule("http://up/x", "/a$b", False).apply(b"http://up/x1", lookup) == b"/a$b1"
+    assert default_redirect("http://up/u", "=", "/exact").replacement == "/exact"
+    assert default_redirect("http://up/u", "~", "^/r").redirect == "http://up/u/"
+
+
+def test_bad_rules_are_errors() -> None:
+    with pytest.raises(ValueError, match="pcre2_compile"):
+        compile_rule("~(", "/")
+    with pytest.raises(ValueError, match='unknown "nope" variable'):
+        compile_rule("http://up/", "/$nope/")
+
+
+def test_absolute_location_like_the_header_filter() -> None:
+    assert absolute_location(b"/x", b"http", b"h", b"8080") == b"http://h:8080/x"
+    assert absolute_location(b"/x", b"http", b"h", b"80") == b"http://h/x"
+    assert absolute_location(b"/x", b"https", b"h", b"443") == b"https://h/x"
+    assert absolute_location(b"http://a/", b"http", b"h", b"8080") == b"http://a/"
+
+
+# -- rules from the directives -----------------------------------------------------------
+def test_rules_hide_nginx_defaults_minus_passed_plus_hidden() -> None:
+    rules = response_rules(HeadersOut(hide=("X-Secret",), pass_=("Server", "X-Pad")))
+    assert b"server" not in rules.hidden and b"x-pad" not in rules.hidden
+    assert {b"date", b"x-secret", b"x-accel-redirect"} <= rules.hidden
+    assert rules.passes_server and not rules.passes_date
+    with pytest.raises(RulesError) as err:
+        response_rules(HeadersOut(redirects=(RedirectConf("/", "/$bad"),)))
+    assert 'unknown "bad" variable' in str(err.value)
+
+
+def test_add_header_statuses_always_and_empty_values() -> None:
+    rules = ResponseRules(add=(add_header("X-A", "a"), add_header("X-B", "b", True)))
+    assert rules.add_lines(200, lookup) == b"X-A: a\r\nX-B: b\r\n"
+    assert rules.add_lines(308, lookup) == b"X-A: a\r\nX-B: b\r\n"
+    assert rules.add_lines(404, lookup) == b"X-B: b\r\n"
+    dynamic = ResponseRules(add=(add_header("X-S", "$status $host"), add_header("X-E", "")))
+    assert dynamic.add_lines(302, lookup) == b"X-S: 302 example.com\r\n"
+
+
+# -- the raw path's head filter ----------------------------------------------------------
+NGINX_LIKE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
+    b"Content-Length: 2\r\nX-Pad: avoid\r\nX-Accel-Expires: 3\r\n\r\nok"
+)
+
+
+def test_filter_hides_and_adds_our_server_and_date() -> None:
+    split = filter_head(NGINX_LIKE, ResponseRules(), False, DATE, no_context)
+    assert split == (
+        b"HTTP/1.1 200 OK\r\nServer: hakeeper\r\n" + DATE + b"Content-Length: 2\r\n\r\n",
+        b"ok",
+    )
+    passing = response_rules(HeadersOut(pass_=("Server", "Date", "X-Pad")))
+    split = filter_head(NGINX_LIKE, passing, False, DATE, no_context)
+    assert split is not None
+    assert split[0] == (
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
+        b"Content-Length: 2\r\nX-Pad: avoid\r\n\r\n"
+    )
+    bare = b"HTTP/1.1 204 No Content\r\n\r\n"
+    assert filter_head(bare, passing, False, DATE, no_context) == (
+        b"HTTP/1.1 204 No Content\r\nServer: hakeeper\r\n" + DATE + b"\r\n",
+        b"",
+    )
+    assert filter_head(b"HTTP/1.1 200 OK\r\nA: b\r\n", passing, False, DATE, no_context) is None
+
+
+def test_filter_rewrites_location_and_makes_the_last_absolute() -> None:
+    rules = response_rules(
+        HeadersOut(
+            redirects=(RedirectConf("http://up/", "/", literal=True),),
+            add=(),
+        )
+    )
+    head = (
+        b"HTTP/1.1 302 Found\r\nlocation: http://up/x\r\nLOCATION:  http://up/y\r\n"
+        b"Refresh: 1; url=http://up/r\r\nContent-Length: 0\r\n\r\n"
+    )
+    split = filter_head(head, rules, False, DATE, context)
+    assert split is not None
+    assert split[0] == (
+        b"HTTP/1.1 302 Found\r\nServer: hakeeper\r\n" + DATE + b"location: /x\r\n"
+        b"LOCATION: http://example.com:8080/y\r\nRefresh: 1; url=/r\r\nContent-Length: 0\r\n\r\n"
+    )
+    untouched = b"HTTP/1.1 302 Found\r\nLocation: /rel\r\nContent-Length: 0\r\n\r\n"
+    split = filter_head(untouched, rules, False, DATE, context)
+    assert split is not None and b"\r\nLocation: /rel\r\n" in split[0]
+
+
+def test_filter_for_a_closing_client_matches_closing_head_plus_rules() -> None:
+    buf = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.0 200 OK\r\nServer: x\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    )
+    passing = response_rules(HeadersOut(pass_=("Server", "Date")))
+    assert filter_head(buf, passing, True, DATE, no_context) == (
+        b"HTTP/1.1 200 OK\r\n" + DATE + b"Server: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n",
+        b"3\r\nabc\r\n",
+    )
+    old = closing_head(buf)
+    assert old is not None and old[1] == b"3\r\nabc\r\n"
+    # without closing, interim heads pass and connection fields stay
+    split = filter_head(buf, passing, False, DATE, no_context)
+    assert split is not None
+    assert split[0].startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n")
+    assert b"Keep-Alive: timeout=5\r\n" in split[0]
+
+
+def test_filter_memo_gives_the_same_bytes_and_follows_the_date() -> None:
+    rules = ResponseRules(add=(add_header("X-A", "a"),))
+    first = filter_head(NGINX_LIKE, rules, False, DATE, no_context)
+    again = filter_head(NGINX_LIKE, rules, False, DATE, no_context)
+    assert first == again and len(rules.memo.table) == 1
+    later = b"Date: Mon, 23 Nov 2026 18:00:01 GMT\r\n"
+    moved = filter_head(NGINX_LIKE, rules, False, later, no_context)
+    assert moved is not None and later in moved[0] and DATE not in moved[0]
+    # a head that read request variables is not remembered
+    redirecting = response_rules(HeadersOut(redirects=(RedirectConf("http://up/", "/"),)))
+    loc = b"HTTP/1.1 301 X\r\nLocation: http://up/a\r\n\r\n"
+    assert filter_head(loc, redirecting, False, DATE, context) is not None
+    assert not redirecting.memo.table
+
+
+# -- reading the directives --------------------------------------------------------------
+def _read(text: str) -> tuple[HeadersOut, ...] | Diagnostics:
+    diags = Diagnostics()
+    cfg = read_nginx(parse_nginx_text(text, "nginx.conf", diags), diags)
+    if diags.has_errors:
+        return diags
+    return tuple(loc.settings.headers_out for s in cfg.servers for loc in s.locations)
+
+
+def test_reader_merges_like_nginx() -> None:
+    out = _read(
+        "http { upstream up { server 127.0.0.1:1; }"
+        " proxy_redirect http://a/ /b/; add_header X-H h; proxy_hide_header X-1;"
+        " server { proxy_pass_header Server;"
+        "  location / { proxy_pass http://up; }"
+        "  location /o/ { proxy_pass http://up/u/; proxy_redirect off; proxy_redirect / /x/; }"
+        "  location /d/ { proxy_redirect http://c/ /; proxy_pass http://up/u/;"
+        "   proxy_redirect default; add_header X-L l always; proxy_hide_header X-2; }"
+        "  location /n/ { proxy_pass http://up/n/; } } }"
+    )
+    assert not isinstance(out, Diagnostics)
+    top, off, explicit, plain = out
+    assert top.redirects is not None
+    assert [(r.redirect, r.replacement) for r in top.redirects] == [("http://a/", "/b/")]
+    assert [a.name for a in top.add] == ["X-H"] and top.hide == ("X-1",)
+    assert top.pass_ == ("Server",)
+    assert off.redirects == ()
+    assert explicit.redirects is not None
+    assert [(r.redirect, r.replacement) for r in explicit.redirects] == [
+        ("http://c/", "/"),
+        ("http://up/u/", "/d/"),
+    ]
+    assert [(a.name, a.always) for a in explicit.add] == [("X-L", True)]
+    assert explicit.hide == ("X-2",) and explicit.pass_ == ("Server",)
+    # the http-level rule is inherited: no default for /n/
+    assert plain.redirects == top.redirects
+
+
+def test_reader_default_without_any_rule() -> None:
+    out = _read(
+        "http { upstream up { server 127.0.0.1:1; } server {"
+        " location / { proxy_pass http://up; } location /u/ { proxy_pass http://up/v/; }"
+        " location ~ ^/r/ { proxy_pass http://up; } } }"
+    )
+    assert not isinstance(out, Diagnostics)
+    got = [[(r.redirect, r.replacement) for r in o.redirects or ()] for o in out]
+    assert got == [[("http://up/", "/")], [("http://up/v/", "/u/")], [("http://up/", "/")]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "location / { proxy_redirect default; proxy_pass http://up; }",
+            '"proxy_redirect default" should be placed after the "proxy_pass" directive',
+        ),
+        ("proxy_redirect default;", "should be placed after"),
+        ("location / { proxy_pass http://up; proxy_redirect nope; }", 'invalid parameter "nope"'),
+        ("location / { proxy_pass http://up; proxy_redirect ~( /; }", "pcre2_compile() failed"),
+        ("add_header X y sometimes;", 'invalid parameter "sometimes"'),
+        ("proxy_hide_header;", 'invalid number of arguments in "proxy_hide_header"'),
+        ("location / { proxy_pass http://up; proxy_redirect / /$nope; }", 'unknown "nope"'),
+        ("location / { proxy_pass http://up; add_header X $nope; }", 'unknown "nope"'),
+    ],
+)
+def test_reader_errors_name_the_line(text: str, message: str) -> None:
+    conf = "http {\nupstream up { server 127.0.0.1:1; }\nserver {\n" + text + "\n} }"
+    diags = Diagnostics()
+    cfg = read_nginx(parse_nginx_text(conf, "nginx.conf", diags), diags)
+    if not diags.has_errors:
+        listeners(cfg, diags)
+    found = [d.format() for d in diags.sorted()]
+    assert any(message in f and "nginx.conf:4" in f for f in found), found
