@@ -36,6 +36,7 @@ from test_proxy_support import (
     simple_response,
     wait_for,
 )
+from uvloop_support import free_port
 
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.routed import RoutedClientProtocol
@@ -82,6 +83,9 @@ http {{
         location /types/ {{ types {{ text/x-special txt; }} default_type text/x-default; }}
         location /noetag/ {{ etag off; }}
         location = /r200 {{ return 200 "plain"; }}
+        location /down/ {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 504 /50x.html; }}
+        location /down2/ {{ proxy_pass http://127.0.0.1:{dead}; error_page 502 = @back; }}
+        location /down3/ {{ proxy_pass http://127.0.0.1:{dead}; error_page 404 /404.html; }}
     }}
 }}
 """
@@ -98,6 +102,7 @@ FILES = {
     "www/dir/sub/file.json": b"{}",
     "www/noidx/x.txt": b"x",
     "www/404.html": b"NF page\n",
+    "www/50x.html": b"<p>upstream down</p>\n",
     "www/plain/p.txt": b"plain",
     "www/t2/d/index.html": b"t2d\n",
     "www/t2/file": b"f",
@@ -129,7 +134,7 @@ def table(site: str) -> list[_T]:
         b"/t2/d", b"/t2/d/", b"/t2/file", b"/t3/d", b"/t3/d/", b"/t4/x", b"/t5/", b"/t6/",
         b"/idx/", b"/app/here.txt", b"/app/remote?k=v", b"/app/a%20b", b"/ret",
         b"/types/a.txt", b"/types/b.bin", b"/noetag/n.txt", b"/r200", b"/dir/../ten.txt",
-        b"/%2e%2e/etc/passwd", b"/index.html/",
+        b"/%2e%2e/etc/passwd", b"/index.html/", b"/down/x", b"/down2/x?y=1", b"/down3/x",
     ]  # fmt: skip
     out: list[_T] = [(b"GET", t, b"") for t in get]
     ten = b"/ten.txt"
@@ -158,7 +163,7 @@ def table(site: str) -> list[_T]:
         out.append((b"GET", ten, extra + b"\r\n"))
     out.append((b"GET", b"/ep2/x", b"If-None-Match: *\r\n"))
     for method in (b"HEAD", b"POST", b"PUT", b"DELETE"):
-        for target in (ten, b"/missing", b"/dir/", b"/noidx/", b"/plain/none", b"/ep/x"):
+        for target in (ten, b"/missing", b"/dir/", b"/noidx/", b"/plain/none", b"/ep/x", b"/down/"):
             out.append((method, target, b""))
     return out
 
@@ -226,7 +231,11 @@ def test_static_files_as_nginx(site_dir: str) -> None:
             with open("/etc/nginx/mime.types") as f:
                 mime = f.read().replace("{", "{{").replace("}", "}}")
             conf = CONF.replace("@SITE@", site_dir).replace("@MIME@", mime)
-            async with nginx_and_hakeeper(conf, "hk-static", a=backend.port) as (nport, hport):
+            dead = free_port()  # nothing listens there: proxying to it fails with 502
+            async with nginx_and_hakeeper(conf, "hk-static", a=backend.port, dead=dead) as (
+                nport,
+                hport,
+            ):
                 requests = table(site_dir)
                 want = await _observe(nport, requests)
                 got = await _observe(hport, requests)

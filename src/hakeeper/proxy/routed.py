@@ -51,7 +51,7 @@ from hakeeper.proxy.routes import (
     upstream_target,
     variable,
 )
-from hakeeper.proxy.static import Answer, SendFile, resolve
+from hakeeper.proxy.static import Answer, SendFile, ToProxy, error_outcome, has_page, resolve
 from hakeeper.proxy.static_io import FileSender, open_file, stat_file
 
 NOT_FOUND = Return(404, None)  # no location matched (nginx would look for a file)
@@ -63,7 +63,16 @@ _FRAMING_VARIABLES = VARIABLES - ROUTED_VARIABLES
 class RoutedClientProtocol(ClientProtocol):
     """A downstream connection on a listener with a routing table."""
 
-    __slots__ = ("addr_key", "files", "home", "local_addr", "local_port", "sender", "table")
+    __slots__ = (
+        "addr_key",
+        "files",
+        "home",
+        "local_addr",
+        "local_port",
+        "pages",
+        "sender",
+        "table",
+    )
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
@@ -76,6 +85,8 @@ class RoutedClientProtocol(ClientProtocol):
         self.local_port = b""
         self.files: dict[int, SendFile] = {}  # id(request) -> the file it is answered with
         self.sender: FileSender | None = None
+        # proxied requests whose location has error pages (for a failed upstream)
+        self.pages: list[tuple[Request, VirtualServer, ToProxy]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -226,6 +237,8 @@ class RoutedClientProtocol(ClientProtocol):
                 action = FILE
             else:
                 action, prefix = outcome.proxied, outcome.prefix
+                if outcome.where.files is not None and outcome.where.files.error_pages:
+                    self._keep_pages(req, server, outcome)
                 uri_part = action.uri
                 if outcome.target is not None:  # an internal redirect changed the URI
                     req.request_uri = req.target
@@ -424,6 +437,36 @@ class RoutedClientProtocol(ClientProtocol):
         sender = self.sender = FileSender(transport, fd, plan)
         if sender.pump():
             self._file_done(req)
+
+    def _keep_pages(self, req: Request, server: VirtualServer, proxied: ToProxy) -> None:
+        active, queue = self.active, self.queue
+        self.pages = [e for e in self.pages if e[0] is active or e[0] in queue]
+        self.pages.append((req, server, proxied))
+
+    def _respond_error(self, status: int) -> None:
+        """A proxied request failed (502/504): its location's `error_page`, if any."""
+        req = self.active
+        entry = next((e for e in self.pages if e[0] is req), None)
+        if req is None or entry is None or not has_page(entry[2].where, status):
+            super()._respond_error(status)
+            return
+        _, server, proxied = entry
+        outcome = error_outcome(server, proxied.where, status, proxied.view, stat_file)
+        if isinstance(outcome, ToProxy):  # an error page that proxies: not followed
+            super()._respond_error(status)
+            return
+        keep = req.keep_alive and req.complete and not self.draining
+        req.view = outcome.view
+        if isinstance(outcome, SendFile):
+            self.files[id(req)] = outcome
+            self._send_file(req, keep)
+            return
+        data, keep = outcome.ret.response(outcome.view, keep, req.method == b"HEAD")
+        req.responded = True
+        req.keep_alive = keep
+        if data:
+            self._write(data)
+        self._finish(req)
 
     def _file_done(self, req: Request) -> None:
         self.sender = None

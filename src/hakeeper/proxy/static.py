@@ -137,12 +137,14 @@ class SendFile:
 @dataclass(frozen=True, slots=True)
 class ToProxy:
     """Proxy through `proxied`; `target` is the upstream request-target (None: as the
-    client's request with the location's URI part applied by the caller)."""
+    client's request with the location's URI part applied by the caller). `where` is the
+    location, whose `error_page`s answer a failed upstream (`error_outcome`)."""
 
     proxied: Proxied
     prefix: bytes
     target: bytes | None
     view: RequestView
+    where: Location
 
 
 Outcome = Answer | SendFile | ToProxy
@@ -207,6 +209,21 @@ def resolve(
     return _run(found, st)
 
 
+def error_outcome(
+    server: VirtualServer, loc: Location, code: int, view: RequestView, stat: StatFn
+) -> Outcome:
+    """What answers error `code` raised in `loc` for the request seen as `view` (a proxied
+    location's 502/504): its `error_page` for that code, else the built-in page."""
+    st = _State(server, view, stat, view.method, view.path, view.args, False)
+    return _error(loc, code, st)
+
+
+def has_page(loc: Location, code: int) -> bool:
+    """Whether `loc` has an `error_page` for `code`."""
+    pages = loc.files.error_pages if loc.files is not None else None
+    return pages is not None and code in pages
+
+
 def _view(st: _State) -> RequestView:
     view = st.view
     if view.path == st.uri and view.args == st.args and view.method == st.method:
@@ -238,7 +255,7 @@ def _run(found: Location | Redirect | None, st: _State) -> Outcome:
                 else:
                     path = escape_uri(st.uri)
                     upstream = path + b"?" + st.args if st.args else path
-            return ToProxy(action, loc.prefix, upstream, _view(st))
+            return ToProxy(action, loc.prefix, upstream, _view(st), loc)
         files = loc.files
         assert files is not None
         # try_files phase
