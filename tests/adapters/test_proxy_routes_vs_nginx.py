@@ -135,21 +135,147 @@ TABLE: list[tuple[bytes | None, bytes, bytes, bytes]] = [
 ]
 
 
-def both(a: int, b: int) -> contextlib.AbstractAsyncContextManager[tuple[int, int]]:
+# regex captures, named captures, `rewrite` (every flag), `set`, variables in
+# `proxy_pass`, `proxy_set_header` and a `hash` key, `allow`/`deny` at every level
+PHASES_CONF = r"""
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    allow 127.0.0.1;
+    deny all;
+    upstream app {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}
+    upstream hashed {{ hash $1 consistent; server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name main.test;
+        rewrite ^/srv/(.*)$ /c/$1;
+        rewrite ^/srvlast/(.*)$ /p/$1 last;
+        set $s "S-$uri";
+        location ~ ^/c/(?<first>[a-z]+)/(\d+) {{
+            return 200 "1=$1 2=$2 first=$first s=$s 1x=$1x";
+        }}
+        location /r/ {{ rewrite ^/r/(.*)$ /c/$1 last; }}
+        location /b/ {{ rewrite ^/b/(.*)$ /x/$1 break; proxy_pass http://app/u/; }}
+        location /l/ {{ rewrite ^/l/(.*)$ /p/$1?z=1 last; }}
+        location /p/ {{ proxy_set_header X-Cap "$1|$first|$s"; proxy_pass http://app/pp/; }}
+        location /red/ {{ rewrite ^/red/(.*)$ /new/$1 redirect; }}
+        location /perm/ {{ rewrite ^/perm/(.*)$ /new/$1? permanent; }}
+        location /abs/ {{ rewrite ^/abs/(.*)$ http://other.test/$1; }}
+        location /sch/ {{ rewrite ^/sch/(.*) $scheme://$host/z/$1; }}
+        location /loop/ {{ rewrite ^ /loop/x last; }}
+        location /cyc/ {{ rewrite ^/cyc/(\d)(.*)$ /cyc/$2 last; return 200 "end $uri"; }}
+        location /v/ {{ proxy_pass http://app/vv$uri; }}
+        location /w/ {{ proxy_pass http://app$request_uri; }}
+        location ~ ^/rx/([a-z]+)$ {{ proxy_pass http://app/q/$1; }}
+        location /s/ {{ set $a "A$uri"; set $b "$a-$arg_k"; return 200 "a=$a b=$b"; }}
+        location /ord/ {{ return 200 "first"; rewrite ^ /p/ last; }}
+        location /ord2/ {{
+            rewrite ^/ord2/(.*) /p/$1 break; return 200 "never"; proxy_pass http://app;
+        }}
+        location ~ \.txt$ {{ return 200 "txt 1=$1"; }}
+        location /sp/ {{ rewrite ^/sp/(.*)$ /p/$1 last; }}
+        location /arg/ {{ rewrite ^/arg/(.*)$ /p/x?v=$1 last; }}
+        location /rq/ {{ rewrite ^/rq/(.*)$ /p/$1?; }}
+        location /flow/ {{ rewrite ^/flow/(.*)$ /flow2/$1; rewrite ^/flow2/(.*)$ /p/two/$1; }}
+        location /h/ {{ rewrite ^/h/(\w+) /hh/$1 break; proxy_pass http://hashed; }}
+        location /acc/ {{ allow 127.0.0.2; deny 127.0.0.0/8; proxy_pass http://app; }}
+        location /acc2/ {{ deny all; return 200 "return-before-access"; }}
+        location /acc3/ {{ deny all; rewrite ^ /p/moved last; }}
+        location /acc4/ {{ allow ::1; deny all; proxy_pass http://app; }}
+        location /open/ {{ proxy_pass http://app; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name ~^(?<sub>[a-z]+)\.rx\.test$ ~^(\w+)\.(num)\.test$;
+        location / {{ return 200 "sub=$sub 1=$1 2=$2"; }}
+        location ~ ^/(x)$ {{ return 200 "sub=$sub 1=$1 2=$2"; }}
+        location ~ ^/y$ {{ return 200 "sub=$sub 1=$1 2=$2"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name denied.test;
+        deny all;
+        location / {{ proxy_pass http://app; }}
+        location /ret {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+PHASES: list[tuple[bytes | None, bytes, bytes, bytes]] = [
+    *[
+        (MAIN, target, b"", b"GET")
+        for target in (
+            b"/c/abc/123",
+            b"/r/abc/456?q=1",
+            b"/b/a%20b?q=2",
+            b"/l/k?m=2",
+            b"/red/a%20b?q=3",
+            b"/red/%26%2B%3B%3F%23%25%22%27%3C%3E%7E%40%3D%2C%24%20%09%C3%A9",
+            b"/red/a+b",
+            b"/perm/x?q=4",
+            b"/abs/y?q=5",
+            b"/sch/q?u=1",
+            b"/loop/",
+            b"/cyc/1234567890",
+            b"/cyc/12345678901",
+            b"/v/z?q=6",
+            b"/w/z?q=7",
+            b"/rx/abc?q=8",
+            b"/s/1?k=K",
+            b"/ord/",
+            b"/ord2/k?x=1",
+            b"/srv/abc/12",
+            b"/srvlast/q?a=1",
+            b"/srv/a/b.txt",
+            b"/sp/a%20b",
+            b"/arg/a%26b%20c?o=1",
+            b"/arg/%5C%5E%60%7B%7C%7D%2B%3D%3B%23%25%22%27%3C%3E%3F%5B%5D%2F%3A%40%21",
+            b"/arg/a+b",
+            b"/rq/k?drop=1",
+            b"/flow/f?x=1",
+            *[b"/h/" + name for name in (b"alice", b"bob", b"carol", b"dan", b"erin")],
+            b"/acc/",
+            b"/acc2/",
+            b"/acc3/",
+            b"/acc4/",
+            b"/open/x",
+        )
+    ],
+    *[
+        (host, t, b"", b"GET")
+        for host in (b"abc.rx.test", b"q.num.test")
+        for t in (b"/", b"/x", b"/y")
+    ],
+    (b"denied.test", b"/", b"", b"GET"),
+    (b"denied.test", b"/ret", b"", b"GET"),
+]
+
+
+def both(
+    a: int, b: int, conf: str = CONF
+) -> contextlib.AbstractAsyncContextManager[tuple[int, int]]:
     """(nginx port, hakeeper port) serving the same config text."""
-    return nginx_and_hakeeper(CONF, "hk-nginx-routes", a=a, b=b)
+    return nginx_and_hakeeper(conf, "hk-nginx-routes", a=a, b=b)
 
 
 def _named(name: bytes) -> object:
     def handler(conn: BackendConn, seen: Seen) -> None:
-        conn.send(simple_response(body=name + b" " + seen.target))
+        cap = next((v for k, v in seen.headers if k.lower() == b"x-cap"), None)
+        tail = b" x-cap=" + cap if cap is not None else b""
+        conn.send(simple_response(body=name + b" " + seen.target + tail))
 
     return handler
 
 
-async def _observe(port: int) -> list[tuple[object, ...]]:
+async def _observe(
+    port: int, table: list[tuple[bytes | None, bytes, bytes, bytes]] = TABLE
+) -> list[tuple[object, ...]]:
     out: list[tuple[object, ...]] = []
-    for host, target, extra, method in TABLE:
+    for host, target, extra, method in table:
         version = b"HTTP/1.1" if host is not None else b"HTTP/1.0"
         head = method + b" " + target + b" " + version + b"\r\n"
         if host is not None:
@@ -182,6 +308,22 @@ def test_routing_return_and_uri_parts_as_nginx() -> None:
             async with both(*(b.port for b in backends)) as (nport, hport):
                 want = await _observe(nport)
                 got = await _observe(hport)
+                diffs = [(w, g) for w, g in zip(want, got, strict=True) if w != g]
+                assert not diffs, "\n".join(f"nginx {w}\nhk    {g}" for w, g in diffs)
+        finally:
+            for b in backends:
+                await b.stop()
+
+    run(main(), limit=60)
+
+
+def test_captures_rewrite_set_and_access_as_nginx() -> None:
+    async def main() -> None:
+        backends = [await Backend(_named(n)).start() for n in (b"A", b"B")]  # type: ignore[arg-type]
+        try:
+            async with both(*(b.port for b in backends), conf=PHASES_CONF) as (nport, hport):
+                want = await _observe(nport, PHASES)
+                got = await _observe(hport, PHASES)
                 diffs = [(w, g) for w, g in zip(want, got, strict=True) if w != g]
                 assert not diffs, "\n".join(f"nginx {w}\nhk    {g}" for w, g in diffs)
         finally:

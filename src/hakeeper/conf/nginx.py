@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_network
 from typing import TYPE_CHECKING, ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
@@ -125,6 +126,26 @@ class ProxySettings:
     keepalive_requests: int = 1000
     # proxy_redirect, add_header, proxy_hide_header, proxy_pass_header (conf/nginx_headers)
     headers_out: HeadersOut = field(default_factory=HeadersOut)
+    # `allow`/`deny` in effect, first match wins: ("allow"|"deny", "all"|address|CIDR);
+    # a level with its own rules replaces the inherited ones (ngx_http_access_module)
+    access: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteStep:
+    """One ngx_http_rewrite_module directive (`rewrite`, `set`, `return`) in config order;
+    checked here, compiled by proxy/from_nginx.py."""
+
+    name: str
+    args: tuple[str, ...]
+    loc: Location | None = None
+
+
+def python_regex(pattern: str) -> str:
+    """A PCRE pattern in Python's syntax: `(?<name>..)` and `(?'name'..)` named groups
+    become `(?P<name>..)` (lookbehinds `(?<=`/`(?<!` untouched)."""
+    pattern = re.sub(r"\(\?<([A-Za-z_])", r"(?P<\1", pattern)
+    return re.sub(r"\(\?'([A-Za-z_][A-Za-z0-9_]*)'", r"(?P<\1>", pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +161,7 @@ class HttpLocation:
     loc: Location | None = None
     health_check: HealthCheck | None = None  # nginx Plus `health_check` (conf/nginx_health)
     nested: tuple[HttpLocation, ...] = ()  # direct nested locations (also in the flat list)
+    script: tuple[RewriteStep, ...] = ()  # rewrite/set/return in config order
     static: StaticConf = field(default_factory=StaticConf)  # root/alias/index/... (nginx_static)
 
 
@@ -150,6 +172,8 @@ class Server:
     locations: tuple[HttpLocation, ...]
     loc: Location | None = None
     static: StaticConf = field(default_factory=StaticConf)  # server-level root/index/...
+    script: tuple[RewriteStep, ...] = ()  # server-level rewrite/set/return, in order
+    access: tuple[tuple[str, str], ...] = ()  # allow/deny in effect at server level
     ssl: SslSettings = field(default_factory=SslSettings)  # ssl_* (conf/nginx_tls.py)
 
 
@@ -166,6 +190,8 @@ class NginxConfig:
     upstreams: tuple[Upstream, ...] = ()
     servers: tuple[Server, ...] = ()
     stream: StreamConfig = field(default_factory=_no_stream)
+    # named captures and `set` names of http{} (proxy/rewrite.known_variables fills it)
+    variables: frozenset[str] = frozenset()
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -264,6 +290,12 @@ DIRECTIVES: dict[str, _Spec] = {
     "ssl_protocols": _spec({HTTP, SERVER}, 1, -1),
     "ssl_prefer_server_ciphers": _spec({HTTP, SERVER}, 1, 1),
     "return": _spec({SERVER, LOCATION}, 1, 2),
+    # ngx_http_rewrite_module and ngx_http_access_module (proxy/rewrite.py)
+    "rewrite": _spec({SERVER, LOCATION}, 2, 3),
+    "set": _spec({SERVER, LOCATION}, 2, 2),
+    "if": _spec({SERVER, LOCATION}, 1, -1, block=True),  # refused: "if" is not supported
+    "allow": _spec(_ANY_HTTP, 1, 1),
+    "deny": _spec(_ANY_HTTP, 1, 1),
     "proxy_pass": _spec({LOCATION}, 1, 1),
     "proxy_set_header": _spec(_ANY_HTTP, 2, 2),
     "proxy_http_version": _spec(_ANY_HTTP, 1, 1),
@@ -283,6 +315,7 @@ DIRECTIVES: dict[str, _Spec] = {
     "client_header_timeout": _spec({HTTP, SERVER}, 1, 1),
     "client_body_timeout": _spec(_ANY_HTTP, 1, 1),
 }
+
 
 # TLS: ssl_* and proxy_ssl_* (read by conf/nginx_tls.py)
 DIRECTIVES.update({name: _spec(set(ctx), lo, hi) for name, (ctx, lo, hi) in SSL_DIRECTIVES.items()})
@@ -413,7 +446,7 @@ class _Reader:
             for loc in server.locations:
                 if loc.proxy_pass is not None:
                     host = _pass_host(loc.proxy_pass)
-                    if ":" not in host and host not in known and not _is_ip(host):
+                    if host and ":" not in host and host not in known and not _is_ip(host):
                         self.diags.error(loc.loc, f'host not found in upstream "{host}"')
                 if loc.health_check is not None and _pass_host(loc.proxy_pass or "/") not in known:
                     self.diags.error(loc.health_check.loc, '"health_check" needs an upstream')
@@ -562,7 +595,12 @@ class _Reader:
         listens: list[Listen] = []
         names: list[str] = []
         locations: list[HttpLocation] = []
+        script: list[RewriteStep] = []
         for node in children:
+            if node.name in _SCRIPT:
+                step = self.script_step(node)
+                if step is not None:
+                    script.append(step)
             if node.name == "listen":
                 listen = self.listen(node)
                 if listen is not None:
@@ -579,6 +617,8 @@ class _Reader:
             tuple(locations),
             block.loc,
             files,
+            script=tuple(script),
+            access=settings.access,
         )
 
     def listen(self, node: Node) -> Listen | None:
@@ -616,7 +656,7 @@ class _Reader:
             return []
         if modifier in ("~", "~*"):
             try:
-                re.compile(pattern)
+                re.compile(python_regex(pattern))
             except re.error as exc:
                 self.diags.error(block.loc, f'pcre2_compile() failed: {exc} in "{pattern}"')
                 return []
@@ -626,7 +666,12 @@ class _Reader:
         out: list[HttpLocation] = []
         direct: list[HttpLocation] = []
         here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc, static=files)
+        script: list[RewriteStep] = []
         for node in children:
+            if node.name in _SCRIPT:
+                step = self.script_step(node)
+                if step is not None:
+                    script.append(step)
             if node.name == "proxy_pass":
                 url = node.args[0].text
                 if url.startswith("https://"):
@@ -653,7 +698,35 @@ class _Reader:
                 here = replace(here, health_check=hc) if hc is not None else here
         if direct:
             here = replace(here, nested=tuple(direct))
+        if script:
+            here = replace(here, script=tuple(script))
         return [here, *out]
+
+    def script_step(self, node: Node) -> RewriteStep | None:
+        """A `rewrite`/`set`/`return` checked as ngx_http_rewrite_module does (None when in
+        error or `if`, which is refused)."""
+        args = node.arg_texts()
+        if node.name == "if":
+            self.diags.error(node.loc, '"if" is not supported')
+            return None
+        if node.name == "rewrite":
+            try:
+                re.compile(python_regex(args[0]))
+            except re.error as exc:
+                self.diags.error(node.loc, f'pcre2_compile() failed: {exc} in "{args[0]}"')
+                return None
+            if len(args) == 3 and args[2] not in ("last", "break", "redirect", "permanent"):
+                self.diags.error(node.loc, f'invalid parameter "{args[2]}"')
+                return None
+        elif node.name == "set":
+            if len(args[0]) < 2 or not args[0].startswith("$"):
+                self.diags.error(node.loc, f'invalid variable name "{args[0]}"')
+                return None
+        elif len(args) == 1 and args[0].startswith(("http://", "https://", "$scheme")):
+            args = ("302", args[0])  # `return URL`
+        elif not args[0].isdigit() or int(args[0]) > 999:
+            return None  # reported by return_location
+        return RewriteStep(node.name, tuple(args), node.loc)
 
     def return_location(self, node: Node, settings: ProxySettings) -> HttpLocation:
         args = node.arg_texts()
@@ -678,11 +751,17 @@ class _Reader:
             out = read_headers_out(nodes, s.headers_out, self.diags, where)
             s = replace(s, headers_out=out)
         headers: list[tuple[str, str]] = []
+        access: list[tuple[str, str]] = []
         for node in nodes:
             args = node.arg_texts()
             name = node.name
             if name == "proxy_set_header":
                 headers.append((args[0], args[1]))
+            elif name in ("allow", "deny"):
+                if _access_rule(args[0]):
+                    access.append((name, args[0]))
+                else:
+                    self.diags.error(node.loc, f'invalid parameter "{args[0]}"')
             elif name in PROXY_SSL_DIRECTIVES:
                 s = replace(s, ssl=read_proxy_ssl(node, s.ssl, self.diags))
             elif name not in _SETTING_DIRECTIVES:
@@ -734,14 +813,31 @@ class _Reader:
                     self.diags.error(node.loc, f'invalid value "{args[0]}" in "{name}" directive')
                 else:
                     s = replace(s, client_max_body_size=size)
+        if access:  # nginx: a level with allow/deny rules replaces the inherited ones
+            s = replace(s, access=tuple(access))
         if headers:  # nginx: inner proxy_set_header replaces the inherited list
             s = replace(s, headers=tuple(headers))
         return s
 
 
+_SCRIPT = frozenset({"rewrite", "set", "return", "if"})
+
+
+def _access_rule(text: str) -> bool:
+    """Whether `allow`/`deny` can use `text`: `all`, an address or a CIDR (host bits
+    allowed, nginx only warns about them)."""
+    if text == "all":
+        return True
+    try:
+        ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _pass_host(url: str) -> str:
     rest = url.partition("://")[2]  # http:// or https://
-    return rest.split("/", 1)[0]
+    return rest.split("/", 1)[0].split("$", 1)[0]  # `http://b$request_uri`: the host is b
 
 
 def _is_ip(host: str) -> bool:

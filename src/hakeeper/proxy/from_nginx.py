@@ -24,7 +24,14 @@ from typing import Any
 from hakeeper.balance.nginx import UpstreamServer as BalancedServer
 from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.diagnostics import Diagnostics
-from hakeeper.conf.nginx import HttpLocation, Listen, NginxConfig, ProxySettings, Server
+from hakeeper.conf.nginx import (
+    HttpLocation,
+    Listen,
+    NginxConfig,
+    ProxySettings,
+    Server,
+    python_regex,
+)
 from hakeeper.conf.nginx import UpstreamServer as ConfServer
 from hakeeper.conf.nginx_static import BUILTIN_TYPES, StaticConf
 from hakeeper.proxy.balancer import Balancer, RoundRobin
@@ -40,6 +47,7 @@ from hakeeper.proxy.config import (
     routed_only,
 )
 from hakeeper.proxy.response_headers import RulesError, response_rules
+from hakeeper.proxy.rewrite import capture_rule, compile_access, compile_script, known_variables
 from hakeeper.proxy.routes import (
     Location,
     LocationSet,
@@ -148,24 +156,37 @@ def proxied_for(
         return None
     upstream_https = url.startswith("https://")  # proxy/tls.py
     rest = url.partition("://")[2]
-    hostport, slash, uri_text = rest.partition("/")
+    cut = min((i for i in (rest.find("/"), rest.find("$")) if i >= 0), default=len(rest))
+    hostport, uri_text = rest[:cut], rest[cut:]
     uri: bytes | None = None
-    if slash:
+    uri_template: Template | None = None  # with variables: rendered, sent as-is
+    if not hostport:  # `proxy_pass http://$name...`
+        diags.error(location.loc, "proxy_pass with a variable in the host is not supported")
+        return None
+    if "$" in uri_text:
+        try:
+            uri_template = compile_template(uri_text, nginx.variables)
+        except ValueError as exc:
+            diags.error(location.loc, str(exc))
+            return None
+    elif uri_text:
         if location.modifier in ("~", "~*"):
             diags.error(location.loc, _URI_PART_IN_REGEX)
             return None
-        uri = ("/" + uri_text).encode("latin-1")
-    if "$" in url:
-        diags.error(location.loc, "proxy_pass with variables is not supported")
-        return None
+        uri = uri_text.encode("latin-1")
     s = location.settings
     rules: list[HeaderRule] = []
+    renders = False  # a rule reads a capture or `set` variable (proxy/rewrite.py)
     for name, value in s.headers:
         try:
             rules.append(header_rule(name, bind_https(value, scheme)))
         except ValueError as exc:
-            diags.error(location.loc, f"proxy_set_header {name}: {exc}")
-            return None
+            rule = capture_rule(name, value, nginx.variables)
+            if rule is None:
+                diags.error(location.loc, f"proxy_set_header {name}: {exc}")
+                return None
+            rules.append(rule)
+            renders = True
     # nginx always adds its default Host/Connection lines for names the list leaves out
     # (ngx_http_proxy_init_headers merges ngx_http_proxy_headers after the user's)
     named = {r.name.lower() for r in rules}
@@ -188,7 +209,7 @@ def proxied_for(
             "",
         ):
             try:
-                key = bind_scheme(compile_template(upstream.hash_key), scheme)
+                key = bind_scheme(compile_template(upstream.hash_key, nginx.variables), scheme)
             except ValueError as exc:
                 diags.error(upstream.loc, str(exc))
                 return None
@@ -240,13 +261,12 @@ def proxied_for(
         retry=base["retry"],
         response=response,
     )
-    return Proxied(config, balancer, uri, key)
+    return Proxied(config, balancer, uri, key, uri_template, renders)
 
 
 def _regex(location: HttpLocation) -> re.Pattern[bytes]:
     flags = re.IGNORECASE if location.modifier == "~*" else 0
-    pattern = re.sub(r"\(\?<([A-Za-z_])", r"(?P<\1", location.pattern)
-    return re.compile(pattern.encode("latin-1"), flags)
+    return re.compile(python_regex(location.pattern).encode("latin-1"), flags)
 
 
 def mime_types(conf: StaticConf) -> MimeTypes:
@@ -286,14 +306,19 @@ def files_for(conf: StaticConf, where: HttpLocation | None, diags: Diagnostics) 
         return None
 
 
-def _return(location: HttpLocation, diags: Diagnostics, scheme: str = "http") -> Return | None:
+def _return(
+    location: HttpLocation,
+    diags: Diagnostics,
+    scheme: str = "http",
+    known: frozenset[str] = frozenset(),
+) -> Return | None:
     code = location.return_code
     assert code is not None
     text = location.return_text
     if code == 0 and not text:  # never produced by the reader; keeps mypy happy
         return None
     try:
-        template = bind_scheme(compile_template(text), scheme) if text else None
+        template = bind_scheme(compile_template(text, known), scheme) if text else None
     except ValueError as exc:
         diags.error(location.loc, str(exc))
         return None
@@ -329,7 +354,7 @@ def virtual_server(
             diags.error(conf.loc, "try_files beside proxy_pass or return is not supported")
             ok = False
         if loc.return_code is not None:
-            action = _return(loc, diags, scheme)
+            action = _return(loc, diags, scheme, nginx.variables)
         elif loc.proxy_pass is None and conf.serves_files and files is not None:
             action = Static(files)
         elif loc.proxy_pass is None and loc.nested:
@@ -337,8 +362,17 @@ def virtual_server(
             # file in nginx; hakeeper answers 404
             diags.warning(loc.loc, "requests matching no nested location get 404 (no files)")
             action = Return(404, None)
+        elif loc.proxy_pass is None and loc.script:
+            action = Return(404, None)  # what no rewrite answers: nginx would look for a file
         else:
             action = proxied_for(nginx, loc, diags, balancers, name, scheme=scheme, tls=tls)
+        # rewrite phase (proxy/rewrite.py): its steps, and the proxy behind a `return`
+        script = compile_script(loc.script, nginx.variables, diags)
+        content = action if isinstance(action, Proxied) else None
+        if loc.return_code is not None and loc.proxy_pass is not None and loc.script:
+            content = proxied_for(nginx, loc, diags, balancers, name, scheme=scheme, tls=tls)
+        if script is None:
+            ok = False
         inner: list[Location] = []
         for sub in loc.nested:
             prefixes = loc.modifier in ("", "^~", "=") and sub.modifier in ("", "^~", "=")
@@ -356,7 +390,17 @@ def virtual_server(
         regex = _regex(loc) if loc.modifier in ("~", "~*") else None
         nested = LocationSet(inner) if inner else None
         uses = isinstance(action, Static) or conf.error_pages or conf.try_files
-        made = Location(loc.modifier, loc.pattern, action, regex, nested, files if uses else None)
+        made = Location(
+            loc.modifier,
+            loc.pattern,
+            action,
+            regex,
+            nested,
+            files if uses else None,
+            script=script or (),
+            content=content,
+            access=compile_access(loc.settings.access),
+        )
         built[id(loc)] = made
         return made
 
@@ -365,7 +409,11 @@ def virtual_server(
         if id(loc) in nested_ids:
             continue  # built with its parent
         if loc.pattern == "" and loc.modifier == "":
-            action = _return(loc, diags, scheme) if loc.return_code is not None else None
+            action = (
+                _return(loc, diags, scheme, nginx.variables)
+                if loc.return_code is not None
+                else None
+            )
             if action is None:
                 ok = False
             elif server_return is None:
@@ -388,13 +436,23 @@ def virtual_server(
         fallback = Location("", "", Static(files), files=files)
         top.append(fallback)
         everything.append(fallback)
-    return VirtualServer(server.names, everything, server_return, top)
+    server_script = compile_script(server.script, nginx.variables, diags)
+    if server_script is None:
+        return None
+    return VirtualServer(
+        server.names,
+        everything,
+        server_return,
+        top,
+        script=server_script,
+        access=compile_access(server.access),
+    )
 
 
 def _fast(vs: VirtualServer) -> Proxied | None:
     """The proxied location when `vs` is a plain `location / { proxy_pass ...; }` (a lone
     server is every request's server, whatever its names)."""
-    if vs.server_return is not None or len(vs.locations) != 1:
+    if vs.server_return is not None or len(vs.locations) != 1 or vs.scripted:
         return None
     (loc,) = vs.locations
     action = loc.action
@@ -412,6 +470,7 @@ def _fast(vs: VirtualServer) -> Proxied | None:
 
 def listeners(nginx: NginxConfig, diags: Diagnostics) -> list[Route]:
     """What `hakeeper run --nginx` serves: one route per listen address (errors reported)."""
+    nginx = replace(nginx, variables=known_variables(nginx))  # captures, `set` names
     balancers: dict[str, Balancer] = {}
     by_addr: dict[tuple[str, int], list[tuple[Server, VirtualServer, Listen]]] = {}
     tls = TlsBuilder(diags)

@@ -16,7 +16,9 @@ more than one `location /` (the single-location case stays on the engine's fast 
 - `proxy_pass` with a URI part: the matched prefix of the normalized URI replaced by the
   part, the rest %-escaped when the client's URI was (`NGX_ESCAPE_URI`), args appended;
 - nginx variables (`$host`, `$request_uri`, `$uri`, `$args`, `$arg_NAME`, `$http_NAME`,
-  `$remote_addr`, ...) in `return` texts and `hash` keys (`Template`).
+  `$remote_addr`, ...), regex captures (`$1`..`$9` of the last matched regex, named
+  captures) and `set` variables in `return` texts, `hash` keys, header rules and
+  `proxy_pass` URIs (`Template`); the rewrite/access phases are in `proxy/rewrite.py`.
 Pure: no I/O, no clock.
 """
 
@@ -28,10 +30,12 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
+from hakeeper.conf.nginx import python_regex
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig, template_parts
 
 if TYPE_CHECKING:
+    from hakeeper.proxy.rewrite import Access, Step
     from hakeeper.proxy.static import Files, MimeTypes, Static
 
 # nginx 1.22 ngx_http_status_lines (codes missing here get "HTTP/1.1 NNN \r\n")
@@ -147,9 +151,12 @@ def normalize_path(path: bytes) -> tuple[bytes, bool]:
     return b"/" + b"/".join(segments), quoted
 
 
+_URI_ESCAPES = re.compile(rb"[\x00-\x20\x7f-\xff#%?]")
+
+
 def escape_uri(data: bytes) -> bytes:
     """`ngx_escape_uri(NGX_ESCAPE_URI)`: space, #, %, ?, controls and bytes >= 0x7f."""
-    if not any(c <= 0x20 or c >= 0x7F or c in b"#%?" for c in data):
+    if _URI_ESCAPES.search(data) is None:
         return data
     return b"".join(
         b"%%%02X" % c if (c <= 0x20 or c >= 0x7F or c in b"#%?") else bytes((c,)) for c in data
@@ -173,6 +180,18 @@ class RequestView:
     server_port: bytes = b""
     server_addr: bytes = b""
     scheme: bytes = b"http"
+    captures: tuple[bytes, ...] = ()  # $1..$9 of the last matched regex ([0] = the match)
+    vars: dict[str, bytes] | None = None  # named captures and `set` variables
+
+
+def builtin_variable(name: str) -> bool:
+    """Whether `$name` is one of nginx's variables that routing renders."""
+    return name in _SIMPLE or name.startswith(("arg_", "http_"))
+
+
+def user_variable(name: str) -> bool:
+    """Whether `$name` is a capture number or a named capture / `set` variable."""
+    return not builtin_variable(name)
 
 
 _SIMPLE = frozenset(
@@ -234,7 +253,13 @@ def variable(name: str, view: RequestView) -> bytes:
         for low, value in view.headers:
             if low == want:
                 return value
-    return b""
+        return b""
+    if "1" <= name <= "9":  # a capture number (template names are one digit)
+        n = ord(name) - 48
+        captures = view.captures
+        return captures[n] if n < len(captures) else b""
+    values = view.vars
+    return values.get(name, b"") if values is not None else b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,16 +272,39 @@ class Template:
     def is_static(self) -> bool:
         return all(isinstance(p, bytes) for p in self.parts)
 
+    @property
+    def user_vars(self) -> bool:
+        """Whether it reads a capture, a named capture or a `set` variable."""
+        return any(isinstance(p, str) and user_variable(p) for p in self.parts)
+
     def render(self, view: RequestView) -> bytes:
         return b"".join(p if isinstance(p, bytes) else variable(p, view) for p in self.parts)
 
 
-def compile_template(text: str) -> Template:
-    """Compile `text`; raises ValueError naming an unknown variable (nginx: `unknown
-    "name" variable`)."""
-    parts = template_parts(text)
+def variable_parts(text: str) -> list[bytes | str]:
+    """`config.template_parts` with nginx's capture syntax: `$1x` is capture 1 then `x`
+    (a capture is one digit 1-9)."""
+    out: list[bytes | str] = []
+    for part in template_parts(text):
+        if isinstance(part, str) and "1" <= part[0] <= "9" and len(part) > 1:
+            out += [part[0], part[1:].encode("latin-1")]
+        else:
+            out.append(part)
+    return out
+
+
+def compile_template(text: str, known: frozenset[str] = frozenset()) -> Template:
+    """Compile `text`; `known` names the named captures and `set` variables of the
+    configuration. Raises ValueError naming an unknown variable (nginx: `unknown "name"
+    variable`)."""
+    parts = variable_parts(text)
     for name in parts:
-        if isinstance(name, str) and name not in _SIMPLE and not name.startswith(("arg_", "http_")):
+        if (
+            isinstance(name, str)
+            and not builtin_variable(name)
+            and not ("1" <= name <= "9")
+            and name not in known
+        ):
             raise ValueError(f'unknown "{name}" variable')
     return Template(tuple(parts))
 
@@ -338,6 +386,10 @@ class Proxied:
     balancer: Balancer
     uri: bytes | None = None
     key: Template | None = None
+    # `proxy_pass http://b/$1...`: the URI rendered per request and sent as-is
+    uri_template: Template | None = None
+    # a header rule reads a capture or `set` variable (rendered on the routed path)
+    renders: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -351,6 +403,11 @@ class Location:
     regex: re.Pattern[bytes] | None = None
     nested: LocationSet | None = None
     files: Files | None = None  # root/index/try_files/error_page (proxy/static.py)
+    # rewrite phase (`rewrite`/`set`/`return` in order), the proxied content handler
+    # behind it, and the access rules in effect (proxy/rewrite.py)
+    script: tuple[Step, ...] = ()
+    content: Proxied | None = None
+    access: Access | None = None
     prefix: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -394,9 +451,12 @@ class LocationSet:
             and isinstance(loc.action, Proxied)
         }
 
-    def find(self, uri: bytes) -> tuple[bool, Location | Redirect | None]:
+    def find(
+        self, uri: bytes, hits: list[re.Match[bytes]] | None = None
+    ) -> tuple[bool, Location | Redirect | None]:
         """(final, choice): `final` when an exact, redirect or regex match decided; else
-        the choice is the deepest prefix match (regexes of outer levels still apply)."""
+        the choice is the deepest prefix match (regexes of outer levels still apply).
+        Successful regex matches are appended to `hits` when given (captures)."""
         hit = self.exact.get(uri)
         if hit is not None:
             return True, hit
@@ -411,7 +471,7 @@ class LocationSet:
                 best = loc
                 noregex = loc.modifier == "^~"
                 if loc.nested is not None:
-                    final, inner = loc.nested.find(uri)
+                    final, inner = loc.nested.find(uri, hits)
                     if final:
                         return True, inner
                     if inner is not None:
@@ -420,9 +480,12 @@ class LocationSet:
         if not noregex:
             for loc in self.regexes:
                 assert loc.regex is not None
-                if loc.regex.search(uri):
+                match = loc.regex.search(uri)
+                if match:
+                    if hits is not None:
+                        hits.append(match)
                     if loc.nested is not None:
-                        inner = loc.nested.find(uri)[1]
+                        inner = loc.nested.find(uri, hits)[1]
                         if isinstance(inner, Location):
                             return True, inner
                     return True, loc
@@ -435,7 +498,7 @@ class VirtualServer:
     `locations` lists every location, nested ones included; `top` (default: all of
     them) those at server level, which carry the nested ones."""
 
-    __slots__ = ("locations", "names", "server_return", "top")
+    __slots__ = ("access", "locations", "names", "script", "scripted", "server_return", "top")
 
     def __init__(
         self,
@@ -443,19 +506,30 @@ class VirtualServer:
         locations: Sequence[Location],
         server_return: Return | None = None,
         top: Sequence[Location] | None = None,
+        *,
+        script: Sequence[Step] = (),
+        access: Access | None = None,
     ) -> None:
         self.names = tuple(names)
         self.locations = tuple(locations)
         self.server_return = server_return
         self.top = LocationSet(self.locations if top is None else top)
+        self.script = tuple(script)  # server rewrite phase: before the location is found
+        self.access = access  # when no location matches
+        from hakeeper.proxy.rewrite import needs_phases  # noqa: PLC0415 (imports us)
+
+        # requests go through proxy/rewrite.py's phases (else the plain routed path)
+        self.scripted = needs_phases(self)
 
     @property
     def primary_name(self) -> str:
         return next((n for n in self.names if not n.startswith("~")), "")
 
-    def find(self, uri: bytes) -> Location | Redirect | None:
+    def find(
+        self, uri: bytes, hits: list[re.Match[bytes]] | None = None
+    ) -> Location | Redirect | None:
         """nginx's location for the normalized `uri` (`ngx_http_core_find_location`)."""
-        return self.top.find(uri)[1]
+        return self.top.find(uri, hits)[1]
 
 
 def normalize_host(host: bytes) -> bytes:
@@ -482,7 +556,7 @@ class ServerNames:
             for raw in server.names:
                 name = raw.lower()
                 if name.startswith("~"):
-                    pattern = re.sub(r"\(\?<([A-Za-z_])", r"(?P<\1", name[1:])
+                    pattern = python_regex(raw[1:])
                     rx = re.compile(pattern.encode("latin-1"), re.IGNORECASE)
                     self.regexes.append((rx, i))
                 elif name.startswith("*."):
@@ -495,34 +569,40 @@ class ServerNames:
                 else:
                     self.exact.setdefault(name.encode("latin-1"), i)
 
-    def select(self, host: bytes) -> int:
-        """The index of the server for a normalized Host (b"" = no Host header)."""
+    def select_match(self, host: bytes) -> tuple[int, re.Match[bytes] | None]:
+        """The index of the server for a normalized Host (b"" = no Host header), and the
+        regex match when a regex name chose it (its captures)."""
         hit = self.exact.get(host)
         if hit is not None:
-            return hit
+            return hit, None
         if host:
             if self.head:
                 labels = host.split(b".")
                 for k in range(1, len(labels)):  # longest suffix first
                     hit = self.head.get(b".".join(labels[k:]))
                     if hit is not None:
-                        return hit
+                        return hit, None
             if self.tail:
                 labels = host.split(b".")
                 for k in range(len(labels) - 1, 0, -1):
                     hit = self.tail.get(b".".join(labels[:k]))
                     if hit is not None:
-                        return hit
+                        return hit, None
             for rx, i in self.regexes:
-                if rx.search(host):
-                    return i
-        return self.default
+                match = rx.search(host)
+                if match:
+                    return i, match
+        return self.default, None
+
+    def select(self, host: bytes) -> int:
+        """The index of the server for a normalized Host (b"" = no Host header)."""
+        return self.select_match(host)[0]
 
 
 class RouteTable:
     """Everything one listener routes by: its servers and the Host lookup over them."""
 
-    __slots__ = ("cache", "default", "names", "port", "servers")
+    __slots__ = ("cache", "default", "names", "port", "scripted", "servers")
 
     def __init__(self, servers: Sequence[VirtualServer], default: int = 0, port: int = 80):
         self.servers = tuple(servers)
@@ -530,6 +610,9 @@ class RouteTable:
         self.port = port
         self.names = ServerNames(self.servers, default)
         self.cache: dict[bytes, tuple[VirtualServer, bytes]] = {}
+        # any server runs rewrite/access phases or reads captures: every request of the
+        # listener goes through proxy/rewrite.py (server_name captures need the match)
+        self.scripted = any(s.scripted for s in self.servers)
 
     def server_for(self, host: bytes) -> VirtualServer:
         """The server for a normalized Host value."""
@@ -549,6 +632,8 @@ class RouteTable:
     def reads_headers(self) -> bool:
         """Whether a `return` text or a hash key reads `$http_NAME`, or a location serves
         files (If-Modified-Since, Range, ...)."""
+        if self.scripted:
+            return True  # rewrite/set/proxy_pass templates may read $http_NAME
         if any(loc.files is not None for server in self.servers for loc in server.locations):
             return True
         templates: list[Template | None] = []
@@ -573,9 +658,10 @@ class RouteTable:
         seen: set[int] = set()
         for server in self.servers:
             for loc in server.locations:
-                if isinstance(loc.action, Proxied) and id(loc.action) not in seen:
-                    seen.add(id(loc.action))
-                    out.append(loc.action)
+                for action in (loc.action, loc.content):
+                    if isinstance(action, Proxied) and id(action) not in seen:
+                        seen.add(id(action))
+                        out.append(action)
         return out
 
 
