@@ -17,10 +17,14 @@ and req/s per proxy core = req/s / (CPU% / 100), then prints a table with ratios
 - `--nginx2`: nginx with `worker_processes 2` (not pinned, like hakeeper's 2 workers), to
   compare 2-worker scaling on this 2-vCPU box where wrk and the backend share the cores;
 - `--runs N`: repeat everything N times (one backend) and print per-target medians
-  and ranges.
+  and ranges;
+- `--tls`: HTTPS instead: nginx and `hakeeper run --nginx` on the same nginx.conf with
+  `listen ... ssl` (a throw-away P-256 certificate, TLSv1.2+1.3), wrk on https://
+  (keep-alive: one handshake per connection; close: one per request).
 
 Usage: .venv/bin/python bench/l7_bench.py [--duration 10] [--connections 50]
-       [--workers2] [--nginx2] [--routed] [--floor] [--reload] [--runs 3] [--json out.json]
+       [--workers2] [--nginx2] [--routed] [--floor] [--reload] [--tls] [--runs 3]
+       [--json out.json]
 Needs nginx, wrk and taskset. Everything listens on 127.0.0.1 and is stopped at exit.
 """
 
@@ -104,6 +108,23 @@ http {{
   }}
 }}
 """
+
+NGINX_TLS = NGINX_PROXY.replace(
+    "listen 127.0.0.1:{port} backlog=4096;",
+    "listen 127.0.0.1:{port} ssl backlog=4096;\n    ssl_certificate {dir}/tls.crt;\n"
+    "    ssl_certificate_key {dir}/tls.key;\n    ssl_protocols TLSv1.2 TLSv1.3;",
+)
+
+
+def make_cert(work: Path) -> None:
+    """A self-signed P-256 certificate for --tls (both proxies serve the same one)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=bench.test", "-keyout", str(work / "tls.key"),
+         "-out", str(work / "tls.crt")],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+
 
 HAKEEPER_SERVE = """
 import signal, sys, asyncio, uvloop
@@ -217,10 +238,10 @@ class Result:
 
 
 def run_wrk(
-    port: int, duration: int, connections: int, close: bool, cpu: str
+    port: int, duration: int, connections: int, close: bool, cpu: str, *, scheme: str = "http"
 ) -> tuple[float, float, float, int]:
     cmd = wrk_argv(duration, connections, close, cpu)
-    cmd.append(f"http://127.0.0.1:{port}/")
+    cmd.append(f"{scheme}://127.0.0.1:{port}/")
     out = subprocess.run(
         cmd, check=False, capture_output=True, text=True, timeout=duration + 30
     ).stdout
@@ -229,12 +250,15 @@ def run_wrk(
 
 def measure(name: str, pid: int, port: int, args: argparse.Namespace, wrk_cpu: str) -> list[Result]:
     results = []
+    scheme = "https" if getattr(args, "tls", False) else "http"
     for mode, close in (("keep-alive", False), ("close", True)):
         # short warm-up so pools and caches are filled
-        run_wrk(port, 1, args.connections, close, wrk_cpu)
+        run_wrk(port, 1, args.connections, close, wrk_cpu, scheme=scheme)
         pids = proc_tree(pid)
         t0, c0 = time.monotonic(), cpu_ticks(pids)
-        rps, p50, p99, errors = run_wrk(port, args.duration, args.connections, close, wrk_cpu)
+        rps, p50, p99, errors = run_wrk(
+            port, args.duration, args.connections, close, wrk_cpu, scheme=scheme
+        )
         t1, c1 = time.monotonic(), cpu_ticks(proc_tree(pid))
         cpu = 100.0 * (c1 - c0) / CLK_TCK / (t1 - t0)
         per_core = rps / (cpu / 100.0) if cpu > 0 else float("nan")
@@ -398,6 +422,22 @@ def one_run(
         finally:
             stop(proc)
 
+    if args.tls:  # HTTPS: nginx and `hakeeper run --nginx` on the same nginx.conf
+        make_cert(work)
+        print("--tls: HTTPS (TLSv1.3, P-256 certificate) on both proxies", flush=True)
+        for name in ("nginx 1.22", "hakeeper run --nginx"):  # nginx's name: the ratio base
+            tport = free_port()
+            conf = work / f"tls-{tport}.conf"
+            text = NGINX_TLS.format(dir=work, port=tport, backend=bport, workers=1)
+            if name.startswith("nginx"):
+                conf.write_text(text)
+                cmd = [nginx, "-p", str(work), "-c", str(conf)]
+            else:
+                conf.write_text(text.replace("daemon off;\n", ""))
+                cmd = [sys.executable, "-m", "hakeeper", "run", "--nginx", str(conf)]
+            target(name, cmd, "0", tport, "1")
+        return results
+
     if not args.skip_nginx:
         nport = free_port()
         (work / "proxy.conf").write_text(
@@ -483,6 +523,11 @@ def main() -> int:
         action="store_true",
         help="also measure a bare responder on raw sockets + one edge-triggered select.epoll "
         "(the dataplane/relay.py technique): the floor without uvloop transports",
+    )
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="HTTPS instead: nginx vs `hakeeper run --nginx` with `listen ... ssl`",
     )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
