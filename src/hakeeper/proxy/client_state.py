@@ -55,6 +55,7 @@ _SPECIAL = {
     b"transfer-encoding": H_TE,
 }
 _TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+ALL_HEADERS: frozenset[bytes] = frozenset({b"*"})  # `keep`: every (name, value) pair
 DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection survives a drain
 
 
@@ -132,10 +133,14 @@ class ClientBase(asyncio.Protocol):
         "cur",
         "deadline",
         "draining",
+        "drop",
+        "drop_some",
         "early",
         "engine",
         "error",
         "held",
+        "home",
+        "keep",
         "key",
         "kind",
         "parser",
@@ -153,6 +158,11 @@ class ClientBase(asyncio.Protocol):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.home = engine  # the listener's engine (`engine` may switch to a location's)
+        # what http1.on_header does with each field (RoutedClientProtocol sets its own):
+        self.keep: frozenset[bytes] | None = engine.http_vars or None  # (name, value) kept
+        self.drop: frozenset[bytes] = engine.drop  # names not relayed upstream...
+        self.drop_some: frozenset[bytes] | None = None  # ...except these: marked, decided later
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
         self.cur: Request | None = None

@@ -36,6 +36,7 @@ from hakeeper.proxy.client_response import RespondingClient
 from hakeeper.proxy.client_state import (
     _SPECIAL,
     _TE_CHUNKED,
+    ALL_HEADERS,
     B_ERROR,
     B_QUEUE,
     B_UPGRADE,
@@ -63,16 +64,9 @@ from hakeeper.proxy.framing import (
     request_status,
 )
 
-__all__ = [
+__all__ = [  # what routed.py builds on
+    "ALL_HEADERS",
     "B_QUEUE",
-    "H_CL",
-    "H_CONNECTION",
-    "H_EXPECT",
-    "H_HOST",
-    "H_TE",
-    "H_UPGRADE",
-    "H_XFF",
-    "_SPECIAL",
     "_TE_CHUNKED",
     "ClientProtocol",
     "Request",
@@ -229,16 +223,18 @@ class ClientProtocol(RespondingClient):
             raise _RejectError(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # shared by RoutedClientProtocol: what differs is data set per connection (`home`,
+        # `keep`, `drop`, `drop_some`), so neither path pays a call or a test per field
         req = self.cur
         assert req is not None
         if req.headers_done:
             return  # trailer fields of a chunked body: dropped, like nginx 1.22
-        engine = self.engine
+        home = self.home
         size = len(name) + len(value)
-        if size > engine.header_line:
+        if size > home.header_line:
             raise _RejectError(400)
         req.hsize += size + 4
-        if req.hsize > engine.header_total:
+        if req.hsize > home.header_total:
             raise _RejectError(400)
         low = name.lower()
         special = _SPECIAL.get(low)
@@ -258,12 +254,20 @@ class ClientProtocol(RespondingClient):
                 req.connection = value
             elif special == H_EXPECT:
                 req.expect = value.lower() == b"100-continue"
-        if engine.http_vars and low in engine.http_vars:
+        keep = self.keep
+        if keep is not None and (keep is ALL_HEADERS or low in keep):
             if req.extra is None:
                 req.extra = []
             req.extra.append((low, value))
-        if low not in engine.drop:
-            req.lines.append(name + b": " + value + b"\r\n")
+        if low in self.drop:
+            some = self.drop_some
+            if some is None or low not in some:
+                return
+            # dropped by some locations only: removed once the route is known
+            if req.maybe is None:
+                req.maybe = []
+            req.maybe.append((len(req.lines), low))
+        req.lines.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
         req = self.cur

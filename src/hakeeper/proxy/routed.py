@@ -20,16 +20,9 @@ from hakeeper.proxy.config import ROUTED_VARIABLES, VARIABLES
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.framing import CRLF, RequestFacts, origin_form, request_status
 from hakeeper.proxy.http1 import (
-    _SPECIAL,
     _TE_CHUNKED,
+    ALL_HEADERS,
     B_QUEUE,
-    H_CL,
-    H_CONNECTION,
-    H_EXPECT,
-    H_HOST,
-    H_TE,
-    H_UPGRADE,
-    H_XFF,
     ClientProtocol,
     Request,
     _RejectError,
@@ -66,7 +59,6 @@ class RoutedClientProtocol(ClientProtocol):
     __slots__ = (
         "addr_key",
         "files",
-        "home",
         "local_addr",
         "local_port",
         "pages",
@@ -76,7 +68,12 @@ class RoutedClientProtocol(ClientProtocol):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self.home = engine
+        # http1.on_header: all pairs when a variable may read them; names every location
+        # drops are dropped on arrival, those only some drop are marked (on_headers_complete)
+        self.keep = ALL_HEADERS if engine.keep_headers else None
+        some = engine.drop_some
+        self.drop = engine.drop_all | some if some else engine.drop_all
+        self.drop_some = some or None
         table = engine.routes
         assert table is not None
         self.table: RouteTable = table
@@ -99,48 +96,6 @@ class RoutedClientProtocol(ClientProtocol):
             self.local_port = str(self.table.port).encode("ascii")
 
     # -- httptools callbacks ------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.cur
-        assert req is not None
-        if req.headers_done:
-            return
-        home = self.home
-        size = len(name) + len(value)
-        if size > home.header_line:
-            raise _RejectError(400)
-        req.hsize += size + 4
-        if req.hsize > home.header_total:
-            raise _RejectError(400)
-        low = name.lower()
-        special = _SPECIAL.get(low)
-        if special is not None:
-            if special == H_HOST:
-                req.host = value
-                req.host_count += 1
-            elif special == H_CL:
-                req.clen = int(value)
-            elif special == H_TE:
-                req.chunked = True
-            elif special == H_XFF:
-                req.xff = req.xff + b", " + value if req.xff else value
-            elif special == H_UPGRADE:
-                req.upgrade = value
-            elif special == H_CONNECTION:
-                req.connection = value
-            elif special == H_EXPECT:
-                req.expect = value.lower() == b"100-continue"
-        if home.keep_headers:
-            if req.extra is None:
-                req.extra = []
-            req.extra.append((low, value))
-        if low in home.drop_all:
-            return
-        if low in home.drop_some:
-            if req.maybe is None:
-                req.maybe = []
-            req.maybe.append((len(req.lines), low))
-        req.lines.append(name + b": " + value + b"\r\n")
-
     def on_headers_complete(self) -> None:
         req = self.cur
         assert req is not None
