@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING
@@ -237,6 +237,26 @@ def _needs(step: Step | Return | Proxied | object) -> bool:
             or (step.key is not None and step.key.user_vars)
         )
     return False
+
+
+def phase_templates(server: VirtualServer) -> Iterator[Template]:
+    """Every template the phases render for `server` (rewrite, set, return, proxy_pass
+    URIs), for `RouteTable.reads_headers`."""
+    steps = list(server.script)
+    for loc in server.locations:
+        steps += loc.script
+        for proxied in (loc.action, loc.content):
+            if isinstance(proxied, Proxied) and proxied.uri_template is not None:
+                yield proxied.uri_template
+    for step in steps:
+        if isinstance(step, Rewrite):
+            yield step.uri
+            if step.args is not None:
+                yield step.args
+        elif isinstance(step, SetVar):
+            yield step.value
+        elif step.text is not None:
+            yield step.text
 
 
 def needs_phases(server: VirtualServer) -> bool:

@@ -633,7 +633,12 @@ class RouteTable:
         """Whether a `return` text or a hash key reads `$http_NAME`, or a location serves
         files (If-Modified-Since, Range, ...)."""
         if self.scripted:
-            return True  # rewrite/set/proxy_pass templates may read $http_NAME
+            from hakeeper.proxy.rewrite import phase_templates  # noqa: PLC0415 (imports us)
+
+            for server in self.servers:
+                for template in phase_templates(server):
+                    if any(isinstance(p, str) and p.startswith("http_") for p in template.parts):
+                        return True
         if any(loc.files is not None for server in self.servers for loc in server.locations):
             return True
         templates: list[Template | None] = []

@@ -278,3 +278,10 @@ def test_set_variables_are_global_and_captures_in_headers_and_hash() -> None:
     assert v.vars == {"later": b"L"}
     out, v = phases(server, b"/x")
     assert answer(out, v).endswith(b"\r\n\r\n")  # set elsewhere: known, empty here
+
+
+def test_scripted_tables_keep_request_headers_only_when_read() -> None:
+    base = "http { server { listen 8080; location / { %s proxy_pass http://127.0.0.1:1; } } }"
+    assert not table_of(base % "rewrite ^/a/(.*) /b/$1 break;").reads_headers()
+    assert table_of(base % 'set $x "$http_x_thing";').reads_headers()
+    assert table_of(base % "rewrite ^ /$http_x_to break;").reads_headers()
