@@ -57,12 +57,7 @@ class RespondingClient(ForwardingClient):
         if req is None or up is not self.up:
             return False
         engine = self.engine
-        if status in engine.retry_statuses and self._can_retry(req, f"http_{status}"):
-            self._report(status in (403, 404))
-            self.up = None
-            up.detach()
-            engine.stats.retries += 1
-            self._try(req)
+        if status in engine.retry_statuses and self._retried(req, up, status):
             return False
         req.responded = True
         keep = req.keep_alive and req.complete and not self.draining
@@ -98,13 +93,7 @@ class RespondingClient(ForwardingClient):
         req = self.active
         if req is None or up is not self.up:
             return
-        engine = self.engine
-        if status in engine.retry_statuses and self._can_retry(req, f"http_{status}"):
-            self._report(status in (403, 404))
-            self.up = None
-            up.detach()
-            engine.stats.retries += 1
-            self._try(req)
+        if status in self.engine.retry_statuses and self._retried(req, up, status):
             return
         req.responded = True
         if not keep or not req.complete:
@@ -234,6 +223,17 @@ class RespondingClient(ForwardingClient):
         self.deadline = self.engine.now + self.engine.t_read
 
     # -- request outcomes ---------------------------------------------------------------
+    def _retried(self, req: Request, up: UpstreamProtocol, status: int) -> bool:
+        """`proxy_next_upstream http_NNN`: drop `up` and try the next peer, if allowed."""
+        if not self._can_retry(req, f"http_{status}"):
+            return False
+        self._report(status in (403, 404))  # nginx: NGX_PEER_NEXT, not a failure
+        self.up = None
+        up.detach()
+        self.engine.stats.retries += 1
+        self._try(req)
+        return True
+
     def _can_retry(self, req: Request, kind: str) -> bool:
         engine = self.engine
         policy = engine.config.retry
