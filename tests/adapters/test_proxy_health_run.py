@@ -22,6 +22,8 @@ from contextlib import asynccontextmanager
 from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
 from uvloop_support import free_port, reap, wait_until
 
+from hakeeper.proxy.health_shared import POLL_S
+
 CONF = """
 worker_processes 2;
 events {{ }}
@@ -181,6 +183,9 @@ def test_a_500_goes_down_and_comes_back_in_every_worker() -> None:
             healed = asyncio.get_running_loop().time()
             while "b" not in await px.names(4):
                 assert asyncio.get_running_loop().time() - healed < 10, "b never came back"
+            # one worker has it; the other reads the table within POLL_S (no status socket
+            # in run --nginx to observe that, so wait out the documented bound)
+            await asyncio.sleep(3 * POLL_S)
             # back in both workers: each alternates a, b, so b gets about half; had one
             # worker kept it out, b would get about a quarter
             names = await px.names(40)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hakeeper.proxy.health_shared import POLL_S
 from hakeeper.runtime import l7 as l7mod
 from hakeeper.runtime.l7 import L7Service
 
@@ -114,9 +115,12 @@ def test_daemon_checks_once_and_new_workers_start_from_the_state(
         svc = L7Service(str(path))
         seen: list[int] = []
 
-        def state_b() -> str:
+        def row_b() -> dict[str, object]:
             rows = svc.status()["health"]
-            return next(str(r["state"]) for r in rows if r["server"] == f"127.0.0.1:{b.port}")
+            return next(r for r in rows if r["server"] == f"127.0.0.1:{b.port}")
+
+        def state_b() -> str:
+            return str(row_b()["state"])
 
         try:
             assert await svc.start()
@@ -146,6 +150,8 @@ def test_daemon_checks_once_and_new_workers_start_from_the_state(
             # b heals: back in every worker
             b.status = 200
             await until(lambda: state_b() == "up", "b up")
+            # every worker has applied it once the change is older than a few table polls
+            await until(lambda: float(row_b()["since"]) >= 3 * POLL_S, "the workers' poll")
             got = await names(port, 40)
             assert got.count("b") >= 16, got
             # one checker: 5 more probes take 4+ intervals (one checker per worker: ~2)
