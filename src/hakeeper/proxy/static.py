@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from copy import copy
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -205,8 +206,21 @@ def resolve(
 ) -> Outcome:
     """What nginx does for a request whose location is `found`, following internal
     redirects (index, try_files, error_page) through `server`'s locations."""
-    st = _State(server, view, stat, view.method, view.path, view.args, False)
+    st = _State(server, view, _memo(stat), view.method, view.path, view.args, False)
     return _run(found, st)
+
+
+def _memo(stat: StatFn) -> StatFn:
+    """`stat` asked once per path within one request (try_files, then the file itself)."""
+    seen: dict[bytes, FileInfo | None] = {}
+
+    def cached(path: bytes, root: bytes) -> FileInfo | None:
+        if path in seen:
+            return seen[path]
+        info = seen[path] = stat(path, root)
+        return info
+
+    return cached
 
 
 def error_outcome(
@@ -228,7 +242,9 @@ def _view(st: _State) -> RequestView:
     view = st.view
     if view.path == st.uri and view.args == st.args and view.method == st.method:
         return view
-    return replace(view, path=st.uri, args=st.args, method=st.method)
+    view = copy(view)  # (dataclasses.replace costs ~10x more)
+    view.path, view.args, view.method = st.uri, st.args, st.method
+    return view
 
 
 def _run(found: Location | Redirect | None, st: _State) -> Outcome:
@@ -390,12 +406,22 @@ _MONTHS = (
 _MONTH_NO = {m.decode().lower(): i + 1 for i, m in enumerate(_MONTHS)}
 
 
+_DATE_CACHE: dict[int, bytes] = {}
+
+
 def http_date(seconds: int) -> bytes:
     """RFC 9110 IMF-fixdate of a Unix time (`Mon, 23 Nov 2026 18:14:27 GMT`)."""
+    hit = _DATE_CACHE.get(seconds)
+    if hit is not None:
+        return hit
     t = datetime.fromtimestamp(seconds, UTC)
-    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+    text = b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
         _DAYS[t.weekday()], t.day, _MONTHS[t.month - 1], t.year, t.hour, t.minute, t.second,
     )  # fmt: skip
+    if len(_DATE_CACHE) >= 1024:
+        _DATE_CACHE.clear()
+    _DATE_CACHE[seconds] = text
+    return text
 
 
 _DATES = (
@@ -448,11 +474,19 @@ class FilePlan:
     keep: bool = True
 
 
-def _header(view: RequestView, name: bytes) -> bytes | None:
+_CONDITIONAL = frozenset(
+    {b"if-unmodified-since", b"if-match", b"if-modified-since", b"if-none-match", b"range",
+     b"if-range"}
+)  # fmt: skip
+
+
+def _conditionals(view: RequestView) -> dict[bytes, bytes]:
+    """The request's conditional and range headers (the first of each name)."""
+    out: dict[bytes, bytes] = {}
     for low, value in view.headers:
-        if low == name:
-            return value
-    return None
+        if low in _CONDITIONAL and low not in out:
+            out[low] = value
+    return out
 
 
 def _etag_match(header: bytes, etag: bytes, weak: bool) -> bool:
@@ -520,17 +554,18 @@ def file_plan(send: SendFile, info: FileInfo, keep: bool, server: bytes = b"hake
         )  # fmt: skip
         return FilePlan(head, 0, 0 if head_only else info.size, keep)
     modified = b"Last-Modified: " + http_date(info.mtime) + b"\r\n"
+    ask = _conditionals(view)
     # not_modified filter
-    ius = _header(view, b"if-unmodified-since")
+    ius = ask.get(b"if-unmodified-since")
     if ius is not None:
         t = parse_http_date(ius)
         if t is None or t < info.mtime:
             return _page(412, keep, head_only, srv)
-    im = _header(view, b"if-match")
+    im = ask.get(b"if-match")
     if im is not None and not (etag and _etag_match(im, etag, False)):
         return _page(412, keep, head_only, srv)
-    ims = _header(view, b"if-modified-since")
-    inm = _header(view, b"if-none-match")
+    ims = ask.get(b"if-modified-since")
+    inm = ask.get(b"if-none-match")
     if ims is not None or inm is not None:
         modified_since = ims is not None and parse_http_date(ims) != info.mtime
         mismatch = inm is not None and not (etag and _etag_match(inm, etag, True))
@@ -538,9 +573,9 @@ def file_plan(send: SendFile, info: FileInfo, keep: bool, server: bytes = b"hake
             head = b"".join((status_line(304), srv, modified, conn, etag_line, b"\r\n"))
             return FilePlan(head, 0, 0, keep)
     # range filter
-    rng = _header(view, b"range")
+    rng = ask.get(b"range")
     if rng is not None and info.size > 0:
-        if_range = _header(view, b"if-range")
+        if_range = ask.get(b"if-range")
         if if_range is not None and not _if_range_ok(if_range, etag, info.mtime):
             rng = None
     pieces = parse_range(rng, info.size) if rng is not None and info.size > 0 else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat as st_mode
+import time
 
 from hakeeper.proxy.static import FileInfo, FilePlan, SendFile, error_plan, file_plan
 
@@ -26,23 +27,50 @@ CHUNK = 64 * 1024
 SENDFILE_MAX = 1 << 20
 
 
-def _inside(path: bytes, root: bytes) -> bool:
+REAL_TTL = 1.0  # seconds a directory's resolved path is reused (like open_file_cache_valid)
+_real: dict[bytes, tuple[bytes, float]] = {}
+
+
+def _realdir(path: bytes, now: float) -> bytes:
+    """realpath() of a directory, remembered for REAL_TTL seconds (bounded cache)."""
+    hit = _real.get(path)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    if len(_real) >= 4096:
+        _real.clear()
     real = os.path.realpath(path)
-    base = os.path.realpath(root)
+    _real[path] = (real, now + REAL_TTL)
+    return real
+
+
+def _inside(path: bytes, root: bytes, link: bool) -> bool:
+    """Whether `path` resolves inside `root`: a symlink as the final component (`link`)
+    resolves the whole path, else its directory is resolved through `_realdir`."""
+    now = time.monotonic()
+    base = _realdir(root, now)
+    if link:
+        real = os.path.realpath(path)
+    else:
+        head, _, tail = path.rstrip(b"/").rpartition(b"/")
+        real = _realdir(head or b"/", now) + b"/" + tail if tail else _realdir(path, now)
+        real = real.replace(b"//", b"/")
     return real == base or real.startswith(base.rstrip(b"/") + b"/")
 
 
 def stat_file(path: bytes, root: bytes) -> FileInfo | None:
     """What nginx's open_file would find at `path` (None: ENOENT/ENOTDIR/too long)."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
+        link = st_mode.S_ISLNK(info.st_mode)
+        if link:
+            info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except PermissionError:
         return FileInfo(denied=True)
     except (OSError, ValueError):
         return None  # ENAMETOOLONG, ELOOP, NUL bytes: nginx answers 404 for these too
-    if not _inside(path, root):
+    if not _inside(path, root, link):
         return FileInfo(denied=True)
     return FileInfo(
         is_dir=st_mode.S_ISDIR(info.st_mode),
@@ -63,7 +91,8 @@ def open_file(send: SendFile, keep: bool) -> tuple[FilePlan, int]:
         return error_plan(404, keep, head_only), -1
     try:
         info = os.fstat(fd)
-        if not st_mode.S_ISREG(info.st_mode) or not _inside(send.path, send.root):
+        # (stat_file checked just before that the path stays inside its root)
+        if not st_mode.S_ISREG(info.st_mode):
             os.close(fd)
             return error_plan(404, keep, head_only), -1
         found = FileInfo(size=info.st_size, mtime=int(info.st_mtime))
@@ -93,7 +122,7 @@ class FileSender:
         self.sock = sock.fileno() if sock is not None else -1
         if plan.length <= SMALL:
             data = os.pread(fd, plan.length, plan.start)
-            transport.writelines((plan.head, data))
+            transport.write(plan.head + data)  # one send (writelines makes two)
             self.offset += len(data)
             self.left -= len(data)
             if self.left:
