@@ -460,6 +460,7 @@ def _fast(vs: VirtualServer) -> Proxied | None:
     if (
         plain
         and isinstance(action, Proxied)
+        and loc.files is None  # error_page for a failed upstream: the routed path
         and action.uri is None
         and action.key is None
         and not any(routed_only(rule) for rule in action.config.headers)

@@ -317,3 +317,19 @@ def test_conditionals_and_ranges(headers: tuple[tuple[bytes, bytes], ...], statu
         assert b"Content-Range: bytes 1-2/10\r\n" in head and b"Content-Length: 2\r\n" in head
     if status == 416:
         assert b"Content-Range: bytes */10\r\n" in head and length == 0
+
+
+def test_a_lone_proxied_location_with_error_pages_is_routed() -> None:
+    """The plain fast path knows no error_page: such a listener takes the routed path."""
+    diags = Diagnostics()
+    text = (
+        "http { error_page 502 /50x.html;"
+        " server { location / { proxy_pass http://127.0.0.1:9; } } }"
+    )
+    cfg = read_nginx(parse_nginx_text(text, "nginx.conf", diags), diags)
+    (route,) = listeners(cfg, diags)
+    assert route.config.routes is not None
+    text = "http { server { location / { proxy_pass http://127.0.0.1:9; } } }"
+    cfg = read_nginx(parse_nginx_text(text, "nginx.conf", diags), diags)
+    (route,) = listeners(cfg, diags)
+    assert route.config.routes is None
