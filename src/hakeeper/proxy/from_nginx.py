@@ -47,7 +47,13 @@ from hakeeper.proxy.config import (
     routed_only,
 )
 from hakeeper.proxy.response_headers import RulesError, response_rules
-from hakeeper.proxy.rewrite import capture_rule, compile_access, compile_script, known_variables
+from hakeeper.proxy.rewrite import (
+    bind_script,
+    capture_rule,
+    compile_access,
+    compile_script,
+    known_variables,
+)
 from hakeeper.proxy.routes import (
     Location,
     LocationSet,
@@ -368,6 +374,13 @@ def virtual_server(
             action = proxied_for(nginx, loc, diags, balancers, name, scheme=scheme, tls=tls)
         # rewrite phase (proxy/rewrite.py): its steps, and the proxy behind a `return`
         script = compile_script(loc.script, nginx.variables, diags)
+        if script:  # this listener's $scheme, the location's types (as `_return`)
+            types = mime_types(loc.static)
+            script = bind_script(
+                script,
+                lambda t: bind_scheme(t, scheme),
+                lambda r: replace(r, types=types, scheme=scheme.encode("ascii")),
+            )
         content = action if isinstance(action, Proxied) else None
         if loc.return_code is not None and loc.proxy_pass is not None and loc.script:
             content = proxied_for(nginx, loc, diags, balancers, name, scheme=scheme, tls=tls)
@@ -439,6 +452,12 @@ def virtual_server(
     server_script = compile_script(server.script, nginx.variables, diags)
     if server_script is None:
         return None
+    server_types = mime_types(server.static)
+    server_script = bind_script(
+        server_script,
+        lambda t: bind_scheme(t, scheme),
+        lambda r: replace(r, types=server_types, scheme=scheme.encode("ascii")),
+    )
     return VirtualServer(
         server.names,
         everything,

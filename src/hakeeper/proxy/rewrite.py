@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING
 
@@ -92,6 +92,7 @@ class Rewrite:
     append_args: bool  # False when the replacement ends with `?`
     flag: str  # "", "last", "break", "redirect", "permanent"
     redirect: int  # 0 (internal), 301 or 302
+    scheme: bytes | None = None  # the listener's $scheme for a relative redirect (TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,25 @@ def compile_script(
         except ValueError as exc:
             diags.error(step.loc, str(exc))
             return None
+    return tuple(out)
+
+
+def bind_script(
+    script: Sequence[Step], bind: Callable[[Template], Template], ret: Callable[[Return], Return]
+) -> tuple[Step, ...]:
+    """`script` with every template passed through `bind` (a listener's fixed `$scheme`)
+    and every `Return` through `ret` (its types and scheme), as from_nginx builds them."""
+    out: list[Step] = []
+    for step in script:
+        if isinstance(step, Rewrite):
+            args = bind(step.args) if step.args is not None else None
+            scheme = ret(Return(302, None)).scheme
+            out.append(replace(step, uri=bind(step.uri), args=args, scheme=scheme))
+        elif isinstance(step, SetVar):
+            out.append(replace(step, value=bind(step.value)))
+        else:
+            text = bind(step.text) if step.text is not None else None
+            out.append(ret(replace(step, text=text)))
     return tuple(out)
 
 
@@ -340,7 +360,7 @@ def _script(steps: Sequence[Step], view: RequestView, quoted: bool) -> Return | 
                 location += b"?" + new_args
             if step.append_args and view.args:
                 location += (b"&" if new_args is not None else b"?") + view.args
-            return Return(step.redirect, Template((location,)))
+            return Return(step.redirect, Template((location,)), None, step.scheme)
         view.path = _render(step.uri, view, None)
         if new_args is not None:
             view.args = new_args + b"&" + view.args if step.append_args and view.args else new_args

@@ -4,6 +4,7 @@ the upstream target after a rewrite, and the reader's / translator's errors."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,7 @@ from hakeeper.proxy.rewrite import (
     REDIRECT_ESCAPE,
     Access,
     Outcome,
+    bind_script,
     compile_access,
     escape,
     run_phases,
@@ -32,6 +34,7 @@ from hakeeper.proxy.routes import (
     compile_template,
     variable_parts,
 )
+from hakeeper.proxy.tls import bind_scheme
 
 
 def table_of(text: str) -> RouteTable:
@@ -285,3 +288,22 @@ def test_scripted_tables_keep_request_headers_only_when_read() -> None:
     assert not table_of(base % "rewrite ^/a/(.*) /b/$1 break;").reads_headers()
     assert table_of(base % 'set $x "$http_x_thing";').reads_headers()
     assert table_of(base % "rewrite ^ /$http_x_to break;").reads_headers()
+
+
+def test_bound_scheme_reaches_redirects_and_returns() -> None:
+    """A TLS listener's copy: `$scheme` fixed, relative redirects absolute in https."""
+    table = table_of(
+        "http { server { listen 8080; location /a/ { rewrite ^/a/(.*) /b/$1 permanent; }"
+        ' location /s/ { return 200 "$scheme"; } } }'
+    )
+    server = table.servers[0]
+    by_prefix = {loc.prefix: loc for loc in server.locations}
+    (ret,) = by_prefix[b"/s/"].script
+    assert isinstance(ret, Return) and ret.text is not None and ret.text.parts == (b"http",)
+    loc = by_prefix[b"/a/"]
+    bound = bind_script(
+        loc.script, lambda t: bind_scheme(t, "https"), lambda r: replace(r, scheme=b"https")
+    )
+    object.__setattr__(loc, "script", bound)
+    out, v = phases(server, b"/a/x")
+    assert b"Location: https://main.test:8080/b/x\r\n" in answer(out, v)
