@@ -21,9 +21,9 @@ Pure (the filesystem comes in as a `StatFn`, the clock is not needed). Follows:
   a bare `=` takes the target's), or a 302 (`=301`..) to an absolute URL;
 - the header, not_modified and range filters for the head: Last-Modified, ETag
   `"%xT-%xO"` (mtime-size in hex), Accept-Ranges, If-Unmodified-Since/If-Match -> 412,
-  If-Modified-Since (exact) / If-None-Match (weak) -> 304, one `Range: bytes=` -> 206
-  or 416, If-Range; an error page served from a file keeps ETag, drops Last-Modified
-  and Accept-Ranges.
+  If-Modified-Since (exact) / If-None-Match (weak) -> 304, `Range: bytes=` -> 206 (several
+  pieces: multipart/byteranges) or 416, If-Range; an error page served from a file keeps
+  ETag, drops Last-Modified and Accept-Ranges.
 Symlinks or `..` leading outside the root are the `StatFn`'s to detect (`denied`: 403).
 """
 
@@ -465,13 +465,16 @@ def etag_of(info: FileInfo) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class FilePlan:
-    """What to write: `head` (a whole answer when `length` is 0 and `body_in_head`), then
-    `length` bytes of the file from `start`; `keep` = keep-alive after it."""
+    """What to write: `head` (a whole answer when `length` is 0), then `length` bytes of
+    the file from `start`, then each of `more` (bytes, then a file piece) and `tail`
+    (multipart/byteranges); `keep` = keep-alive after it."""
 
     head: bytes
     start: int = 0
     length: int = 0
     keep: bool = True
+    more: tuple[tuple[bytes, int, int], ...] = ()
+    tail: bytes = b""
 
 
 _CONDITIONAL = frozenset(
@@ -538,8 +541,11 @@ def parse_range(value: bytes, size: int) -> list[tuple[int, int]] | int | None:
     return ranges
 
 
-def file_plan(send: SendFile, info: FileInfo, keep: bool, server: bytes = b"hakeeper") -> FilePlan:
-    """The response for an opened file (`info` from fstat) as nginx's filters shape it."""
+def file_plan(
+    send: SendFile, info: FileInfo, keep: bool, server: bytes = b"hakeeper", boundary: int = 1
+) -> FilePlan:
+    """The response for an opened file (`info` from fstat) as nginx's filters shape it;
+    `boundary` numbers a multipart/byteranges answer (nginx: a per-process counter)."""
     view = send.view
     head_only = view.method == b"HEAD"
     etag = etag_of(info) if send.etag else b""
@@ -595,12 +601,49 @@ def file_plan(send: SendFile, info: FileInfo, keep: bool, server: bytes = b"hake
              b"\r\n")
         )  # fmt: skip
         return FilePlan(head, start, 0 if head_only else end - start, keep)
-    # several ranges (multipart/byteranges) are not produced: the whole file, 200
+    if isinstance(pieces, list):
+        lines = (srv, modified, conn, etag_line, keep)
+        return _multipart(pieces, size=info.size, ctype=send.ctype, boundary=boundary,
+                          head_only=head_only, lines=lines)  # fmt: skip
     head = b"".join(
         (status_line(200), srv, ctype, b"Content-Length: %d\r\n" % info.size, modified, conn,
          etag_line, b"Accept-Ranges: bytes\r\n", b"\r\n")
     )  # fmt: skip
     return FilePlan(head, 0, 0 if head_only else info.size, keep)
+
+
+def _multipart(
+    pieces: list[tuple[int, int]],
+    *,
+    size: int,
+    ctype: bytes,
+    boundary: int,
+    head_only: bool,
+    lines: tuple[bytes, bytes, bytes, bytes, bool],
+) -> FilePlan:
+    """206 multipart/byteranges as ngx_http_range_multipart_header lays it out."""
+    srv, modified, conn, etag_line, keep = lines
+    mark = b"%020d" % boundary
+    parts = [
+        (
+            b"\r\n--" + mark + b"\r\nContent-Type: " + ctype
+            + b"\r\nContent-Range: bytes %d-%d/%d\r\n\r\n" % (start, end - 1, size),
+            start,
+            end - start,
+        )
+        for start, end in pieces
+    ]  # fmt: skip
+    tail = b"\r\n--" + mark + b"--\r\n"
+    total = sum(len(p) + n for p, _, n in parts) + len(tail)
+    head = b"".join(
+        (status_line(206), srv,
+         b"Content-Type: multipart/byteranges; boundary=" + mark + b"\r\n",
+         b"Content-Length: %d\r\n" % total, modified, conn, etag_line, b"\r\n")
+    )  # fmt: skip
+    if head_only:
+        return FilePlan(head, 0, 0, keep)
+    (first, start, length), *rest = parts
+    return FilePlan(head + first, start, length, keep, tuple(rest), tail)
 
 
 def _if_range_ok(value: bytes, etag: bytes, mtime: int) -> bool:

@@ -16,6 +16,7 @@ resume_writing), so memory stays bounded whatever the file size. uvloop has no
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import stat as st_mode
 import time
@@ -80,6 +81,9 @@ def stat_file(path: bytes, root: bytes) -> FileInfo | None:
     )
 
 
+_boundaries = itertools.count(1)  # numbers multipart/byteranges answers (per worker)
+
+
 def open_file(send: SendFile, keep: bool) -> tuple[FilePlan, int]:
     """(plan, fd or -1): the file opened and its answer shaped from fstat."""
     head_only = send.view.method == b"HEAD"
@@ -96,7 +100,7 @@ def open_file(send: SendFile, keep: bool) -> tuple[FilePlan, int]:
             os.close(fd)
             return error_plan(404, keep, head_only), -1
         found = FileInfo(size=info.st_size, mtime=int(info.st_mtime))
-        plan = file_plan(send, found, keep)
+        plan = file_plan(send, found, keep, boundary=next(_boundaries))
     except OSError:
         os.close(fd)
         return error_plan(500, False, head_only), -1
@@ -107,9 +111,10 @@ def open_file(send: SendFile, keep: bool) -> tuple[FilePlan, int]:
 
 
 class FileSender:
-    """Sends `plan.length` bytes of `fd` from `plan.start` after `plan.head`."""
+    """Sends `plan.length` bytes of `fd` from `plan.start` after `plan.head`, then the
+    pieces of `plan.more` and `plan.tail` (multipart/byteranges)."""
 
-    __slots__ = ("failed", "fd", "left", "offset", "paused", "sock", "transport")
+    __slots__ = ("failed", "fd", "left", "more", "offset", "paused", "sock", "tail", "transport")
 
     def __init__(self, transport: asyncio.Transport, fd: int, plan: FilePlan) -> None:
         self.transport = transport
@@ -118,9 +123,11 @@ class FileSender:
         self.left = plan.length
         self.paused = False
         self.failed = False
+        self.more = list(reversed(plan.more))
+        self.tail = plan.tail
         sock = transport.get_extra_info("socket")
         self.sock = sock.fileno() if sock is not None else -1
-        if plan.length <= SMALL:
+        if plan.length <= SMALL and not plan.more:
             data = os.pread(fd, plan.length, plan.start)
             transport.write(plan.head + data)  # one send (writelines makes two)
             self.offset += len(data)
@@ -136,7 +143,11 @@ class FileSender:
         transport = self.transport
         if self.failed:
             return False
-        while self.left > 0:
+        while self.left > 0 or self.more:
+            if not self.left:
+                prefix, self.offset, self.left = self.more.pop()
+                transport.write(prefix)
+                continue
             if self.paused or self.fd < 0 or transport.is_closing():
                 return False
             if self.sock >= 0 and not transport.get_write_buffer_size():
@@ -157,7 +168,7 @@ class FileSender:
                     if sent == want:
                         continue
                 if not self.left:
-                    break
+                    continue
                 # the socket is full: hand a piece to the transport, which then polls
                 # for writability and pauses us at its high-water mark
             try:
@@ -170,6 +181,9 @@ class FileSender:
             transport.write(data)
             self.offset += len(data)
             self.left -= len(data)
+        if self.tail:
+            transport.write(self.tail)
+            self.tail = b""
         self.close()
         return True
 
