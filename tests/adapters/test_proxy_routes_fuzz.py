@@ -109,3 +109,87 @@ def test_routing_any_host_and_uri(host: bytes, path: bytes) -> None:
         return
     assert uri.startswith(b"/") and b"//" not in uri and b"/../" not in uri
     server.find(uri)
+
+
+# the same listener with the rewrite and access phases (proxy/rewrite.py)
+SCRIPTED = CONF.replace(
+    "location / {{ proxy_pass http://app; }}",
+    r"""rewrite ^/old/(.*)$ /api/$1;
+        set $who "$1-$arg_u";
+        allow 127.0.0.1;
+        deny all;
+        location / {{ proxy_pass http://app; }}
+        location ~ ^/c/(?<first>[^/]*)/(.*)$ {{ proxy_pass http://app/q/$first/$2; }}
+        location /l/ {{ rewrite ^/l/(.*)$ /l/$1x last; }}
+        location /b/ {{ rewrite ^/b/(.*)$ /v/$1?w=$who break; proxy_pass http://app/z/; }}
+        location /red/ {{ rewrite ^/red/(.*)$ /n/$1 redirect; }}
+        location /no/ {{ deny all; proxy_pass http://app; }}""",
+)
+
+SCRIPTED_PIECES = [
+    b"GET /old/x HTTP/1.1\r\n",
+    b"GET /c/a%20b/%3f?u=1 HTTP/1.1\r\n",
+    b"GET /l/a HTTP/1.1\r\n",
+    b"GET /b/a+b%26?u=%FF HTTP/1.1\r\n",
+    b"GET /red/%22%3C?x HTTP/1.1\r\n",
+    b"GET /no/ HTTP/1.1\r\n",
+]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.lists(st.sampled_from(PIECES + SCRIPTED_PIECES), max_size=12).map(b"".join),
+    split=st.integers(min_value=0, max_value=200),
+)
+def test_arbitrary_client_bytes_on_a_scripted_listener(data: bytes, split: int) -> None:
+    async def case() -> None:
+        async with routed(SCRIPTED) as (engine, port, _backends):
+            assert engine.routes is not None and engine.routes.scripted
+            await send_split_and_drain(port, data, min(split, len(data)))
+            await wait_for(lambda: not engine.clients, limit=5.0)
+            resp = await request(port, b"GET /x.txt HTTP/1.1\r\nHost: main.test\r\n\r\n")
+            assert resp.status == 200 and resp.body == b"t /x.txt "
+            resp = await request(port, b"GET /l/a HTTP/1.1\r\nHost: main.test\r\n\r\n")
+            assert resp.status == 500  # 10 `last` changes, then the cycle error
+            await wait_for(lambda: not engine.clients, limit=5.0)
+
+    run(case(), limit=30)
+
+
+def _scripted() -> RouteTable:
+    route = one_route(SCRIPTED.format(a=1, b=2), "t.conf")
+    assert route.config.routes is not None and route.config.routes.scripted
+    return route.config.routes
+
+
+SCRIPTED_TABLE = _scripted()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.binary(max_size=30),
+    path=st.binary(max_size=50),
+    args=st.binary(max_size=20),
+    remote=st.sampled_from([b"127.0.0.1", b"10.0.0.1", b"::1", b"", b"\xff"]),
+)
+def test_phases_any_host_uri_args_and_client(
+    host: bytes, path: bytes, args: bytes, remote: bytes
+) -> None:
+    from hakeeper.proxy.rewrite import Outcome, run_phases
+    from hakeeper.proxy.routes import Proxied, RequestView, Return
+
+    name = normalize_host(host)
+    index, match = SCRIPTED_TABLE.names.select_match(name)
+    try:
+        uri, quoted = normalize_path(b"/" + path)
+    except BadUriError:
+        return
+    view = RequestView(b"GET", b"/" + path, uri, args, name, (), remote, b"1", b"", b"8999")
+    out = run_phases(SCRIPTED_TABLE.servers[index], view, quoted, match)
+    assert isinstance(out, Outcome)
+    assert isinstance(out.action, (Return, Proxied))
+    if isinstance(out.action, Return):
+        out.action.response(view, True, False)
+    elif out.target is not None and out.action.uri_template is not None:
+        # a capture decoded from %0D%0A (or a space) cannot break the request line
+        assert not any(c <= 0x20 for c in out.target)

@@ -69,6 +69,7 @@ def _escapes(extra: bytes) -> re.Pattern[bytes]:
 # what Debian's nginx escapes in a capture copied into a redirect Location, and into args
 REDIRECT_ESCAPE = _escapes(b'"#%<>')
 ARGS_ESCAPE = _escapes(b'"#%&+;<>?\\^`{|}')
+REQUEST_LINE_ESCAPE = re.compile(b"[\\x00-\\x20\\x7f]")
 
 
 def _hex(match: re.Match[bytes]) -> bytes:
@@ -444,7 +445,9 @@ def _target(
     if proxied.uri_template is not None:
         rendered = proxied.uri_template.render(view)
         if rendered:
-            return rendered  # a URI with variables goes as-is, args not added
+            # as-is, args not added; unlike nginx, a decoded space, CR, LF or control
+            # byte from a capture is %-escaped rather than breaking the request line
+            return escape(rendered, REQUEST_LINE_ESCAPE)
     elif not internal:
         if proxied.uri is None:
             return None
