@@ -23,6 +23,7 @@ second. Pure: no I/O, no clock (the Date line is given).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -124,6 +125,14 @@ def _probes(names: Sequence[bytes], actions: dict[bytes, int]) -> tuple[Probe, .
 Probe = tuple[bytes, tuple[tuple[bytes, int], ...]]
 
 
+def _lines(names: Sequence[bytes]) -> re.Pattern[bytes] | None:
+    """The field lines named `names`, each with the CRLF before it (caseless)."""
+    if not names:
+        return None
+    alts = b"|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+    return re.compile(rb"\r\n(?:" + alts + rb"):[^\r]*", re.IGNORECASE)
+
+
 class _Memo:
     """Heads already filtered this second: the same upstream head (a backend's answers
     repeat byte for byte within its Date second) gets the same result while our Date
@@ -155,6 +164,11 @@ class ResponseRules:
     add_static: bytes = field(default=b"", compare=False)  # all-static add lines (2xx/3xx)
     add_static_always: bytes = field(default=b"", compare=False)
     add_dynamic: bool = field(default=False, compare=False)
+    # the raw path's fast route: hidden field lines cut by one regex substitution, and
+    # the fields that need the field-by-field route (a rewrite, a passed Server/Date)
+    drop: re.Pattern[bytes] | None = field(default=None, compare=False)
+    drop_closing: re.Pattern[bytes] | None = field(default=None, compare=False)
+    special: re.Pattern[bytes] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         actions = {name: A_HOP for name in RESPONSE_HOP_BY_HOP}
@@ -173,6 +187,13 @@ class ResponseRules:
         set_(self, "probes", _probes(wanted, actions))
         closing = actions | dict.fromkeys(_CLOSING_DROP, A_DROP)
         set_(self, "probes_closing", _probes([*wanted, *_CLOSING_DROP], closing))
+        dropped = [n for n, a in actions.items() if a == A_DROP]
+        set_(self, "drop", _lines(dropped))
+        set_(self, "drop_closing", _lines([*dropped, *_CLOSING_DROP]))
+        others = [n for n, a in actions.items() if a in (A_LOCATION, A_REFRESH, A_SERVER, A_DATE)]
+        if others:
+            alts = b"|".join(re.escape(n) for n in others)
+            set_(self, "special", re.compile(rb"\r\n(?:" + alts + rb"):", re.IGNORECASE))
         dynamic = any(not all(isinstance(p, bytes) for p in a.value) for a in self.add)
         set_(self, "add_dynamic", dynamic)
         if not dynamic:
@@ -292,6 +313,68 @@ def filter_head(
         hit = memo.table.get(key)
         if hit is not None:
             return hit, buf[end + 4 :]
+    special = rules.special
+    if special is None or special.search(head) is None:
+        out, shared = _fast(buf, pos, head, rules, closing, date_line=date_line, context=context)
+    else:
+        out, shared = _by_field(
+            buf, pos, head, rules, closing, date_line=date_line, context=context
+        )
+    if shared and (pos == 0 or closing):  # (not when a request variable was read)
+        table = memo.table
+        if len(table) < MEMO_SIZE:
+            table[key] = out
+    return out, buf[end + 4 :]
+
+
+def _fast(
+    buf: bytes,
+    pos: int,
+    head: bytes,
+    rules: ResponseRules,
+    closing: bool,
+    *,
+    date_line: bytes,
+    context: ContextFactory,
+) -> tuple[bytes, bool]:
+    """`filter_head` for a head with nothing to rewrite and no Server/Date that passes:
+    hidden lines cut in C, our Server/Date after the status line, additions at the end.
+    Returns (head, whether it may be remembered)."""
+    drop = rules.drop_closing if closing else rules.drop
+    cut = drop.sub(b"", head) if drop is not None else head
+    first = cut.find(b"\r\n")
+    if first < 0:
+        line, fields = cut, b""
+    else:
+        line, fields = cut[:first], cut[first + 2 :] + b"\r\n"
+    if closing:
+        if line[:9] != b"HTTP/1.1 " or len(line) <= 13:
+            line = status_line(b"", int(line[9:12]), line[13:])[:-2]
+    elif pos:
+        line = buf[:pos] + line  # interim heads pass
+    parts = [line, b"\r\n", SERVER_LINE, b"\r\n", date_line, fields]
+    dynamic = rules.add_dynamic
+    if rules.add:
+        status = int(head[9:12])
+        parts.append(rules.add_lines(status, context(status) if dynamic else _no_context))
+    if closing:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), not dynamic
+
+
+def _by_field(
+    buf: bytes,
+    pos: int,
+    head: bytes,
+    rules: ResponseRules,
+    closing: bool,
+    *,
+    date_line: bytes,
+    context: ContextFactory,
+) -> tuple[bytes, bool]:
+    """`filter_head` field by field: rewrites Location/Refresh, notes a passed
+    Server/Date. Returns (head, whether it may be remembered: no request variable read)."""
     status = int(head[9:12])
     first = head.find(b"\r\n")
     if first < 0:
@@ -363,10 +446,4 @@ def filter_head(
     if closing:
         pieces.append(b"Connection: close\r\n")
     pieces.append(b"\r\n")
-    out = b"".join(pieces)
-    if ctx is None and (pos == 0 or closing):
-        table = memo.table
-        if len(table) >= MEMO_SIZE:
-            table.clear()
-        table[key] = out
-    return out, buf[end + 4 :]
+    return b"".join(pieces), ctx is None
