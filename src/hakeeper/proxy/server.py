@@ -33,7 +33,7 @@ from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.health_shared import HealthTable
-from hakeeper.proxy.tls import start_listener
+from hakeeper.proxy.tls import drain, start_listener
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ async def serve(
         on_ready(engine)
     await stop.wait()
     if mode["graceful"]:
-        await engine.drain(drain_timeout)
+        await drain(engine, drain_timeout)  # TLS: lets running handshakes finish first
     if checks is not None:
         health.detach(checks)
     if followed is not None:

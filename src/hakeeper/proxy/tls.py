@@ -27,9 +27,12 @@ worker shares the session-ticket keys.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import ssl
+import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 
     from hakeeper.conf.nginx import Server
     from hakeeper.proxy.engine import Engine
+    from hakeeper.proxy.http1 import ClientProtocol
     from hakeeper.proxy.routes import VirtualServer
 
 log = logging.getLogger(__name__)
@@ -359,6 +363,45 @@ def check_files(servers: Sequence[Server], diags: Diagnostics) -> None:
             load_pair(ctx, cert, key, cert_loc=cert_loc, key_loc=key_loc, diags=diags)
 
 
+class _Handshakes:
+    """The connections of one engine's TLS listeners whose handshake is still running.
+
+    The client protocol is created at accept time but only gets `connection_made` once
+    the handshake is done. A worker that drains must wait for those before it tells its
+    clients to drain: otherwise it exits under them (the client sees a reset) or they
+    connect afterwards and are served as if nothing happened. Kept in accept order; the
+    head is pruned when it has connected, closed, or outlived the handshake timeout."""
+
+    __slots__ = ("engine", "pending", "timeout")
+
+    def __init__(self, engine: Engine, timeout: float) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self.pending: deque[tuple[float, ClientProtocol]] = deque()
+
+    def factory(self) -> ClientProtocol:
+        proto = self.engine.protocol_factory()
+        self.pending.append((self.engine.loop.time(), proto))
+        self.prune()
+        return proto
+
+    def prune(self) -> None:
+        pending = self.pending
+        limit = self.engine.loop.time() - self.timeout
+        while pending:
+            since, proto = pending[0]
+            if proto.transport is None and not proto.closed and since > limit:
+                break
+            pending.popleft()
+
+    def waiting(self) -> bool:
+        self.prune()
+        return any(p.transport is None and not p.closed for _, p in self.pending)
+
+
+_HANDSHAKES: weakref.WeakKeyDictionary[Engine, _Handshakes] = weakref.WeakKeyDictionary()
+
+
 async def start_listener(engine: Engine, sock: socket.socket) -> None:
     """Serve the listening `sock` with `engine`: plain, or TLS when its config carries a
     listener context (`listen ... ssl`). nginx bounds the handshake by
@@ -368,10 +411,25 @@ async def start_listener(engine: Engine, sock: socket.socket) -> None:
     if ctx is None:
         await engine.start_listening(sock=sock)
         return
+    timeout = engine.config.timeouts.client_header
+    handshakes = _HANDSHAKES.get(engine)
+    if handshakes is None:
+        handshakes = _HANDSHAKES[engine] = _Handshakes(engine, timeout)
     server = await engine.loop.create_server(
-        engine.protocol_factory,
-        sock=sock,
-        ssl=ctx,
-        ssl_handshake_timeout=engine.config.timeouts.client_header,
+        handshakes.factory, sock=sock, ssl=ctx, ssl_handshake_timeout=timeout
     )
     engine.servers.append(server)
+
+
+async def drain(engine: Engine, timeout: float) -> bool:
+    """`Engine.drain` that first lets running TLS handshakes finish (bounded by the
+    handshake timeout and `timeout`), so the connections they open are drained like the
+    others instead of being reset when the worker exits."""
+    handshakes = _HANDSHAKES.get(engine)
+    if handshakes is not None:
+        for server in engine.servers:
+            server.close()  # no new handshakes
+        deadline = engine.loop.time() + min(timeout, handshakes.timeout)
+        while handshakes.waiting() and engine.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+    return await engine.drain(timeout)
