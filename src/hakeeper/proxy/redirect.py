@@ -8,7 +8,7 @@ nginx 1.22 (tests/adapters/test_proxy_redirect_vs_nginx.py):
   sensitive; both may hold variables), that prefix is replaced by REPLACEMENT;
 - `proxy_redirect ~REGEX REPLACEMENT` / `~*REGEX` (caseless): when the regex matches
   anywhere in the value, the WHOLE value becomes REPLACEMENT, where `$1`..`$9` (and named
-  groups) are the captures;
+  groups) are the captures (in a literal rule `$N` is the request's own last capture);
 - the rules of a level are tried in order, the first that applies wins; `off` at a level
   turns rewriting off there; the innermost level with any rule wins (`merge_loc_conf`);
 - `default` (also what applies when no level says anything) is, for `proxy_pass URL`
@@ -68,10 +68,12 @@ def compile_parts(
     for part in template_parts(text):
         if isinstance(part, bytes):
             out.append(part)
+        elif part[0] == "0":
+            raise ValueError(f'unknown "{part}" variable')  # as nginx: no `$0`
         elif part[0].isdigit():
-            # outside a regex rule nginx would read the location regex's captures,
-            # which hakeeper does not keep: there it renders empty
-            out.append(Capture(int(part[0]) if captures else -1))
+            # outside a regex rule `$N` is the request's last regex capture (a `~`
+            # location...), read through the lookup like any variable
+            out.append(Capture(int(part[0])) if captures else part[0])
             if len(part) > 1:
                 out.append(part[1:].encode("latin-1"))
         elif part in groups:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from hakeeper.conf.diagnostics import Diagnostics
@@ -108,11 +110,21 @@ def test_default_rule_like_nginx() -> None:
     assert default_redirect("http://up/u", "~", "^/r").redirect == "http://up/u/"
 
 
+def test_captures_outside_a_regex_rule_are_the_request_s() -> None:
+    rule = compile_rule("http://up/", "/c/$1/$2x/")
+    captured = dataclasses.replace(view(), captures=(b"/m/a", b"a"))
+    assert rule.apply(b"http://up/z", ResponseContext(captured, b"up", 302)) == b"/c/a/x/z"
+    assert rule.apply(b"http://up/z", context(302)) == b"/c//x/z"  # none kept: empty
+    assert add_header("X", "$1-$status").value == ("1", b"-", "status")
+
+
 def test_bad_rules_are_errors() -> None:
     with pytest.raises(ValueError, match="pcre2_compile"):
         compile_rule("~(", "/")
     with pytest.raises(ValueError, match='unknown "nope" variable'):
         compile_rule("http://up/", "/$nope/")
+    with pytest.raises(ValueError, match='unknown "0" variable'):
+        compile_rule("~^/(a)", "/$0/")
 
 
 def test_absolute_location_like_the_header_filter() -> None:
@@ -264,6 +276,15 @@ def test_reader_merges_like_nginx() -> None:
     assert explicit.hide == ("X-2",) and explicit.pass_ == ("Server",)
     # the http-level rule is inherited: no default for /n/
     assert plain.redirects == top.redirects
+
+
+def test_reader_no_default_for_a_proxy_pass_with_variables() -> None:
+    out = _read(
+        "http { upstream up { server 127.0.0.1:1; } server {"
+        " location ~ ^/v/(.*) { proxy_pass http://up/x/$1; } } }"
+    )
+    assert not isinstance(out, Diagnostics)
+    assert [o.redirects for o in out] == [None]
 
 
 def test_reader_default_without_any_rule() -> None:
