@@ -121,8 +121,8 @@ async def hakeeper(a: Counted, b: Counted, check: str) -> AsyncIterator[Running]
     )
     px = Running(proc, conf, port)
     try:
-        await px.until(lambda: a.probes and b.probes, 15, "the first probes")
-        await px.until_answer(lambda v: v == "v1", 15, "the proxy to answer")
+        await px.until(lambda: a.probes and b.probes, 30, "the first probes")
+        await px.until_answer(lambda v: v == "v1", 30, "the proxy to answer")
         yield px
         proc.send_signal(signal.SIGTERM)
         loop = asyncio.get_running_loop()
@@ -150,20 +150,19 @@ def test_two_workers_one_checker_one_probe_per_interval() -> None:
         b.status = 500
         async with hakeeper(a, b, "interval=200ms fails=1 passes=1") as px:
             start = len(a.probes)
-            await px.until(lambda: len(a.probes) >= start + 11, 15, "11 more probes of a")
+            await px.until(lambda: len(a.probes) >= start + 11, 30, "11 more probes of a")
             times = a.probes[start:]
             gaps = [y - x for x, y in itertools.pairwise(times)]
             rate = (len(times) - 1) / (times[-1] - times[0])
-            # two checkers (one per worker) would probe twice per interval, some probes
-            # close together; one checker probes about once per interval + a round trip
+            # two checkers (one per worker) would probe twice per interval; one checker
+            # starts one probe per interval
             assert rate <= 1.25 / interval, (rate, gaps)
-            assert min(gaps) >= 0.6 * interval, gaps
             assert len(b.probes) <= len(a.probes) + 2
             before = b.clients
             assert await px.names(40) == ["a"] * 40
             assert b.clients == before
 
-    run(main(), limit=60)
+    run(main(), limit=90)
 
 
 def test_a_500_goes_down_and_comes_back_in_every_worker() -> None:
@@ -191,7 +190,7 @@ def test_a_500_goes_down_and_comes_back_in_every_worker() -> None:
             names = await px.names(40)
             assert names.count("b") >= 16, names
 
-    run(main(), limit=60)
+    run(main(), limit=90)
 
 
 def test_sighup_keeps_a_down_server_down_in_the_new_workers() -> None:
@@ -203,14 +202,16 @@ def test_sighup_keeps_a_down_server_down_in_the_new_workers() -> None:
             flipped = asyncio.get_running_loop().time()
             while "500" in await px.names(10):
                 assert asyncio.get_running_loop().time() - flipped < 10, "b never left"
-            probes_before = len(b.probes)
+            loop = asyncio.get_running_loop()
+            probes_before, reload_at = len(b.probes), loop.time()
             write(px.conf, a, b, px.port, check="interval=300ms fails=4 passes=1", version="v2")
             px.proc.send_signal(signal.SIGHUP)
-            await px.until_answer(lambda v: v == "v2", 15, "the new workers (version v2)")
+            await px.until_answer(lambda v: v == "v2", 30, "the new workers (version v2)")
             before = b.clients
             assert await px.names(20) == ["a"] * 20
             assert b.clients == before
-            # the unchanged check kept running: no burst of probes from the reload
-            assert len(b.probes) - probes_before <= 8
+            # the unchanged check kept its rhythm: one probe per interval across the reload
+            allowed = (loop.time() - reload_at) / 0.3 + 2
+            assert len(b.probes) - probes_before <= allowed
 
-    run(main(), limit=60)
+    run(main(), limit=90)

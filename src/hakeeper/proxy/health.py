@@ -266,6 +266,7 @@ class HealthHub:
     async def _run(self, c: _Check) -> None:
         check = c.target.check
         while True:
+            started = self.loop.time()  # one probe starts every interval (nginx Plus)
             try:
                 ok, detail = await self._probe(c)
             except Exception as exc:  # a bug in a probe must not stop the checks
@@ -284,7 +285,7 @@ class HealthHub:
                 )
                 self._publish(c, ramp=not first)
             jitter = check.jitter * self.rng.random() if check.jitter else 0.0
-            await asyncio.sleep(check.interval + jitter)
+            await asyncio.sleep(max(0.0, started + check.interval + jitter - self.loop.time()))
 
     def _publish(self, c: _Check, ramp: bool) -> None:
         if self.table is not None and c.slot >= 0:
