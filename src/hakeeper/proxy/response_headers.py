@@ -16,9 +16,10 @@ against Debian's nginx (tests/adapters/test_proxy_redirect_vs_nginx.py):
   `Location` that starts with `/` is made absolute.
 `ResponseRules` is compiled once per location. The parsed relay path asks it per header
 field (`actions`, one dict lookup) and once per head (`own_lines`, `add_lines`); the raw
-relay path hands it a whole head (`filter_head`): a few `find`s locate the fields that
-matter, the head is rebuilt from slices, and a memo answers heads already seen this
-second. Pure: no I/O, no clock (the Date line is given).
+relay path hands it a whole head (`filter_head`): one regex substitution cuts the hidden
+lines, a head with a Location/Refresh (or a passed Server/Date) is then rebuilt field by
+field from slices, and a memo answers heads already seen this second. Pure: no I/O, no
+clock (the Date line is given).
 """
 
 from __future__ import annotations
@@ -111,20 +112,6 @@ def add_header(name: str, value: str, always: bool = False) -> AddHeader:
     return AddHeader(name.encode("latin-1"), compile_parts(value), always)
 
 
-def _probes(names: Sequence[bytes], actions: dict[bytes, int]) -> tuple[Probe, ...]:
-    """`(guard, ((b"\\r\\nname:", action), ...))` groups for the raw path's scan of a
-    lower-cased head: the `x-` names are only looked for when some `x-` field is there."""
-    plain = tuple((b"\r\n" + n + b":", actions.get(n, A_DROP)) for n in names if n[:2] != b"x-")
-    xs = tuple((b"\r\n" + n + b":", actions.get(n, A_DROP)) for n in names if n[:2] == b"x-")
-    groups: list[Probe] = [(b"", plain)] if plain else []
-    if xs:
-        groups.append((b"\r\nx-", xs))
-    return tuple(groups)
-
-
-Probe = tuple[bytes, tuple[tuple[bytes, int], ...]]
-
-
 def _lines(names: Sequence[bytes]) -> re.Pattern[bytes] | None:
     """The field lines named `names`, each with the CRLF before it (caseless)."""
     if not names:
@@ -158,8 +145,8 @@ class ResponseRules:
     add: tuple[AddHeader, ...] = ()
     # derived (filled by __post_init__)
     actions: dict[bytes, int] = field(default_factory=dict, compare=False)
-    probes: tuple[Probe, ...] = field(default=(), compare=False)
-    probes_closing: tuple[Probe, ...] = field(default=(), compare=False)
+    # (b"\r\nname:", action) of the fields the field-by-field route looks for
+    probes: tuple[tuple[bytes, int], ...] = field(default=(), compare=False)
     memo: _Memo = field(default_factory=_Memo, compare=False)
     add_static: bytes = field(default=b"", compare=False)  # all-static add lines (2xx/3xx)
     add_static_always: bytes = field(default=b"", compare=False)
@@ -181,18 +168,15 @@ class ResponseRules:
         for name in self.hidden:
             if name not in RESPONSE_HOP_BY_HOP and name != b"content-length":
                 actions[name] = A_DROP
-        wanted = [n for n, a in actions.items() if a not in (A_HOP, A_LENGTH)]
         set_ = object.__setattr__
         set_(self, "actions", actions)
-        set_(self, "probes", _probes(wanted, actions))
-        closing = actions | dict.fromkeys(_CLOSING_DROP, A_DROP)
-        set_(self, "probes_closing", _probes([*wanted, *_CLOSING_DROP], closing))
+        special = [n for n, a in actions.items() if a in (A_LOCATION, A_REFRESH, A_SERVER, A_DATE)]
+        set_(self, "probes", tuple((b"\r\n" + n + b":", actions[n]) for n in special))
         dropped = [n for n, a in actions.items() if a == A_DROP]
         set_(self, "drop", _lines(dropped))
         set_(self, "drop_closing", _lines([*dropped, *_CLOSING_DROP]))
-        others = [n for n, a in actions.items() if a in (A_LOCATION, A_REFRESH, A_SERVER, A_DATE)]
-        if others:
-            alts = b"|".join(re.escape(n) for n in others)
+        if special:
+            alts = b"|".join(re.escape(n) for n in special)
             set_(self, "special", re.compile(rb"\r\n(?:" + alts + rb"):", re.IGNORECASE))
         dynamic = any(not all(isinstance(p, bytes) for p in a.value) for a in self.add)
         set_(self, "add_dynamic", dynamic)
@@ -376,6 +360,9 @@ def _by_field(
     """`filter_head` field by field: rewrites Location/Refresh, notes a passed
     Server/Date. Returns (head, whether it may be remembered: no request variable read)."""
     status = int(head[9:12])
+    drop = rules.drop_closing if closing else rules.drop
+    if drop is not None:
+        head = drop.sub(b"", head)  # hidden lines (and a closing client's hop-by-hop)
     first = head.find(b"\r\n")
     if first < 0:
         first = len(head)
@@ -387,20 +374,17 @@ def _by_field(
             status_line(b"", status, line[13:])[:-2]
         )  # fmt: skip
     else:
-        pieces.append(buf[: pos + first])  # interim heads and the status line
+        pieces.append(buf[:pos] + head[:first])  # interim heads and the status line
     ours_at = len(pieces)
     pieces.append(b"")  # our Server/Date, once we know whether the upstream's pass
     # the fields that matter, in order: (start of their "\r\n", end of the name + ":")
     low = head.lower()
     found: list[tuple[int, int, int]] = []
-    for guard, probes in rules.probes_closing if closing else rules.probes:
-        if guard and guard not in low:
-            continue
-        for probe, action in probes:
-            i = low.find(probe)
-            while i >= 0:
-                found.append((i, i + len(probe), action))
-                i = low.find(probe, i + 2)
+    for probe, action in rules.probes:
+        i = low.find(probe)
+        while i >= 0:
+            found.append((i, i + len(probe), action))
+            i = low.find(probe, i + 2)
     found.sort()
     at = first
     seen_server = seen_date = False
@@ -418,8 +402,6 @@ def _by_field(
             stop = len(head)
         pieces.append(head[at:start])
         at = stop
-        if action == A_DROP:
-            continue
         value = head[name_end:stop].strip(b" \t")
         if ctx is None:
             ctx = context(status)
