@@ -146,22 +146,19 @@ class ClientProtocol(RespondingClient):
             up.transport.resume_reading()
             up.deadline = engine.now + engine.t_read
         kind = self.kind
-        if kind == C_IDLE:
-            # the last response completed while the client was slow to take it (resp_done
-            # made the connection idle): its keep-alive time starts now that it has it all
-            idle = engine.t_keepalive
-            self.deadline = engine.now + (min(idle, DRAIN_GRACE) if self.draining else idle)
-        elif kind != C_SEND:
-            return  # a later state (next request's header, connect, body) keeps its deadline
-        elif self.tunnel:
+        if kind == C_SEND and self.tunnel:
             self.kind = C_TUNNEL
             self.deadline = engine.now + engine.t_read
-        elif self.active is None and self.cur is None:
+        elif kind == C_IDLE or (kind == C_SEND and self.active is None and self.cur is None):
+            # the last response completed while the client was slow to take it (resp_done
+            # made the connection idle): its keep-alive time starts now that it has it all
             self.kind = C_IDLE
-            self.deadline = engine.now + engine.t_keepalive
-        else:
-            self.kind = C_NONE
+            idle = engine.t_keepalive
+            self.deadline = engine.now + (min(idle, DRAIN_GRACE) if self.draining else idle)
+        elif kind == C_SEND:
+            self.kind = C_NONE  # the response goes on; the upstream's read timeout runs
             self.deadline = 0.0
+        # any other state (next request's header, connect, body) keeps its own deadline
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
