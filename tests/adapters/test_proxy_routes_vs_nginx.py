@@ -187,6 +187,23 @@ http {{
         location /acc3/ {{ deny all; rewrite ^ /p/moved last; }}
         location /acc4/ {{ allow ::1; deny all; proxy_pass http://app; }}
         location /open/ {{ proxy_pass http://app; }}
+        location /if/ {{
+            if ($arg_a = "xy") {{ return 200 "eq"; }}
+            if ($arg_a != "z") {{ set $m "ne"; }}
+            if ($http_x_thing ~* ^(yes|ok)$) {{ return 200 "rx $1 $m"; }}
+            if ($arg_b) {{ rewrite ^/if/(.*)$ /p/$1 last; }}
+            if ($arg_c !~ ^\d+$) {{ return 200 "nd $m"; }}
+            if ($arg_d) {{ break; }}
+            return 200 "end $m";
+            proxy_pass http://app;
+        }}
+        location /if2/ {{
+            set $f "0";
+            if ($f) {{ return 200 "zero is true"; }}
+            if ($arg_q) {{ rewrite ^ /p/q break; }}
+            return 200 "f";
+            proxy_pass http://app;
+        }}
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -250,6 +267,13 @@ PHASES: list[tuple[bytes | None, bytes, bytes, bytes]] = [
         for host in (b"abc.rx.test", b"q.num.test")
         for t in (b"/", b"/x", b"/y")
     ],
+    *[
+        (MAIN, b"/if/k" + query, b"", b"GET")
+        for query in (b"?a=xy", b"?a=z&c=12", b"?c=1x", b"?b=1", b"?c=5&d=1", b"")
+    ],
+    (MAIN, b"/if/k", b"X-Thing: OK\r\n", b"GET"),
+    (MAIN, b"/if2/x", b"", b"GET"),
+    (MAIN, b"/if2/x?q=1", b"", b"GET"),
     (b"denied.test", b"/", b"", b"GET"),
     (b"denied.test", b"/ret", b"", b"GET"),
 ]

@@ -133,12 +133,14 @@ class ProxySettings:
 
 @dataclass(frozen=True, slots=True)
 class RewriteStep:
-    """One ngx_http_rewrite_module directive (`rewrite`, `set`, `return`) in config order;
-    checked here, compiled by proxy/from_nginx.py."""
+    """One ngx_http_rewrite_module directive (`rewrite`, `set`, `return`, `break`, `if`)
+    in config order; checked here, compiled by proxy/rewrite.py. An `if` has its
+    condition's words in `args` (parentheses removed) and its directives in `body`."""
 
     name: str
     args: tuple[str, ...]
     loc: Location | None = None
+    body: tuple[RewriteStep, ...] = ()
 
 
 def python_regex(pattern: str) -> str:
@@ -261,7 +263,7 @@ DIRECTIVES: dict[str, _Spec] = {
     "sendfile": _spec(_ANY_HTTP, 1, 1),
     "tcp_nopush": _spec(_ANY_HTTP, 1, 1),
     "tcp_nodelay": _spec(_ANY_HTTP, 1, 1),
-    "types_hash_max_size": _spec({HTTP}, 1, 1),
+    "types_hash_max_size": _spec(_ANY_HTTP, 1, 1),
     "server_tokens": _spec(_ANY_HTTP, 1, 1),
     "upstream": _spec({HTTP}, 1, 1, block=True),
     "match": _spec({HTTP}, 1, 1, block=True),  # nginx Plus; read by conf/nginx_health.py
@@ -285,15 +287,27 @@ DIRECTIVES: dict[str, _Spec] = {
     "types": _spec(_ANY_HTTP, 0, 0, block=True),
     "error_page": _spec(_ANY_HTTP, 2, -1),
     "etag": _spec(_ANY_HTTP, 1, 1),
-    # accepted and ignored: responses are not compressed; TLS listeners are refused anyway
+    # accepted and ignored (Debian's stock nginx.conf has them, some commented out):
+    # responses are not compressed
     "gzip": _spec(_ANY_HTTP, 1, 1),
-    "ssl_protocols": _spec({HTTP, SERVER}, 1, -1),
-    "ssl_prefer_server_ciphers": _spec({HTTP, SERVER}, 1, 1),
+    "gzip_vary": _spec(_ANY_HTTP, 1, 1),
+    "gzip_proxied": _spec(_ANY_HTTP, 1, -1),
+    "gzip_comp_level": _spec(_ANY_HTTP, 1, 1),
+    "gzip_buffers": _spec(_ANY_HTTP, 2, 2),
+    "gzip_http_version": _spec(_ANY_HTTP, 1, 1),
+    "gzip_types": _spec(_ANY_HTTP, 1, -1),
+    "gzip_min_length": _spec(_ANY_HTTP, 1, 1),
+    "gzip_disable": _spec(_ANY_HTTP, 1, -1),
+    "server_names_hash_bucket_size": _spec({HTTP}, 1, 1),
+    "server_names_hash_max_size": _spec({HTTP}, 1, 1),
+    "types_hash_bucket_size": _spec(_ANY_HTTP, 1, 1),
+    "server_name_in_redirect": _spec(_ANY_HTTP, 1, 1),  # only "off" (conf/nginx_static)
     "return": _spec({SERVER, LOCATION}, 1, 2),
     # ngx_http_rewrite_module and ngx_http_access_module (proxy/rewrite.py)
     "rewrite": _spec({SERVER, LOCATION}, 2, 3),
     "set": _spec({SERVER, LOCATION}, 2, 2),
-    "if": _spec({SERVER, LOCATION}, 1, -1, block=True),  # refused: "if" is not supported
+    "if": _spec({SERVER, LOCATION}, 1, -1, block=True),  # rewrite-module directives only
+    "break": _spec({SERVER, LOCATION}, 0, 0),
     "allow": _spec(_ANY_HTTP, 1, 1),
     "deny": _spec(_ANY_HTTP, 1, 1),
     "proxy_pass": _spec({LOCATION}, 1, 1),
@@ -703,12 +717,11 @@ class _Reader:
         return [here, *out]
 
     def script_step(self, node: Node) -> RewriteStep | None:
-        """A `rewrite`/`set`/`return` checked as ngx_http_rewrite_module does (None when in
-        error or `if`, which is refused)."""
+        """A `rewrite`/`set`/`return`/`break`/`if` checked as ngx_http_rewrite_module does
+        (None when in error)."""
         args = node.arg_texts()
         if node.name == "if":
-            self.diags.error(node.loc, '"if" is not supported')
-            return None
+            return self.if_step(node)
         if node.name == "rewrite":
             try:
                 re.compile(python_regex(args[0]))
@@ -722,6 +735,8 @@ class _Reader:
             if len(args[0]) < 2 or not args[0].startswith("$"):
                 self.diags.error(node.loc, f'invalid variable name "{args[0]}"')
                 return None
+        elif node.name == "break":
+            pass
         elif len(args) == 1 and args[0].startswith(("http://", "https://", "$scheme")):
             args = ("302", args[0])  # `return URL`
         elif not args[0].isdigit() or int(args[0]) > 999:
@@ -740,6 +755,47 @@ class _Reader:
         return HttpLocation(
             "", "", return_code=code, return_text=text, settings=settings, loc=node.loc
         )
+
+    def if_step(self, node: Node) -> RewriteStep | None:
+        """`if (condition) { ... }` holding rewrite-module directives only: `$var`,
+        `$var = value`, `!=`, `~`, `~*`, `!~`, `!~*` (file tests need the disk: refused)."""
+        text = " ".join(node.arg_texts())
+        words = [w.text for w in node.args]
+        if not text.startswith("(") or not text.endswith(")"):
+            self.diags.error(node.loc, f'invalid condition "{text}"')
+            return None
+        words[0] = words[0][1:]
+        words[-1] = words[-1][:-1]  # the same word when it is the only one
+        if len(words) > 1 and node.args[-1].text == ")":
+            words.pop()  # `if ($a = "x y" )`: a lone closing parenthesis
+        if len(words) > 1 and node.args[0].text == "(":
+            words.pop(0)
+        cond = tuple(words)
+        if cond and cond[0].startswith(("-", "!-")):
+            self.diags.error(node.loc, f'"if ({cond[0]} ...)" file tests are not supported')
+            return None
+        shape = len(cond) == 1 or (len(cond) == 3 and cond[1] in _IF_OPERATORS)
+        if not shape or not cond[0].startswith("$"):
+            self.diags.error(node.loc, f'invalid condition "{text}"')
+            return None
+        if len(cond) == 3 and "~" in cond[1]:
+            try:
+                re.compile(python_regex(cond[2]))
+            except re.error as exc:
+                self.diags.error(node.loc, f'pcre2_compile() failed: {exc} in "{cond[2]}"')
+                return None
+        body: list[RewriteStep] = []
+        for child in self.expand(node.children or (), LOCATION):
+            if child.name not in _SCRIPT:
+                self.diags.error(
+                    child.loc, f'"{child.name}" directive inside "if" is not supported'
+                )
+                return None
+            step = self.script_step(child)
+            if step is None:
+                return None
+            body.append(step)
+        return RewriteStep("if", cond, node.loc, tuple(body))
 
     def settings(
         self, nodes: Sequence[Node], inherited: ProxySettings, where: tuple[str, str] | None = None
@@ -820,7 +876,8 @@ class _Reader:
         return s
 
 
-_SCRIPT = frozenset({"rewrite", "set", "return", "if"})
+_SCRIPT = frozenset({"rewrite", "set", "return", "if", "break"})
+_IF_OPERATORS = frozenset({"=", "!=", "~", "~*", "!~", "!~*"})
 
 
 def _access_rule(text: str) -> bool:

@@ -104,7 +104,36 @@ class SetVar:
     value: Template
 
 
-Step = Rewrite | SetVar | Return
+@dataclass(frozen=True, slots=True)
+class If:
+    """`if (condition) { ... }`: `$var` (true unless "" or "0"), `$var = value` / `!=`
+    (bytes equal), `$var ~ regex` / `~*` / `!~` / `!~*` (a match sets the captures)."""
+
+    var: Template
+    op: str  # "", "=", "!=", "~", "~*", "!~", "!~*"
+    value: Template | None
+    regex: re.Pattern[bytes] | None
+    body: tuple[Step, ...]
+
+    def holds(self, view: RequestView) -> bool:
+        value = self.var.render(view)
+        if not self.op:
+            return value not in (b"", b"0")
+        if self.regex is not None:
+            match = self.regex.search(value)
+            if match is not None:
+                captured(view, match)
+            return (match is not None) != self.op.startswith("!")
+        assert self.value is not None
+        return (value == self.value.render(view)) != (self.op == "!=")
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """`break`: stop the rewrite-module directives of this level."""
+
+
+Step = Rewrite | SetVar | Return | If | Break
 
 Network = IPv4Network | IPv6Network
 
@@ -167,6 +196,18 @@ def compile_step(step: RewriteStep, known: frozenset[str]) -> Step:
     if step.name == "return":
         text = args[1] if len(args) > 1 else ""
         return Return(int(args[0]), compile_template(text, known) if text else None)
+    if step.name == "break":
+        return Break()
+    if step.name == "if":
+        op = args[1] if len(args) > 1 else ""
+        regex = value = None
+        if "~" in op:
+            flags = re.IGNORECASE if op.endswith("*") else 0
+            regex = re.compile(python_regex(args[2]).encode("latin-1"), flags)
+        elif op:
+            value = compile_template(args[2], known)
+        body = tuple(compile_step(inner, known) for inner in step.body)
+        return If(compile_template(args[0], known), op, value, regex, body)
     text = args[1]
     flag = args[2] if len(args) > 2 else ""
     redirect = {"redirect": 302, "permanent": 301}.get(flag, 0)
@@ -213,9 +254,15 @@ def bind_script(
             out.append(replace(step, uri=bind(step.uri), args=args, scheme=scheme))
         elif isinstance(step, SetVar):
             out.append(replace(step, value=bind(step.value)))
-        else:
+        elif isinstance(step, If):
+            value = bind(step.value) if step.value is not None else None
+            body = bind_script(step.body, bind, ret)
+            out.append(replace(step, var=bind(step.var), value=value, body=body))
+        elif isinstance(step, Return):
             text = bind(step.text) if step.text is not None else None
             out.append(ret(replace(step, text=text)))
+        else:
+            out.append(step)
     return tuple(out)
 
 
@@ -237,17 +284,21 @@ def known_variables(nginx: NginxConfig) -> frozenset[str]:
             if loc.modifier in ("~", "~*"):
                 groups(loc.pattern)
             scripts.append(loc.script)
-        for script in scripts:
-            for step in script:
+        while scripts:
+            for step in scripts.pop():
                 if step.name == "rewrite":
                     groups(step.args[0])
                 elif step.name == "set":
                     names.add(step.args[0][1:])
+                elif step.name == "if":
+                    if len(step.args) == 3 and "~" in step.args[1]:
+                        groups(step.args[2])
+                    scripts.append(step.body)
     return frozenset(names)
 
 
 def _needs(step: Step | Return | Proxied | object) -> bool:
-    if isinstance(step, (Rewrite, SetVar)):
+    if isinstance(step, (Rewrite, SetVar, If, Break)):
         return True
     if isinstance(step, Return):
         return step.text is not None and step.text.user_vars
@@ -269,14 +320,20 @@ def phase_templates(server: VirtualServer) -> Iterator[Template]:
         for proxied in (loc.action, loc.content):
             if isinstance(proxied, Proxied) and proxied.uri_template is not None:
                 yield proxied.uri_template
-    for step in steps:
+    while steps:
+        step = steps.pop()
         if isinstance(step, Rewrite):
             yield step.uri
             if step.args is not None:
                 yield step.args
         elif isinstance(step, SetVar):
             yield step.value
-        elif step.text is not None:
+        elif isinstance(step, If):
+            yield step.var
+            if step.value is not None:
+                yield step.value
+            steps += step.body
+        elif isinstance(step, Return) and step.text is not None:
             yield step.text
 
 
@@ -330,14 +387,38 @@ def _render(template: Template, view: RequestView, table: re.Pattern[bytes] | No
     return b"".join(out)
 
 
-_DONE, _REFIND, _BREAK = 0, 1, 2
+# how a rewrite-module list ended: nothing changed / the URI changed, search again /
+# `rewrite ... break` (stay, the proxy_pass URI part ignored) / `break` after a change
+_DONE, _REFIND, _BREAK, _KEEP = 0, 1, 2, 3
+_GO_ON, _STOP = -1, -2  # inside one list: carry on / a `break` directive
 
 
 def _script(steps: Sequence[Step], view: RequestView, quoted: bool) -> Return | int:
-    """Run one rewrite-module list: a `Return` to answer with, or _DONE / _REFIND (the
-    URI changed: find the location again) / _BREAK (changed, stay)."""
-    changed = False
+    """Run one rewrite-module list: a `Return` to answer with, or _DONE / _REFIND /
+    _BREAK / _KEEP."""
+    changed = [False]
+    state = _run(steps, view, quoted, changed)
+    if isinstance(state, Return) or state >= 0:
+        return state
+    if state == _STOP:
+        return _KEEP if changed[0] else _DONE
+    return _REFIND if changed[0] else _DONE
+
+
+def _run(
+    steps: Sequence[Step], view: RequestView, quoted: bool, changed: list[bool]
+) -> Return | int:
+    """The steps of one list (or `if` body) in order; `changed[0]` records a URI change
+    by a flag-less `rewrite`."""
     for step in steps:
+        if isinstance(step, If):
+            if step.holds(view):
+                state = _run(step.body, view, quoted, changed)
+                if isinstance(state, Return) or state != _GO_ON:
+                    return state
+            continue
+        if isinstance(step, Break):
+            return _STOP
         if isinstance(step, SetVar):
             value = step.value.render(view)
             if step.name == "args":
@@ -369,10 +450,10 @@ def _script(steps: Sequence[Step], view: RequestView, quoted: bool) -> Return | 
             view.args = b""
         if step.flag == "break":
             return _BREAK
-        changed = True
+        changed[0] = True
         if step.flag == "last":
             return _REFIND
-    return _REFIND if changed else _DONE
+    return _GO_ON
 
 
 def run_phases(
@@ -417,7 +498,7 @@ def run_phases(
             if changes > MAX_URI_CHANGES:
                 return Outcome(CYCLE)
             continue
-        internal = internal or state == _BREAK
+        internal = internal or state in (_BREAK, _KEEP)
         break
     if found.access is not None and not found.access.allows(view.remote_addr):
         return Outcome(FORBIDDEN, None, found)

@@ -237,10 +237,13 @@ def test_plain_tables_stay_off_the_phases() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        ("server { location / { if (-f $uri) { return 200; } } }", "file tests are not supported"),
         (
-            "server { location / { if ($uri) { return 200; } } }",
-            't.conf:1:30: error: "if" is not supported',
+            "server { location / { if ($uri) { proxy_pass http://127.0.0.1:1; } } }",
+            't.conf:1:42: error: "proxy_pass" directive inside "if" is not supported',
         ),
+        ("server { location / { if $uri { return 200; } } }", "invalid condition"),
+        ("server { location / { if ($a ~ ( ) { return 200; } } }", "pcre2_compile() failed"),
         ("server { rewrite ^ /x foo; }", 'invalid parameter "foo"'),
         ("server { rewrite ( /x; }", "pcre2_compile() failed"),
         ("server { set a 1; }", 'invalid variable name "a"'),
@@ -307,3 +310,34 @@ def test_bound_scheme_reaches_redirects_and_returns() -> None:
     object.__setattr__(loc, "script", bound)
     out, v = phases(server, b"/a/x")
     assert b"Location: https://main.test:8080/b/x\r\n" in answer(out, v)
+
+
+def test_if_and_break() -> None:
+    table = table_of(
+        r"""http { server { listen 8080;
+        location / {
+            set $zero 0;
+            if ($zero) { return 500; }
+            if ($arg_a = "x") { return 200 "eq"; }
+            if ($arg_a != "y") { set $ne 1; }
+            if ($http_x ~* ^(?<word>[a-z]+)$) { return 200 "rx $1 $word $ne"; }
+            if ($arg_b) { rewrite ^/(.*)$ /b/$1; break; }
+            if ($arg_c !~ ^\d+$) { return 200 "nd"; }
+            proxy_pass http://127.0.0.1:1/u/;
+        }
+        location /b/ { return 200 "b"; } } }"""
+    )
+    assert table.scripted
+    server = table.servers[0]
+    out, v = phases(server, b"/k?a=x")
+    assert answer(out, v).endswith(b"eq")
+    v = view(b"/k?c=1")
+    v.headers = [(b"x", b"HeLLo")]
+    out = run_phases(server, v, False)
+    assert answer(out, v).endswith(b"rx HeLLo HeLLo 1")
+    out, v = phases(server, b"/k?c=z")
+    assert answer(out, v).endswith(b"nd")
+    out, v = phases(server, b"/k?b=1")  # `break` after a flag-less rewrite: no new search
+    assert isinstance(out.action, Proxied) and v.path == b"/b/k"
+    out, _ = phases(server, b"/k?c=5")
+    assert isinstance(out.action, Proxied) and out.target == b"/u/k?c=5"
