@@ -126,11 +126,12 @@ class _Memo:
     line is the same, unless a request variable was read. Bounded; only an optimization
     (the result is what `filter_head` computes)."""
 
-    __slots__ = ("date", "table")
+    __slots__ = ("closing", "date", "table")
 
     def __init__(self) -> None:
         self.date = b""
-        self.table: dict[bytes, bytes] = {}
+        self.table: dict[bytes, bytes] = {}  # keep-alive client: by final head
+        self.closing: dict[bytes, bytes] = {}  # closing client: by all the head bytes
 
 
 MEMO_SIZE = 64
@@ -289,12 +290,16 @@ def filter_head(
         break
     head = buf[pos:end]  # status line + "\r\nName: value" segments
     memo = rules.memo
-    key = buf[:end] if closing else head
+    if memo.date != date_line:
+        memo.date = date_line
+        memo.table.clear()
+        memo.closing.clear()
+    if closing:
+        key, table = buf[:end], memo.closing
+    else:
+        key, table = head, memo.table
     if pos == 0 or closing:
-        if memo.date != date_line:
-            memo.date = date_line
-            memo.table.clear()
-        hit = memo.table.get(key)
+        hit = table.get(key)
         if hit is not None:
             return hit, buf[end + 4 :]
     special = rules.special
@@ -304,10 +309,8 @@ def filter_head(
         out, shared = _by_field(
             buf, pos, head, rules, closing, date_line=date_line, context=context
         )
-    if shared and (pos == 0 or closing):  # (not when a request variable was read)
-        table = memo.table
-        if len(table) < MEMO_SIZE:
-            table[key] = out
+    if shared and (pos == 0 or closing) and len(table) < MEMO_SIZE:
+        table[key] = out  # (not when a request variable was read)
     return out, buf[end + 4 :]
 
 

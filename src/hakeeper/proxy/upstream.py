@@ -241,7 +241,14 @@ class UpstreamProtocol(asyncio.Protocol):
                 if rules is None:
                     split = closing_head(data)
                 else:
-                    split = filter_head(data, rules, self.closing, CLOCK.date_line(), self._context)
+                    try:
+                        split = filter_head(
+                            data, rules, self.closing, CLOCK.date_line(), self._context
+                        )
+                    except Exception:  # our bug: this response is lost, the loop is not
+                        log.exception("proxy: internal error while filtering a response head")
+                        engine.stats.internal_errors += 1
+                        split = None
                 if split is None:  # not expected once llhttp accepted the head
                     self._garbage(client)
                     return

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
+import httptools
 import pytest
 
 from hakeeper.conf.diagnostics import Diagnostics
@@ -322,3 +324,65 @@ def test_reader_errors_name_the_line(text: str, message: str) -> None:
         listeners(cfg, diags)
     found = [d.format() for d in diags.sorted()]
     assert any(message in f and "nginx.conf:4" in f for f in found), found
+
+
+# -- property: any head llhttp accepts comes out well-formed ----------------------------
+_NAMES = [
+    b"Server", b"sErVeR", b"Date", b"DATE", b"Location", b"location", b"Refresh",
+    b"X-Pad", b"x-accel-redirect", b"X-Accel-Buffering", b"Connection", b"Keep-Alive",
+    b"Content-Type", b"Set-Cookie", b"X-Servers", b"Dates", b"X-Accel", b"ETag",
+]  # fmt: skip
+_VALUES = [
+    b"", b"http://up/", b"http://up/a b", b"/rel", b"5; url=http://up/x", b"5;URL=",
+    b"keep-alive", b"\xff\xfe obs-text", b"a\tb", b"http://UP/x", b"~", b"$1",
+]  # fmt: skip
+
+
+def _parse(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+    class Sink:
+        def __init__(self) -> None:
+            self.fields: list[tuple[bytes, bytes]] = []
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.fields.append((name, value))
+
+    sink = Sink()
+    parser = httptools.HttpResponseParser(sink)
+    parser.feed_data(head)
+    return parser.get_status_code(), sink.fields
+
+
+def test_filtered_heads_stay_well_formed() -> None:
+    rng = random.Random(5)
+    rules = response_rules(
+        HeadersOut(
+            redirects=(
+                RedirectConf("http://up/", "/", literal=True),
+                RedirectConf("~*^/(.*)", "/r/$1"),
+            ),
+            add=(),
+            hide=("ETag",),
+            pass_=("Date",),
+        )
+    )
+    for case in range(300):
+        status = rng.choice([200, 204, 301, 302, 404, 500])
+        fields = [(rng.choice(_NAMES), rng.choice(_VALUES)) for _ in range(rng.randrange(0, 8))]
+        head = b"HTTP/1.%d %d R\r\n" % (rng.randrange(2), status)
+        head += b"".join(n + b":" + b" " * rng.randrange(2) + v + b"\r\n" for n, v in fields)
+        buf = head + b"\r\nbody"
+        closing = bool(case % 2)
+        split = filter_head(buf, rules, closing, DATE, context)
+        assert split is not None and split[1] == b"body"
+        got_status, got = _parse(split[0])
+        assert got_status == status
+        names = [n.lower() for n, _ in got]
+        assert b"etag" not in names and b"x-pad" not in names and b"server" in names
+        assert names.count(b"server") == 1 and names.count(b"date") >= 1
+        assert b"x-accel-redirect" not in names and b"x-accel-buffering" not in names
+        kept = [(n.lower(), v) for n, v in fields if n.lower() in (b"content-type", b"set-cookie")]
+        assert [(n, v) for n, v in got if n.lower() in (b"content-type", b"set-cookie")] == [
+            (n, v) for n, v in fields if n.lower() in (b"content-type", b"set-cookie")
+        ] or not kept
+        if closing:
+            assert names[-1] == b"connection" and b"keep-alive" not in names
