@@ -5,7 +5,7 @@ read from an nginx.conf with `health_check interval=I fails=F passes=P`; a clien
 sequential keep-alive requests while one backend switches to 500 and later back to 200.
 Reported per run: time from the switch to "down" (and to the last 5xx a client saw), the
 5xx count, and the time from the fix to "up". Expected: down within I*F plus one probe
-round trip.
+round trip. The switch falls at a random phase between two probes.
 
 `--workers N`: the same through `hakeeper run --nginx` with N workers and the one checker
 in the master (verdicts to the workers through shared memory). The client opens a new
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import signal
 import socket
 import statistics
@@ -45,6 +46,9 @@ from hakeeper.conf.nginx import read_nginx
 from hakeeper.proxy import health
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.from_nginx import listeners
+
+#: The switch to 500 falls at a random point between two probes (seeded: repeatable).
+PHASE = random.Random(5)
 
 
 class Backend:
@@ -103,7 +107,7 @@ async def one_run(interval: float, fails: int, passes: int) -> dict[str, float]:
         return str(checks.snapshot()[1]["state"])
 
     try:
-        await asyncio.sleep(interval * 2)
+        await asyncio.sleep(interval * (2 + PHASE.random()))  # a random phase vs the probes
         backends[1].status = 500
         t0 = loop.time()
         n5xx, last5xx, down_at = 0, t0, 0.0
@@ -215,7 +219,7 @@ async def workers_run(args: argparse.Namespace) -> dict[str, float]:
     try:
         with run_nginx(text) as proc:
             await wait_ready(proc, port)
-            await asyncio.sleep(args.interval * 2)
+            await asyncio.sleep(args.interval * (2 + PHASE.random()))  # random probe phase
             bad = backends[1]
             bad.status = 500
             t0 = loop.time()
