@@ -21,6 +21,7 @@ import httptools
 from test_proxy_support import (
     Backend,
     BackendConn,
+    Proxy,
     Seen,
     proxy_with,
     read_response,
@@ -58,13 +59,24 @@ class _PoolSpy(Pool):
         return super().put(conn, now)
 
 
-async def _slow_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A client that takes only a few KiB (kernel and stream buffer) until it reads."""
+async def _slow_client(
+    px: Proxy,
+) -> tuple[_PoolSpy, ClientProtocol, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that takes only a few KiB (kernel and stream buffer) until it reads,
+    whose proxy-side transport has a small send buffer and a low high-water mark; the
+    engine's pool records whether the client was paused at each put."""
+    engine = px.engine
+    spy = engine.pool = _PoolSpy(16, engine)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUF)
     sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    return await asyncio.open_connection(sock=sock, limit=SMALL_BUF)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", px.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=SMALL_BUF)
+    await wait_for(lambda: len(engine.clients) == 1)
+    client = _only_client(engine)
+    assert client.transport is not None
+    _shrink(client.transport)
+    return spy, client, reader, writer
 
 
 def _only_client(engine: Any) -> ClientProtocol:
@@ -73,12 +85,10 @@ def _only_client(engine: Any) -> ClientProtocol:
     return client
 
 
-def _shrink(transport: Any, sndbuf: bool = True) -> None:
+def _shrink(transport: Any) -> None:
     """Small kernel send buffer and a low high-water mark on one of the proxy's sockets."""
-    if sndbuf:
-        transport.get_extra_info("socket").setsockopt(
-            socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUF
-        )
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUF)
     transport.set_write_buffer_limits(high=HIGH_WATER)
 
 
@@ -93,12 +103,7 @@ def test_response_completing_while_client_is_slow_pools_upstream_reading() -> No
         )
         async with proxy_with([backend], timeouts=timeouts) as px:
             engine = px.engine
-            spy = engine.pool = _PoolSpy(16, engine)
-            reader, writer = await _slow_client(px.port)
-            await wait_for(lambda: len(engine.clients) == 1)
-            client = _only_client(engine)
-            assert client.transport is not None
-            _shrink(client.transport)
+            spy, client, reader, writer = await _slow_client(px)
             for i in range(2):
                 writer.write(b"GET /big%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
                 # the whole response went through while the client had not read: pooled
@@ -142,13 +147,7 @@ def test_pipelined_response_is_not_read_while_client_is_slow() -> None:
     async def main() -> None:
         backend = Backend(_answer)
         async with proxy_with([backend]) as px:
-            engine = px.engine
-            spy = engine.pool = _PoolSpy(16, engine)
-            reader, writer = await _slow_client(px.port)
-            await wait_for(lambda: len(engine.clients) == 1)
-            client = _only_client(engine)
-            assert client.transport is not None
-            _shrink(client.transport)
+            spy, client, reader, writer = await _slow_client(px)
             writer.write(
                 b"GET /big1 HTTP/1.1\r\nHost: x\r\n\r\nGET /big2 HTTP/1.1\r\nHost: x\r\n\r\n"
             )
