@@ -18,7 +18,9 @@ from collections.abc import Iterator
 import pytest
 from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
 from tls_support import Pki, TlsBackend, make_pki, read_routes, serving, tls_request
-from uvloop_support import free_port
+from uvloop_support import free_port, wait_for
+
+from hakeeper.proxy.tls import drain
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +265,43 @@ def test_reject_handshake_default_server_refuses_unknown_names(pki: Pki) -> None
                     await tls_request(port, b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n", name)
 
     run(main())
+
+
+def test_drain_waits_for_running_handshakes(pki: Pki) -> None:
+    """A draining worker first lets accepted connections finish their handshake, so a
+    reload does not reset them; it waits at most HANDSHAKE_GRACE after their accept."""
+    crt, key = pki.leaf("a.test")
+
+    async def main() -> None:
+        port = free_port()
+        conf = f"""
+        events {{}}
+        http {{ server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {crt};
+                         ssl_certificate_key {key}; return 200 "ok"; }} }}
+        """
+        routes, _ = read_routes(conf)
+        loop = asyncio.get_running_loop()
+        async with serving(routes) as engines:
+            engine = engines[port]
+            got = await tls_request(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert got.response.body == b"ok"
+            # a client that connects and never sends its ClientHello
+            _, stalled = await asyncio.open_connection("127.0.0.1", port)
+            await wait_for(lambda: engine.stats.accepted >= 1 and bool(handshakes(engine)))
+            start = loop.time()
+            assert await drain(engine, 0.5)
+            assert loop.time() - start >= 0.5  # it waited for the handshake (then gave up)
+            stalled.close()
+            start = loop.time()
+            # a failed handshake is not reported to the protocol: given up after the grace
+            assert await drain(engine, 5.0)
+            assert loop.time() - start < 2.0
+
+    run(main())
+
+
+def handshakes(engine: object) -> bool:
+    from hakeeper.proxy.tls import _HANDSHAKES
+
+    pending = _HANDSHAKES.get(engine)  # type: ignore[call-overload]
+    return pending is not None and pending.waiting()

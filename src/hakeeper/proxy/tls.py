@@ -395,10 +395,15 @@ class _Handshakes:
             pending.popleft()
 
     def waiting(self) -> bool:
+        """Whether a handshake accepted less than HANDSHAKE_GRACE ago is still running.
+        A failed handshake is not reported to the protocol, so older ones are given up:
+        a drain waits at most that long for them."""
         self.prune()
-        return any(p.transport is None and not p.closed for _, p in self.pending)
+        recent = self.engine.loop.time() - HANDSHAKE_GRACE
+        return any(p.transport is None and not p.closed and t > recent for t, p in self.pending)
 
 
+HANDSHAKE_GRACE = 1.0  # seconds a drain waits for a handshake after its accept
 _HANDSHAKES: weakref.WeakKeyDictionary[Engine, _Handshakes] = weakref.WeakKeyDictionary()
 
 
