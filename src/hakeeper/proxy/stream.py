@@ -334,7 +334,7 @@ class StreamRunner:
         if self.health is None:
             if not any(c.service.server.health_check for c in cores):
                 return
-            self.health = HealthHub(self.loop, rng=self.rng)
+            self.health = HealthHub(self.loop)  # its own rng: jitter must not shift picks
         binding = GroupBinding(self.health)
         targets = []
         for core in cores:
