@@ -17,7 +17,7 @@ from hakeeper.conf.lexer import parse_nginx_text
 from hakeeper.conf.nginx import read_nginx
 from hakeeper.conf.nginx_health import HealthCheck, StreamHealthCheck, StreamMatch, unescape
 from hakeeper.conf.nginx_stream import StreamConfig
-from hakeeper.proxy.health import CheckTarget, HealthHub, PeerHealth, initial_health
+from hakeeper.proxy.health import CheckTarget, GroupBinding, HealthHub, PeerHealth, initial_health
 from hakeeper.proxy.health_shared import CHECKING, DOWN, UNKNOWN, UP, HealthTable, WorkerHealth
 
 # -- HealthTable --------------------------------------------------------------------------
@@ -266,3 +266,25 @@ def test_stream_health_check_needs_an_upstream_and_match_is_checked() -> None:
 
 def test_unescape_hex() -> None:
     assert unescape("a\\x41\\x00\\xff\\x4") == b"aA\x00\xff\\x4"
+
+
+def test_binding_keeps_a_server_out_while_any_of_its_checks_fails() -> None:
+    def work(hub: HealthHub) -> None:
+        g = group(["0:s", "1:t"])
+        one, two = HealthCheck(uri="/one"), HealthCheck(uri="/two")
+        k1, k2 = target("s", one).key, target("s", two).key
+        binding = GroupBinding(hub)
+        binding.bind(g, "0:s", k1)
+        binding.bind(g, "0:s", k2)
+        hub.on_change = binding.on_change
+        hub.update([target("s", one), target("s", two)])
+        binding.apply_all()
+        assert not g.balancer.peer("0:s").down
+        hub.checks[k2].health.on_result(False, "x", 1.0)
+        hub._publish(hub.checks[k2], ramp=False)
+        assert g.balancer.peer("0:s").down  # one check of two fails: out
+        hub.checks[k2].health.on_result(True, "ok", 2.0)
+        hub._publish(hub.checks[k2], ramp=True)
+        assert not g.balancer.peer("0:s").down
+
+    hub_round(work)
