@@ -63,6 +63,7 @@ class StaticConf:
 
 _NAMES = frozenset(
     {"root", "alias", "index", "try_files", "types", "default_type", "error_page", "etag"}
+    | {"server_name_in_redirect"}
 )
 
 
@@ -125,6 +126,11 @@ def read_static(
                 diags.error(node.loc, f'invalid value "{args[0]}" in "etag" directive')
                 continue
             conf = replace(conf, etag=args[0] == "on")
+        elif name == "server_name_in_redirect":
+            if args[0] == "on":  # redirects would name server_name instead of Host
+                diags.error(node.loc, '"server_name_in_redirect on" is not supported')
+            elif args[0] != "off":
+                diags.error(node.loc, f'invalid value "{args[0]}" in "{name}" directive')
         elif name == "error_page":
             if pages is None:
                 pages = {}  # this level replaces the inherited list

@@ -63,6 +63,7 @@ def test_merge_outside_in() -> None:
         ("alias /x;", '"alias" directive is not allowed here'),
         ("location @n { location /x { } }", "cannot be inside the named location"),
         ("types { text/html; }", 'invalid number of arguments in "types" directive'),
+        ("server_name_in_redirect on;", '"server_name_in_redirect on" is not supported'),
     ],
 )
 def test_errors(text: str, message: str) -> None:
@@ -119,3 +120,14 @@ def test_a_site_like_debians_with_includes(
     )
     assert main(["check", "--nginx", str(tmp_path / "nginx.conf")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_stock_commented_out_settings_are_accepted() -> None:
+    """What Debian's nginx.conf has commented out (gzip_*, hash sizes, ...) reads too."""
+    _, diags = read(
+        "http { server_names_hash_bucket_size 64; server_name_in_redirect off;"
+        " types_hash_max_size 2048; gzip on; gzip_vary on; gzip_proxied any;"
+        " gzip_comp_level 6; gzip_buffers 16 8k; gzip_http_version 1.1;"
+        " gzip_types text/plain text/css application/json; server { location / { } } }"
+    )
+    assert not diags.has_errors and not diags.warnings, [d.format() for d in diags]
