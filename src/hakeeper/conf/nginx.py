@@ -308,6 +308,8 @@ DIRECTIVES: dict[str, _Spec] = {
     "set": _spec({SERVER, LOCATION}, 2, 2),
     "if": _spec({SERVER, LOCATION}, 1, -1, block=True),  # rewrite-module directives only
     "break": _spec({SERVER, LOCATION}, 0, 0),
+    "rewrite_log": _spec(_ANY_HTTP, 1, 1),  # accepted: rewrites are not logged
+    "uninitialized_variable_warn": _spec(_ANY_HTTP, 1, 1),  # accepted, no warning either
     "allow": _spec(_ANY_HTTP, 1, 1),
     "deny": _spec(_ANY_HTTP, 1, 1),
     "proxy_pass": _spec({LOCATION}, 1, 1),
@@ -786,6 +788,8 @@ class _Reader:
                 return None
         body: list[RewriteStep] = []
         for child in self.expand(node.children or (), LOCATION):
+            if child.name in ("rewrite_log", "uninitialized_variable_warn"):
+                continue
             if child.name not in _SCRIPT:
                 self.diags.error(
                     child.loc, f'"{child.name}" directive inside "if" is not supported'

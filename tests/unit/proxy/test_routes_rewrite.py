@@ -341,3 +341,11 @@ def test_if_and_break() -> None:
     assert isinstance(out.action, Proxied) and v.path == b"/b/k"
     out, _ = phases(server, b"/k?c=5")
     assert isinstance(out.action, Proxied) and out.target == b"/u/k?c=5"
+
+
+def test_rewrite_log_and_uninitialized_variable_warn_are_accepted() -> None:
+    assert not errors_of(
+        "http { rewrite_log on; uninitialized_variable_warn off; server { listen 8080;"
+        " location / { rewrite_log off; if ($arg_a) { rewrite_log on; return 204; }"
+        " return 200; } } }"
+    )
