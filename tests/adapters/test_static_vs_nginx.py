@@ -361,3 +361,50 @@ def test_symlinks_and_dot_dot_stay_inside_root(site_dir: str) -> None:
             assert await get(b"/e/none") == (404, b"NF page\n")
 
     run(main(), limit=30)
+
+
+# a listener that runs the rewrite/access phases (proxy/rewrite.py) serving files
+CONF_PHASES = r"""
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        root @SITE@/www;
+        set $flag 1;
+        error_page 404 /404.html;
+        location / {{ }}
+        location /x/ {{ rewrite ^/x/(.*)$ /$1 last; }}
+        location /y/ {{ return 404; }}
+        location /y2/ {{ return 404 "text $flag"; }}
+        location /d/ {{ deny all; error_page 403 /404.html; }}
+        location ~ ^/z/(.*)$ {{ alias @SITE@/www/$1; }}
+        location /t/ {{ try_files $uri /ten.txt?from=$flag; }}
+    }}
+}}
+"""
+
+
+def test_static_files_behind_rewrite_phases_as_nginx(site_dir: str) -> None:
+    requests: list[_T] = [
+        (b"GET", t, b"")
+        for t in (
+            b"/ten.txt", b"/x/ten.txt", b"/x/dir/", b"/x/dir", b"/nope", b"/y/", b"/y2/",
+            b"/d/", b"/d/x", b"/z/ten.txt", b"/z/dir", b"/t/none", b"/x/missing",
+        )
+    ]  # fmt: skip
+    requests.append((b"HEAD", b"/y/", b""))
+
+    async def main() -> None:
+        conf = CONF_PHASES.replace("@SITE@", site_dir)
+        async with nginx_and_hakeeper(conf, "hk-static-phases") as (nport, hport):
+            want = await _observe(nport, requests)
+            got = await _observe(hport, requests)
+            diffs = [(w, g) for w, g in zip(want, got, strict=True) if w != g]
+            assert not diffs, "\n".join(f"nginx {w}\nhk    {g}" for w, g in diffs)
+
+    run(main(), limit=60)

@@ -183,7 +183,10 @@ class RoutedClientProtocol(ClientProtocol):
         uri_part = action.uri if isinstance(action, Proxied) and not self.table.scripted else None
         if static is not None:
             assert req.view is not None
-            outcome = resolve(server, static, req.view, stat_file)
+            if action is NOT_FOUND or not isinstance(action, Return):
+                outcome = resolve(server, static, req.view, stat_file)
+            else:  # `return CODE`, deny, ... in the rewrite/access phases
+                outcome = error_outcome(server, static, action.code, req.view, stat_file)
             req.view = outcome.view
             if isinstance(outcome, Answer):
                 action = outcome.ret
@@ -266,6 +269,9 @@ class RoutedClientProtocol(ClientProtocol):
         outcome = run_phases(server, view, quoted, match)
         action = outcome.action
         if isinstance(action, Return):
+            loc = outcome.location
+            if loc is not None and action.text is None and has_page(loc, action.code):
+                return action, loc  # answered by its error_page (proxy/static.py)
             return action, None
         if isinstance(action, Proxied):
             if outcome.target is not None:
