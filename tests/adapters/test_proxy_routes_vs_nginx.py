@@ -197,6 +197,9 @@ http {{
             return 200 "end $m";
             proxy_pass http://app;
         }}
+        location /vh/ {{ set $up app; proxy_pass http://$up/vh2$uri; }}
+        location /vn/ {{ set $up nowhere; proxy_pass http://$up; }}
+        location /va/ {{ proxy_pass http://$arg_to; }}
         location /if2/ {{
             set $f "0";
             if ($f) {{ return 200 "zero is true"; }}
@@ -273,6 +276,10 @@ PHASES: list[tuple[bytes | None, bytes, bytes, bytes]] = [
     ],
     (MAIN, b"/if/k", b"X-Thing: OK\r\n", b"GET"),
     (MAIN, b"/if2/x", b"", b"GET"),
+    *[
+        (MAIN, target, b"", b"GET")
+        for target in (b"/vh/x?q=1", b"/vn/x", b"/va/x?to=app", b"/va/y?to=APP", b"/va/z?to=zz")
+    ],
     (MAIN, b"/if2/x?q=1", b"", b"GET"),
     (b"denied.test", b"/", b"", b"GET"),
     (b"denied.test", b"/ret", b"", b"GET"),

@@ -162,13 +162,14 @@ def proxied_for(
         return None
     upstream_https = url.startswith("https://")  # proxy/tls.py
     rest = url.partition("://")[2]
+    if rest.startswith("$"):
+        return _variable_host(
+            nginx, location, diags, balancers, server_name, scheme=scheme, tls=tls
+        )
     cut = min((i for i in (rest.find("/"), rest.find("$")) if i >= 0), default=len(rest))
     hostport, uri_text = rest[:cut], rest[cut:]
     uri: bytes | None = None
     uri_template: Template | None = None  # with variables: rendered, sent as-is
-    if not hostport:  # `proxy_pass http://$name...`
-        diags.error(location.loc, "proxy_pass with a variable in the host is not supported")
-        return None
     if "$" in uri_text:
         try:
             uri_template = compile_template(uri_text, nginx.variables)
@@ -268,6 +269,41 @@ def proxied_for(
         response=response,
     )
     return Proxied(config, balancer, uri, key, uri_template, renders)
+
+
+def _variable_host(
+    nginx: NginxConfig,
+    location: HttpLocation,
+    diags: Diagnostics,
+    balancers: dict[str, Balancer] | None,
+    server_name: str,
+    *,
+    scheme: str,
+    tls: TlsBuilder | None,
+) -> Proxied | None:
+    """`proxy_pass http://$up[/uri]`: one `Proxied` per `upstream` block the host may
+    render to (its balancer shared as usual), the URI sent as rendered
+    (proxy/rewrite.py picks one per request; any other host gets 502)."""
+    url = location.proxy_pass or ""
+    proto, _, rest = url.partition("://")
+    host_text, slash, tail = rest.partition("/")
+    try:
+        host = compile_template(host_text, nginx.variables)
+        uri = compile_template("/" + tail, nginx.variables) if slash else None
+    except ValueError as exc:
+        diags.error(location.loc, str(exc))
+        return None
+    by_host: dict[bytes, Proxied] = {}
+    for up in nginx.upstreams:
+        named = replace(location, proxy_pass=f"{proto}://{up.name}")
+        one = proxied_for(nginx, named, diags, balancers, server_name, scheme=scheme, tls=tls)
+        if one is None:
+            return None
+        by_host[up.name.lower().encode("latin-1")] = replace(one, uri_template=uri)
+    if not by_host:
+        diags.error(location.loc, "proxy_pass with a variable in the host needs an upstream")
+        return None
+    return replace(next(iter(by_host.values())), host=host, by_host=by_host)
 
 
 def _regex(location: HttpLocation) -> re.Pattern[bytes]:

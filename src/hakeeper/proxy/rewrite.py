@@ -59,6 +59,7 @@ MAX_URI_CHANGES = 10
 NOT_FOUND = Return(404, None)  # no location, or nothing to serve (nginx: no file)
 FORBIDDEN = Return(403, None)
 CYCLE = Return(500, None)  # "rewrite or internal redirection cycle"
+BAD_GATEWAY = Return(502, None)  # a `proxy_pass http://$host` naming no upstream
 
 
 def _escapes(extra: bytes) -> re.Pattern[bytes]:
@@ -305,6 +306,7 @@ def _needs(step: Step | Return | Proxied | object) -> bool:
     if isinstance(step, Proxied):
         return (
             step.uri_template is not None
+            or step.host is not None
             or step.renders
             or (step.key is not None and step.key.user_vars)
         )
@@ -318,8 +320,11 @@ def phase_templates(server: VirtualServer) -> Iterator[Template]:
     for loc in server.locations:
         steps += loc.script
         for proxied in (loc.action, loc.content):
-            if isinstance(proxied, Proxied) and proxied.uri_template is not None:
-                yield proxied.uri_template
+            if isinstance(proxied, Proxied):
+                if proxied.uri_template is not None:
+                    yield proxied.uri_template
+                if proxied.host is not None:
+                    yield proxied.host
     while steps:
         step = steps.pop()
         if isinstance(step, Rewrite):
@@ -507,6 +512,12 @@ def run_phases(
         content = found.action if not isinstance(found.action, Return) else NOT_FOUND
     if not isinstance(content, Proxied):
         return Outcome(content, None, found)
+    if content.by_host is not None:  # `proxy_pass http://$up...`
+        assert content.host is not None
+        chosen = content.by_host.get(content.host.render(view).lower())
+        if chosen is None:  # nginx: "no resolver defined to resolve ..."
+            return Outcome(BAD_GATEWAY, None, found)
+        content = chosen
     return Outcome(
         content, _target(content, found, view, quoted=quoted, internal=internal, state=state), found
     )

@@ -390,6 +390,9 @@ class Proxied:
     uri_template: Template | None = None
     # a header rule reads a capture or `set` variable (rendered on the routed path)
     renders: bool = False
+    # `proxy_pass http://$up...`: the host rendered per request names one of these
+    host: Template | None = None
+    by_host: dict[bytes, Proxied] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -664,9 +667,12 @@ class RouteTable:
         for server in self.servers:
             for loc in server.locations:
                 for action in (loc.action, loc.content):
-                    if isinstance(action, Proxied) and id(action) not in seen:
-                        seen.add(id(action))
-                        out.append(action)
+                    if not isinstance(action, Proxied):
+                        continue
+                    for one in (action, *(action.by_host or {}).values()):
+                        if id(one) not in seen:
+                            seen.add(id(one))
+                            out.append(one)
         return out
 
 

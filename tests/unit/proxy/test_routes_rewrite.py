@@ -254,7 +254,11 @@ def test_plain_tables_stay_off_the_phases() -> None:
             "server { location / { allow 10.0.0.1/33; return 200; } }",
             'invalid parameter "10.0.0.1/33"',
         ),
-        ("server { location / { proxy_pass http://$h; } }", "variable in the host"),
+        ("server { location / { proxy_pass http://$h; } }", 'unknown "h" variable'),
+        (
+            "server { location / { set $h x; proxy_pass http://$h; } }",
+            "a variable in the host needs an upstream",
+        ),
         (
             "server { location / { proxy_set_header X $nope; proxy_pass http://127.0.0.1:1; } }",
             "unknown variable $nope",
