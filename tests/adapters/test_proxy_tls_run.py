@@ -1,6 +1,7 @@
 """`hakeeper run --nginx` with a `listen ... ssl` address: worker processes serve TLS on
-their SO_REUSEPORT sockets, and a SIGHUP reload that changes the certificate is hitless
-(new connections get the new certificate, no request fails meanwhile)."""
+their SO_REUSEPORT sockets, sessions resume on any worker (TLSv1.2 and TLSv1.3 tickets),
+and a SIGHUP reload that changes the certificate is hitless (new connections get the new
+certificate, no request fails meanwhile)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 
 from test_proxy_support import Backend, BackendConn, Seen, run, simple_response
-from tls_support import make_pki, tls_request
+from tls_support import client_context, make_pki, tls_request
 from uvloop_support import free_port, reap
 
 CONF = """
@@ -34,6 +37,25 @@ http {{
 
 def _proto(conn: BackendConn, seen: Seen) -> None:
     conn.send(simple_response(body=seen.header(b"x-forwarded-proto") or b"-"))
+
+
+def resumptions(port: int, version: ssl.TLSVersion, count: int) -> list[bool]:
+    """`count` TLS connections, each offering the session of the one before: which ones
+    were resumed (blocking; the SO_REUSEPORT socket spreads them over the workers)."""
+    ctx = client_context()
+    ctx.maximum_version = version
+    session, out = None, []
+    for _ in range(count):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="a.test", session=session) as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            while tls.recv(4096):
+                pass
+            out.append(tls.session_reused)
+            session = tls.session
+    return out
 
 
 def test_run_nginx_tls_workers_reload_a_new_certificate() -> None:
@@ -72,6 +94,10 @@ def test_run_nginx_tls_workers_reload_a_new_certificate() -> None:
                     await asyncio.sleep(0.05)
             assert got.cert == pki.der("a.test")
             assert got.response.body == b"https"
+            # contexts are made before the fork: both workers share the ticket keys
+            for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+                reused = await loop.run_in_executor(None, resumptions, port, version, 8)
+                assert reused == [False] + [True] * 7, (version, reused)
             write(new)
             proc.send_signal(signal.SIGHUP)
             end = loop.time() + 20
