@@ -19,12 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import ip_network
 from typing import TYPE_CHECKING, ClassVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location, did_you_mean
 from hakeeper.conf.nginx_headers import HEADER_DIRECTIVES, HeadersOut, read_headers_out
 from hakeeper.conf.nginx_health import HealthCheck, Match, read_health_check, read_matches
+from hakeeper.conf.nginx_rewrite import SCRIPT, RewriteStep, access_rule, python_regex, read_step
 from hakeeper.conf.nginx_static import StaticConf, read_static
 from hakeeper.conf.nginx_tls import (
     PROXY_SSL_DIRECTIVES,
@@ -129,25 +129,6 @@ class ProxySettings:
     # `allow`/`deny` in effect, first match wins: ("allow"|"deny", "all"|address|CIDR);
     # a level with its own rules replaces the inherited ones (ngx_http_access_module)
     access: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RewriteStep:
-    """One ngx_http_rewrite_module directive (`rewrite`, `set`, `return`, `break`, `if`)
-    in config order; checked here, compiled by proxy/rewrite.py. An `if` has its
-    condition's words in `args` (parentheses removed) and its directives in `body`."""
-
-    name: str
-    args: tuple[str, ...]
-    loc: Location | None = None
-    body: tuple[RewriteStep, ...] = ()
-
-
-def python_regex(pattern: str) -> str:
-    """A PCRE pattern in Python's syntax: `(?<name>..)` and `(?'name'..)` named groups
-    become `(?P<name>..)` (lookbehinds `(?<=`/`(?<!` untouched)."""
-    pattern = re.sub(r"\(\?<([A-Za-z_])", r"(?P<\1", pattern)
-    return re.sub(r"\(\?'([A-Za-z_][A-Za-z0-9_]*)'", r"(?P<\1>", pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,7 +594,7 @@ class _Reader:
         locations: list[HttpLocation] = []
         script: list[RewriteStep] = []
         for node in children:
-            if node.name in _SCRIPT:
+            if node.name in SCRIPT:
                 step = self.script_step(node)
                 if step is not None:
                     script.append(step)
@@ -684,7 +665,7 @@ class _Reader:
         here = HttpLocation(modifier, pattern, settings=settings, loc=block.loc, static=files)
         script: list[RewriteStep] = []
         for node in children:
-            if node.name in _SCRIPT:
+            if node.name in SCRIPT:
                 step = self.script_step(node)
                 if step is not None:
                     script.append(step)
@@ -718,33 +699,6 @@ class _Reader:
             here = replace(here, script=tuple(script))
         return [here, *out]
 
-    def script_step(self, node: Node) -> RewriteStep | None:
-        """A `rewrite`/`set`/`return`/`break`/`if` checked as ngx_http_rewrite_module does
-        (None when in error)."""
-        args = node.arg_texts()
-        if node.name == "if":
-            return self.if_step(node)
-        if node.name == "rewrite":
-            try:
-                re.compile(python_regex(args[0]))
-            except re.error as exc:
-                self.diags.error(node.loc, f'pcre2_compile() failed: {exc} in "{args[0]}"')
-                return None
-            if len(args) == 3 and args[2] not in ("last", "break", "redirect", "permanent"):
-                self.diags.error(node.loc, f'invalid parameter "{args[2]}"')
-                return None
-        elif node.name == "set":
-            if len(args[0]) < 2 or not args[0].startswith("$"):
-                self.diags.error(node.loc, f'invalid variable name "{args[0]}"')
-                return None
-        elif node.name == "break":
-            pass
-        elif len(args) == 1 and args[0].startswith(("http://", "https://", "$scheme")):
-            args = ("302", args[0])  # `return URL`
-        elif not args[0].isdigit() or int(args[0]) > 999:
-            return None  # reported by return_location
-        return RewriteStep(node.name, tuple(args), node.loc)
-
     def return_location(self, node: Node, settings: ProxySettings) -> HttpLocation:
         args = node.arg_texts()
         if len(args) == 1 and args[0].startswith(("http://", "https://", "$scheme")):
@@ -758,48 +712,9 @@ class _Reader:
             "", "", return_code=code, return_text=text, settings=settings, loc=node.loc
         )
 
-    def if_step(self, node: Node) -> RewriteStep | None:
-        """`if (condition) { ... }` holding rewrite-module directives only: `$var`,
-        `$var = value`, `!=`, `~`, `~*`, `!~`, `!~*` (file tests need the disk: refused)."""
-        text = " ".join(node.arg_texts())
-        words = [w.text for w in node.args]
-        if not text.startswith("(") or not text.endswith(")"):
-            self.diags.error(node.loc, f'invalid condition "{text}"')
-            return None
-        words[0] = words[0][1:]
-        words[-1] = words[-1][:-1]  # the same word when it is the only one
-        if len(words) > 1 and node.args[-1].text == ")":
-            words.pop()  # `if ($a = "x y" )`: a lone closing parenthesis
-        if len(words) > 1 and node.args[0].text == "(":
-            words.pop(0)
-        cond = tuple(words)
-        if cond and cond[0].startswith(("-", "!-")):
-            self.diags.error(node.loc, f'"if ({cond[0]} ...)" file tests are not supported')
-            return None
-        shape = len(cond) == 1 or (len(cond) == 3 and cond[1] in _IF_OPERATORS)
-        if not shape or not cond[0].startswith("$"):
-            self.diags.error(node.loc, f'invalid condition "{text}"')
-            return None
-        if len(cond) == 3 and "~" in cond[1]:
-            try:
-                re.compile(python_regex(cond[2]))
-            except re.error as exc:
-                self.diags.error(node.loc, f'pcre2_compile() failed: {exc} in "{cond[2]}"')
-                return None
-        body: list[RewriteStep] = []
-        for child in self.expand(node.children or (), LOCATION):
-            if child.name in ("rewrite_log", "uninitialized_variable_warn"):
-                continue
-            if child.name not in _SCRIPT:
-                self.diags.error(
-                    child.loc, f'"{child.name}" directive inside "if" is not supported'
-                )
-                return None
-            step = self.script_step(child)
-            if step is None:
-                return None
-            body.append(step)
-        return RewriteStep("if", cond, node.loc, tuple(body))
+    def script_step(self, node: Node) -> RewriteStep | None:
+        """A rewrite-module directive (conf/nginx_rewrite.py), None when in error."""
+        return read_step(node, self.diags, lambda nodes: self.expand(nodes, LOCATION))
 
     def settings(
         self, nodes: Sequence[Node], inherited: ProxySettings, where: tuple[str, str] | None = None
@@ -818,7 +733,7 @@ class _Reader:
             if name == "proxy_set_header":
                 headers.append((args[0], args[1]))
             elif name in ("allow", "deny"):
-                if _access_rule(args[0]):
+                if access_rule(args[0]):
                     access.append((name, args[0]))
                 else:
                     self.diags.error(node.loc, f'invalid parameter "{args[0]}"')
@@ -878,22 +793,6 @@ class _Reader:
         if headers:  # nginx: inner proxy_set_header replaces the inherited list
             s = replace(s, headers=tuple(headers))
         return s
-
-
-_SCRIPT = frozenset({"rewrite", "set", "return", "if", "break"})
-_IF_OPERATORS = frozenset({"=", "!=", "~", "~*", "!~", "!~*"})
-
-
-def _access_rule(text: str) -> bool:
-    """Whether `allow`/`deny` can use `text`: `all`, an address or a CIDR (host bits
-    allowed, nginx only warns about them)."""
-    if text == "all":
-        return True
-    try:
-        ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
 
 
 def _pass_host(url: str) -> str:

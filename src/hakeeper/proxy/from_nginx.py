@@ -30,9 +30,9 @@ from hakeeper.conf.nginx import (
     NginxConfig,
     ProxySettings,
     Server,
-    python_regex,
 )
 from hakeeper.conf.nginx import UpstreamServer as ConfServer
+from hakeeper.conf.nginx_rewrite import python_regex
 from hakeeper.conf.nginx_static import BUILTIN_TYPES, StaticConf
 from hakeeper.proxy.balancer import Balancer, RoundRobin
 from hakeeper.proxy.config import (

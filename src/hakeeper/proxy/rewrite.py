@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING
 
-from hakeeper.conf.nginx import python_regex
+from hakeeper.conf.nginx_rewrite import python_regex
 from hakeeper.proxy.config import HeaderRule, header_rule
 from hakeeper.proxy.routes import (
     Location,
@@ -51,7 +51,8 @@ from hakeeper.proxy.routes import (
 
 if TYPE_CHECKING:
     from hakeeper.conf.diagnostics import Diagnostics
-    from hakeeper.conf.nginx import NginxConfig, RewriteStep
+    from hakeeper.conf.nginx import NginxConfig
+    from hakeeper.conf.nginx_rewrite import RewriteStep
 
 #: nginx NGX_HTTP_MAX_URI_CHANGES: `last` rewrites allowed before the 500
 MAX_URI_CHANGES = 10

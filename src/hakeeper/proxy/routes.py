@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
-from hakeeper.conf.nginx import python_regex
+from hakeeper.conf.nginx_rewrite import python_regex
 from hakeeper.proxy.balancer import Balancer
 from hakeeper.proxy.config import ProxyConfig, template_parts
 

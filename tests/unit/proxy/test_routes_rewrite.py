@@ -10,7 +10,8 @@ import pytest
 
 from hakeeper.conf.diagnostics import Diagnostics
 from hakeeper.conf.lexer import parse_nginx_text
-from hakeeper.conf.nginx import python_regex, read_nginx
+from hakeeper.conf.nginx import read_nginx
+from hakeeper.conf.nginx_rewrite import python_regex
 from hakeeper.proxy.from_nginx import listeners
 from hakeeper.proxy.rewrite import (
     ARGS_ESCAPE,
