@@ -25,6 +25,7 @@ from hakeeper.proxy.static import FileInfo, FilePlan, SendFile, error_plan, file
 
 SMALL = 64 * 1024
 CHUNK = 64 * 1024
+KICK = 16 * 1024  # what goes through the transport when sendfile finds the socket full
 SENDFILE_MAX = 1 << 20
 
 
@@ -114,7 +115,18 @@ class FileSender:
     """Sends `plan.length` bytes of `fd` from `plan.start` after `plan.head`, then the
     pieces of `plan.more` and `plan.tail` (multipart/byteranges)."""
 
-    __slots__ = ("failed", "fd", "left", "more", "offset", "paused", "sock", "tail", "transport")
+    __slots__ = (
+        "failed",
+        "fd",
+        "left",
+        "limits",
+        "more",
+        "offset",
+        "paused",
+        "sock",
+        "tail",
+        "transport",
+    )
 
     def __init__(self, transport: asyncio.Transport, fd: int, plan: FilePlan) -> None:
         self.transport = transport
@@ -127,6 +139,7 @@ class FileSender:
         self.tail = plan.tail
         sock = transport.get_extra_info("socket")
         self.sock = sock.fileno() if sock is not None else -1
+        self.limits: tuple[int, int] | None = None
         if plan.length <= SMALL and not plan.more:
             data = os.pread(fd, plan.length, plan.start)
             transport.write(plan.head + data)  # one send (writelines makes two)
@@ -136,6 +149,11 @@ class FileSender:
                 self.fail()  # the file shrank under us: the promised length cannot be met
         else:
             transport.write(plan.head)
+            if self.sock >= 0:
+                # pause as soon as anything is buffered and resume only once it all went
+                # out, so the socket is written by sendfile whenever it has room
+                self.limits = transport.get_write_buffer_limits()
+                transport.set_write_buffer_limits(high=0, low=0)
 
     def pump(self) -> bool:
         """Send until done (True), the transport pauses, or a failure (False; the
@@ -170,9 +188,10 @@ class FileSender:
                 if not self.left:
                     continue
                 # the socket is full: hand a piece to the transport, which then polls
-                # for writability and pauses us at its high-water mark
+                # for writability (and pauses us until it drained)
+            size = KICK if self.limits is not None else CHUNK
             try:
-                data = os.pread(self.fd, min(CHUNK, self.left), self.offset)
+                data = os.pread(self.fd, min(size, self.left), self.offset)
             except OSError:
                 data = b""
             if not data:
@@ -197,3 +216,9 @@ class FileSender:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        limits = self.limits
+        if limits is not None:
+            self.limits = None
+            if not self.transport.is_closing():
+                low, high = limits
+                self.transport.set_write_buffer_limits(high=high, low=low)
