@@ -1,11 +1,11 @@
 """Static files side by side: nginx 1.22 vs `hakeeper run --nginx` on the same nginx.conf.
 
 The config is Debian's stock site shape (`root`, `index`, `try_files $uri $uri/ =404`,
-the stock /etc/nginx/mime.types, `sendfile on`, `worker_processes 1`); both servers are pinned to CPU 0
-and wrk to CPU 1 (one thread). For `/` (try_files + index: four stats and an internal
-redirect), `/index.html` (650 bytes) and `/big.bin` (1 MiB, sendfile) it records req/s,
-transfer rate and the server's CPU (master + workers, from /proc/PID/stat deltas), and
-prints µs of server CPU per request.
+the stock /etc/nginx/mime.types, `sendfile on`, `worker_processes 1`); both servers are
+pinned to CPU 0 and wrk to CPU 1 (one thread). For `/` (try_files + index: four stats
+and an internal redirect), `/index.html` (650 bytes) and `/big.bin` (1 MiB, sendfile)
+it records req/s, transfer rate and the server's CPU (master + workers, from
+/proc/PID/stat deltas), and prints µs of server CPU per request.
 
 Usage: .venv/bin/python bench/l7_static.py [--duration 5] [--connections 20]
 Needs nginx, wrk and taskset. Everything listens on 127.0.0.1 and is stopped at exit.
