@@ -351,8 +351,8 @@ def needs_phases(server: VirtualServer) -> bool:
     for loc in server.locations:
         if loc.access is not None or _needs(loc.action) or _needs(loc.content):
             return True
-        if any(_needs(step) for step in loc.script):
-            return True
+        if len(loc.script) > 1 or any(_needs(step) for step in loc.script):
+            return True  # (two `return`s: the first answers, as in nginx)
     return False
 
 

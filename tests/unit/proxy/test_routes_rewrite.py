@@ -354,3 +354,10 @@ def test_rewrite_log_and_uninitialized_variable_warn_are_accepted() -> None:
         " location / { rewrite_log off; if ($arg_a) { rewrite_log on; return 204; }"
         " return 200; } } }"
     )
+
+
+def test_the_first_of_two_returns_answers() -> None:
+    table = table_of('http { server { listen 8080; location / { return 200 "a"; return 201; } } }')
+    assert table.scripted
+    out, v = phases(table.servers[0], b"/")
+    assert answer(out, v).endswith(b"\r\n\r\na")
