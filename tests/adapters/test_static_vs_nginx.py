@@ -98,6 +98,8 @@ FILES = {
     "www/A.JPG": b"\xff\xd8jpeg",
     "www/noext": b"raw",
     "www/sp ace.txt": b"a b",
+    "www/sp dir/a.txt": b"a",
+    "www/q%dir/a.txt": b"q",
     "www/dir/index.html": b"dir index\n",
     "www/dir/sub/file.json": b"{}",
     "www/noidx/x.txt": b"x",
@@ -135,6 +137,7 @@ def table(site: str) -> list[_T]:
         b"/idx/", b"/app/here.txt", b"/app/remote?k=v", b"/app/a%20b", b"/ret",
         b"/types/a.txt", b"/types/b.bin", b"/noetag/n.txt", b"/r200", b"/dir/../ten.txt",
         b"/%2e%2e/etc/passwd", b"/index.html/", b"/down/x", b"/down2/x?y=1", b"/down3/x",
+        b"/sp%20dir", b"/q%25dir", b"/sp%20dir?x=%20y", b"/sp%20dir/a.txt",
     ]  # fmt: skip
     out: list[_T] = [(b"GET", t, b"") for t in get]
     ten = b"/ten.txt"
