@@ -35,6 +35,7 @@ from hakeeper.proxy.response_headers import (
     NO_RULES_ACTIONS,
     ResponseContext,
     filter_head,
+    remembered,
 )
 from hakeeper.proxy.routes import RequestView, normalize_host
 
@@ -241,18 +242,21 @@ class UpstreamProtocol(asyncio.Protocol):
                 if rules is None:
                     split = closing_head(data)
                 else:
-                    try:
-                        split = filter_head(
-                            data, rules, self.closing, CLOCK.date_line(), self._context
-                        )
-                    except Exception:  # our bug: this response is lost, the loop is not
-                        log.exception("proxy: internal error while filtering a response head")
-                        engine.stats.internal_errors += 1
-                        split = None
+                    date_line = CLOCK.date_line()
+                    out = remembered(data, rules, self.closing, date_line)
+                    if out is not None:  # this head was filtered before, this second
+                        split = (out, b"")
+                    else:
+                        try:
+                            split = filter_head(data, rules, self.closing, date_line, self._context)
+                        except Exception:  # our bug: this response is lost, not the loop
+                            log.exception("proxy: internal error while filtering a head")
+                            engine.stats.internal_errors += 1
+                            split = None
                 if split is None:  # not expected once llhttp accepted the head
                     self._garbage(client)
                     return
-                data = split[0] + split[1]
+                data = split[0] + split[1] if split[1] else split[0]
             transport = client.transport
             if transport is not None:
                 transport.write(data)

@@ -21,6 +21,7 @@ from hakeeper.proxy.response_headers import (
     RulesError,
     add_header,
     filter_head,
+    remembered,
     response_rules,
 )
 from hakeeper.proxy.routes import RequestView
@@ -232,6 +233,10 @@ def test_filter_memo_gives_the_same_bytes_and_follows_the_date() -> None:
     first = filter_head(NGINX_LIKE, rules, False, DATE, no_context)
     again = filter_head(NGINX_LIKE, rules, False, DATE, no_context)
     assert first == again and len(rules.memo.table) == 1
+    assert first is not None
+    assert remembered(NGINX_LIKE, rules, False, DATE) == first[0] + first[1]
+    assert remembered(NGINX_LIKE, rules, True, DATE) is None  # closing: its own table
+    assert remembered(NGINX_LIKE, rules, False, DATE[:-2] + b"\r\n") is None  # equal, not it
     later = b"Date: Mon, 23 Nov 2026 18:00:01 GMT\r\n"
     moved = filter_head(NGINX_LIKE, rules, False, later, no_context)
     assert moved is not None and later in moved[0] and DATE not in moved[0]
