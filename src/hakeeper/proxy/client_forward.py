@@ -62,6 +62,7 @@ class ForwardingClient(ClientBase):
             else:
                 transport.write(body)
             req.body_sent = True
+            self.body_out = True
         else:
             req.body.append(body)
             if not req.buffer_all:
@@ -84,6 +85,7 @@ class ForwardingClient(ClientBase):
             self._send_buffered(req, up)
         elif req.sent and req.chunked:
             up.transport.write(LAST_CHUNK)
+            self.body_out = True
 
     # -- relaying -----------------------------------------------------------------------
     def _build_head(self, req: Request, framing: bytes, engine: Engine | None = None) -> bytes:
@@ -209,6 +211,7 @@ class ForwardingClient(ClientBase):
             else:
                 transport.write(req.head)
             req.sent = True
+            self.body_out = True
         if self.blocked & B_ATTACH:
             self.unblock(B_ATTACH)
 
@@ -221,3 +224,4 @@ class ForwardingClient(ClientBase):
         req.body = []
         req.sent = True
         req.body_sent = size > 0
+        self.body_out = True

@@ -38,12 +38,6 @@ from hakeeper.proxy.framing import (
 from hakeeper.proxy.upstream import UpstreamProtocol
 
 
-def _unsent(up: UpstreamProtocol) -> int:
-    """Request bytes still waiting in the upstream connection's write buffer."""
-    transport = up.transport
-    return transport.get_write_buffer_size() if transport is not None else 0
-
-
 class RespondingClient(ForwardingClient):
     """Relays the active request's response and settles its outcome."""
 
@@ -156,9 +150,7 @@ class RespondingClient(ForwardingClient):
             and engine.up_keepalive
             and not up.failed
             and up.requests < engine.up_ka_requests
-            # nginx `request_body_sent`: an upstream that answered before taking the
-            # whole body still owes request bytes (and may be paused for writing)
-            and not (req.body_sent and _unsent(up))
+            and not (self.body_out and self._owes_request(up))
             and engine.pool.put(up, now)
         ):
             up.client = None
@@ -233,6 +225,15 @@ class RespondingClient(ForwardingClient):
         self.engine.stats.retries += 1
         self._try(req)
         return True
+
+    def _owes_request(self, up: UpstreamProtocol) -> bool:
+        """nginx `request_body_sent`: an upstream that answered before taking the whole
+        body still has request bytes to send (and may be paused for writing): not reused.
+        Asked only after a body went out (`body_out`, a slot: bodiless requests pay one
+        read, not a class-default lookup or a transport call)."""
+        self.body_out = False
+        transport = up.transport
+        return transport is not None and transport.get_write_buffer_size() > 0
 
     def _can_retry(self, req: Request, kind: str) -> bool:
         engine = self.engine

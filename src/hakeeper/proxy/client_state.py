@@ -127,6 +127,7 @@ class ClientBase(asyncio.Protocol):
     __slots__ = (
         "active",
         "blocked",
+        "body_out",
         "chunk_out",
         "closed",
         "connecting",
@@ -187,6 +188,7 @@ class ClientBase(asyncio.Protocol):
         self.remote_addr = b""
         self.remote_port = b""
         self.send_paused = False  # between pause_writing and resume_writing
+        self.body_out = False  # request body bytes were written to an upstream
 
     if TYPE_CHECKING:  # provided by the subclasses (resolved through the class MRO)
 
