@@ -242,10 +242,11 @@ async def nginx_and_hakeeper(
     proc = subprocess.Popen(
         [nginx, "-p", work, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    route = one_route(text.replace(str(nport), str(hport)), path)
-    engine = Engine(route.config, route.balancer)
-    await engine.start_listening(route.listen.host, route.listen.port)
-    try:
+    engine: Engine | None = None
+    try:  # nginx is stopped even when the route or the listener fails
+        route = one_route(text.replace(str(nport), str(hport)), path)
+        engine = Engine(route.config, route.balancer)
+        await engine.start_listening(route.listen.host, route.listen.port)
         loop = asyncio.get_running_loop()
         end = loop.time() + 10
         while True:
@@ -259,7 +260,8 @@ async def nginx_and_hakeeper(
                 await asyncio.sleep(0.05)
         yield nport, hport
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
         proc.terminate()
         try:
             proc.wait(10)
