@@ -30,7 +30,7 @@ from hakeeper.proxy import health
 from hakeeper.proxy.from_nginx import Route, listeners
 from hakeeper.proxy.server import BalancerFactory, Master, worker_count
 from hakeeper.proxy.stream import StreamProcess, stream_services
-from hakeeper.proxy.tls import check_files
+from hakeeper.proxy.tls import absolute_paths, check_files
 
 log = logging.getLogger("hakeeper.proxy")
 
@@ -58,6 +58,7 @@ def read_file(path: str, diags: Diagnostics) -> NginxConfig:
 
     config = read_nginx(parse_nginx_file(path, diags), diags, include)
     if not diags.has_errors:
+        config = absolute_paths(config, base)  # relative to nginx.conf's directory
         check_files(config.servers, diags)  # nginx -t loads the certificates
     return config
 

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import ssl
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Sequence
 
-    from hakeeper.conf.nginx import Server
+    from hakeeper.conf.nginx import HttpLocation, NginxConfig, Server
     from hakeeper.proxy.engine import Engine
     from hakeeper.proxy.http1 import ClientProtocol
     from hakeeper.proxy.routes import VirtualServer
@@ -438,3 +439,44 @@ async def drain(engine: Engine, timeout: float) -> bool:
         while handshakes.waiting() and engine.loop.time() < deadline:
             await asyncio.sleep(0.01)
     return await engine.drain(timeout)
+
+
+def absolute_paths(config: NginxConfig, prefix: str) -> NginxConfig:
+    """`config` with relative certificate, key, dhparam and trusted-certificate paths made
+    absolute against `prefix`, the directory of nginx.conf (nginx's conf prefix: a file
+    named in an included file is still relative to the main one's directory)."""
+
+    def full(path: str) -> str:
+        return path if not path or os.path.isabs(path) else os.path.join(prefix, path)
+
+    def proxy(s: ProxySsl) -> ProxySsl:
+        return replace(
+            s,
+            trusted_certificate=full(s.trusted_certificate),
+            certificate=full(s.certificate),
+            certificate_key=full(s.certificate_key),
+        )
+
+    memo: dict[int, HttpLocation] = {}
+
+    def location(loc: HttpLocation) -> HttpLocation:
+        # nested locations are also in the server's flat list: one copy for both
+        done = memo.get(id(loc))
+        if done is None:
+            nested = tuple(location(n) for n in loc.nested)
+            settings = replace(loc.settings, ssl=proxy(loc.settings.ssl))
+            done = memo[id(loc)] = replace(loc, settings=settings, nested=nested)
+        return done
+
+    servers = []
+    for server in config.servers:
+        s = server.ssl
+        ssl_settings = replace(
+            s,
+            certificates=tuple(full(p) for p in s.certificates),
+            keys=tuple(full(p) for p in s.keys),
+            dhparam=full(s.dhparam),
+        )
+        locations = tuple(location(loc) for loc in server.locations)
+        servers.append(replace(server, ssl=ssl_settings, locations=locations))
+    return replace(config, servers=tuple(servers))

@@ -5,6 +5,7 @@ No sockets: contexts are only built, never connected."""
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from hakeeper.conf.nginx import NginxConfig, read_nginx
 from hakeeper.conf.nginx_tls import NGINX_122_PROTOCOLS, ProxySsl
 from hakeeper.proxy.from_nginx import listeners
 from hakeeper.proxy.routes import compile_template
-from hakeeper.proxy.tls import bind_https, bind_scheme, upstream_tls
+from hakeeper.proxy.tls import absolute_paths, bind_https, bind_scheme, upstream_tls
 
 
 def _read(text: str) -> tuple[NginxConfig, Diagnostics]:
@@ -177,3 +178,26 @@ def test_unreadable_certificate_is_reported_by_listeners_at_the_directive() -> N
     (error,) = diags.errors
     assert error.loc is not None and error.loc.line == 4
     assert error.message.startswith('cannot load certificate "/nonexistent/hk.crt"')
+
+
+def test_relative_files_are_relative_to_the_nginx_conf_directory(tmp_path: Path) -> None:
+    """As nginx's conf prefix: `ssl_certificate a.crt` in /etc/nginx/nginx.conf (or in a
+    file it includes) is /etc/nginx/a.crt; nested locations stay the same objects."""
+    config, diags = _read(
+        """
+        http { server { listen 443 ssl; ssl_certificate certs/a.crt;
+                        ssl_certificate_key /abs/a.key; ssl_dhparam dh.pem;
+                        location / { proxy_pass https://10.0.0.1;
+                                     proxy_ssl_trusted_certificate ca.pem;
+                                     location /in { proxy_pass https://10.0.0.2; } } } }
+        """
+    )
+    assert not diags.has_errors
+    fixed = absolute_paths(config, str(tmp_path))
+    (server,) = fixed.servers
+    assert server.ssl.certificates == (str(tmp_path / "certs/a.crt"),)
+    assert server.ssl.keys == ("/abs/a.key",)
+    assert server.ssl.dhparam == str(tmp_path / "dh.pem")
+    outer, inner = server.locations
+    assert outer.settings.ssl.trusted_certificate == str(tmp_path / "ca.pem")
+    assert outer.nested == (inner,) and outer.nested[0] is inner
