@@ -55,6 +55,7 @@ DEFAULT_HIDDEN = (
 # ngx_http_headers_filter: statuses `add_header` without `always` applies to
 ADD_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 SERVER_LINE = b"Server: hakeeper"
+SERVER_CRLF = SERVER_LINE + b"\r\n"
 
 # actions per lower-cased upstream field name (the parsed path's one dict lookup)
 A_HOP = 1  # hop-by-hop: handled by the relay
@@ -124,12 +125,15 @@ class _Memo:
     """Heads already filtered this second: the same upstream head (a backend's answers
     repeat byte for byte within its Date second) gets the same result while our Date
     line is the same, unless a request variable was read. Bounded; only an optimization
-    (the result is what `filter_head` computes)."""
+    (the result is what `filter_head` computes). When a second brings more distinct heads
+    than it holds, the heads vary (request ids, cookies...): it stops being asked until
+    the next second."""
 
-    __slots__ = ("closing", "date", "table")
+    __slots__ = ("closing", "date", "off", "table")
 
     def __init__(self) -> None:
         self.date = b""
+        self.off = False
         self.table: dict[bytes, bytes] = {}  # keep-alive client: by final head
         self.closing: dict[bytes, bytes] = {}  # closing client: by all the head bytes
 
@@ -156,7 +160,6 @@ class ResponseRules:
     # the fields that need the field-by-field route (a rewrite, a passed Server/Date)
     drop: re.Pattern[bytes] | None = field(default=None, compare=False)
     drop_closing: re.Pattern[bytes] | None = field(default=None, compare=False)
-    special: re.Pattern[bytes] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         actions = {name: A_HOP for name in RESPONSE_HOP_BY_HOP}
@@ -176,9 +179,6 @@ class ResponseRules:
         dropped = [n for n, a in actions.items() if a == A_DROP]
         set_(self, "drop", _lines(dropped))
         set_(self, "drop_closing", _lines([*dropped, *_CLOSING_DROP]))
-        if special:
-            alts = b"|".join(re.escape(n) for n in special)
-            set_(self, "special", re.compile(rb"\r\n(?:" + alts + rb"):", re.IGNORECASE))
         dynamic = any(not all(isinstance(p, bytes) for p in a.value) for a in self.add)
         set_(self, "add_dynamic", dynamic)
         if not dynamic:
@@ -262,18 +262,47 @@ NO_RULES_ACTIONS: dict[bytes, int] = {name: A_HOP for name in RESPONSE_HOP_BY_HO
 }
 
 
-def remembered(buf: bytes, rules: ResponseRules, closing: bool, date_line: bytes) -> bytes | None:
-    """The raw path's shortcut: `buf` with its head replaced by the memo's answer, when
-    `filter_head` already filtered this head (no interim head before it) under this very
-    `date_line` object; else None (then call `filter_head`)."""
-    memo = rules.memo
-    if memo.date is not date_line:
-        return None
+def keepalive_head(buf: bytes, rules: ResponseRules, date_line: bytes) -> bytes | None:
+    """The raw keep-alive path's common case in one pass: `buf` (a response from its
+    start) with its head filtered, or None when `filter_head` must do it (an interim
+    head first, no complete head, a field to rewrite or a Server/Date that may pass, a
+    variable in `add_header`, a new second). Same result as `filter_head`; a head
+    already filtered this second comes from the memo."""
     end = buf.find(b"\r\n\r\n")
     if end < 0 or buf[9:10] == b"1":
         return None
-    hit = (memo.closing if closing else memo.table).get(buf[:end])
-    return None if hit is None else hit + buf[end + 4 :]
+    memo = rules.memo
+    if memo.date is not date_line or rules.add_dynamic:
+        return None
+    head = buf[:end]
+    table = memo.table
+    if not memo.off:
+        hit = table.get(head)
+        if hit is not None:
+            return hit + buf[end + 4 :]
+    if rules.probes:
+        low = head.lower()
+        for probe, _ in rules.probes:
+            if probe in low:
+                return None
+    drop = rules.drop
+    cut = drop.sub(b"", head) if drop is not None else head
+    first = cut.find(b"\r\n")
+    add = b""
+    if rules.add:
+        add = rules.add_static if int(head[9:12]) in ADD_STATUSES else rules.add_static_always
+    if first < 0:
+        out = b"".join((cut, b"\r\n", SERVER_CRLF, date_line, add, b"\r\n"))
+    else:
+        out = b"".join(
+            (cut[: first + 2], SERVER_CRLF, date_line, cut[first + 2 :], b"\r\n", add, b"\r\n")
+        )
+    if not memo.off:
+        if len(table) < MEMO_SIZE:
+            table[head] = out
+        else:
+            memo.off = True
+    return out + buf[end + 4 :]
 
 
 def filter_head(
@@ -306,25 +335,36 @@ def filter_head(
     memo = rules.memo
     if memo.date != date_line:
         memo.date = date_line
+        memo.off = False
         memo.table.clear()
         memo.closing.clear()
     if closing:
         key, table = buf[:end], memo.closing
     else:
         key, table = head, memo.table
-    if pos == 0 or closing:
+    asked = (pos == 0 or closing) and not memo.off
+    if asked:
         hit = table.get(key)
         if hit is not None:
             return hit, buf[end + 4 :]
-    special = rules.special
-    if special is None or special.search(head) is None:
+    fast = True
+    if rules.probes:  # Location/Refresh to rewrite, a Server/Date that may pass
+        low = head.lower()
+        for probe, _ in rules.probes:
+            if probe in low:
+                fast = False
+                break
+    if fast:
         out, shared = _fast(buf, pos, head, rules, closing, date_line=date_line, context=context)
     else:
         out, shared = _by_field(
             buf, pos, head, rules, closing, date_line=date_line, context=context
         )
-    if shared and (pos == 0 or closing) and len(table) < MEMO_SIZE:
-        table[key] = out  # (not when a request variable was read)
+    if shared and asked:  # (not when a request variable was read)
+        if len(table) < MEMO_SIZE:
+            table[key] = out
+        else:
+            memo.off = True
     return out, buf[end + 4 :]
 
 

@@ -35,7 +35,7 @@ from hakeeper.proxy.response_headers import (
     NO_RULES_ACTIONS,
     ResponseContext,
     filter_head,
-    remembered,
+    keepalive_head,
 )
 from hakeeper.proxy.routes import RequestView, normalize_host
 
@@ -243,8 +243,8 @@ class UpstreamProtocol(asyncio.Protocol):
                     split = closing_head(data)
                 else:
                     date_line = CLOCK.date_line()
-                    out = remembered(data, rules, self.closing, date_line)
-                    if out is not None:  # this head was filtered before, this second
+                    out = None if self.closing else keepalive_head(data, rules, date_line)
+                    if out is not None:  # the common case, in one pass
                         split = (out, b"")
                     else:
                         try:
