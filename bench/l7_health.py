@@ -11,7 +11,9 @@ round trip. The switch falls at a random phase between two probes.
 in the master (verdicts to the workers through shared memory). The client opens a new
 connection per request (the kernel spreads them over the workers); the failing backend
 records the time of every client request it still gets, so "out" is the time from the
-switch to the LAST client request any worker sent it.
+switch to the LAST client request any worker sent it; "decided" is when the probe that
+completed `fails` failures reached the backend (out - decided = the verdict's way to the
+workers: probe answer, table write, the workers' 50 ms poll).
 
 `--cpu`: the checker's CPU with `--servers` (100) backends checked every `--cpu-interval`
 (1 s): `hakeeper run --nginx` with one worker, utime+stime of the master (the checker
@@ -57,6 +59,7 @@ class Backend:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.client_times: list[float] = []  # loop time of each client (non-probe) request
+        self.probe_times: list[float] = []  # and of each health probe
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -64,10 +67,13 @@ class Backend:
                 head = await reader.readuntil(b"\r\n\r\n")
                 if not head:
                     break
-                if not head.startswith(b"GET /hc "):
-                    self.client_times.append(asyncio.get_running_loop().time())
+                now = asyncio.get_running_loop().time()
+                if head.startswith(b"GET /hc "):
+                    self.probe_times.append(now)
+                else:
+                    self.client_times.append(now)
                 writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % self.status)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -229,8 +235,11 @@ async def workers_run(args: argparse.Namespace) -> dict[str, float]:
                 requests += len(statuses)
                 n5xx += sum(1 for s in statuses if s >= 500)
             after = [t - t0 for t in bad.client_times if t >= t0]
+            failed = [t - t0 for t in bad.probe_times if t >= t0]
             bad.status = 200
+            decided = failed[args.fails - 1] if len(failed) >= args.fails else float("nan")
             return {
+                "decided_s": decided,  # the probe that made it `fails` in a row (sent)
                 "out_s": max(after) if after else 0.0,
                 "n_5xx": n5xx,
                 "req_per_s": requests / (loop.time() - t0),
