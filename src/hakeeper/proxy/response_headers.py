@@ -16,10 +16,11 @@ against Debian's nginx (tests/adapters/test_proxy_redirect_vs_nginx.py):
   `Location` that starts with `/` is made absolute.
 `ResponseRules` is compiled once per location. The parsed relay path asks it per header
 field (`actions`, one dict lookup) and once per head (`own_lines`, `add_lines`); the raw
-relay path hands it a whole head (`filter_head`): one regex substitution cuts the hidden
-lines, a head with a Location/Refresh (or a passed Server/Date) is then rebuilt field by
-field from slices, and a memo answers heads already seen this second. Pure: no I/O, no
-clock (the Date line is given).
+relay path hands it a whole head: `keepalive_head` does the common case in one pass (a
+memo answers heads already seen this second; else one regex substitution cuts the hidden
+lines and our Server/Date go in), `filter_head` the rest (a closing client, interim
+heads, a Location/Refresh or a passed Server/Date, rebuilt field by field from slices).
+Pure: no I/O, no clock (the Date line is given).
 """
 
 from __future__ import annotations
