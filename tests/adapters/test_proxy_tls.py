@@ -10,6 +10,7 @@ plain port seeing `http`), SNI choosing between the certificates of two server_n
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import ssl
 import tempfile
@@ -305,3 +306,43 @@ def handshakes(engine: object) -> bool:
 
     pending = _HANDSHAKES.get(engine)  # type: ignore[call-overload]
     return pending is not None and pending.waiting()
+
+
+def test_verify_client_certificates(pki: Pki) -> None:
+    """`ssl_verify_client on`: a client certificate from the CA is required (refused in
+    the handshake, where nginx would answer 400); `optional`: only checked if sent."""
+    crt, key = pki.leaf("a.test")
+    client = pki.leaf("client.test")
+    other = os.path.join(pki.work, "other-ca")
+    os.makedirs(other, exist_ok=True)
+    stranger = make_pki(other).leaf("client.test")
+
+    async def main() -> None:
+        on, optional = free_port(), free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            ssl_certificate {crt};
+            ssl_certificate_key {key};
+            ssl_client_certificate {pki.ca};
+            server {{ listen 127.0.0.1:{on} ssl; ssl_verify_client on; return 200 "on"; }}
+            server {{ listen 127.0.0.1:{optional} ssl; ssl_verify_client optional;
+                     return 200 "optional"; }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        raw = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        async with serving(routes):
+            assert (await tls_request(on, raw, cert=client)).response.body == b"on"
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                await tls_request(on, raw)  # no certificate
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                await tls_request(on, raw, cert=stranger)  # from another CA
+            assert (await tls_request(optional, raw)).response.body == b"optional"
+            got = await tls_request(optional, raw, cert=client)
+            assert got.response.body == b"optional"
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                await tls_request(optional, raw, cert=stranger)
+
+    run(main())

@@ -215,6 +215,7 @@ def test_check_nginx_missing_certificate_error_matches_nginx_t() -> None:
             "nocert": "ssl_certificate_key {key};",
             "nokey": "ssl_certificate {crt};",
             "missingkey": "ssl_certificate {crt}; ssl_certificate_key {work}/gone.key;",
+            "noclientca": "ssl_certificate {crt}; ssl_certificate_key {key}; ssl_verify_client on;",
             "ok": "ssl_certificate {crt}; ssl_certificate_key {key};",
         }
         for name, lines in cases.items():

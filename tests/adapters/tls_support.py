@@ -77,8 +77,12 @@ def make_pki(work: str) -> Pki:
     return pki
 
 
-def client_context(cafile: str | None = None) -> ssl.SSLContext:
+def client_context(
+    cafile: str | None = None, cert: tuple[str, str] | None = None
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cert is not None:
+        ctx.load_cert_chain(*cert)
     if cafile is None:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -95,11 +99,17 @@ class TlsReply:
 
 
 async def tls_request(
-    port: int, raw: bytes, server_name: str | None = None, cafile: str | None = None
+    port: int,
+    raw: bytes,
+    server_name: str | None = None,
+    cafile: str | None = None,
+    cert: tuple[str, str] | None = None,
 ) -> TlsReply:
-    """One request over a fresh TLS connection with SNI `server_name` (None: no SNI)."""
+    """One request over a fresh TLS connection with SNI `server_name` (None: no SNI),
+    presenting client certificate `cert` if given."""
+    ctx = client_context(cafile, cert)
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=client_context(cafile), server_hostname=server_name or ""
+        "127.0.0.1", port, ssl=ctx, server_hostname=server_name or ""
     )
     try:
         obj = writer.get_extra_info("ssl_object")

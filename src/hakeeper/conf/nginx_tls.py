@@ -9,8 +9,10 @@ docs/nginx-tls.md for what hakeeper applies and what it only accepts):
   list), `ssl_protocols` (nginx 1.22 default `TLSv1 TLSv1.1 TLSv1.2`: TLSv1.3 only when
   listed), `ssl_ciphers` (default `HIGH:!aNULL:!MD5`), `ssl_prefer_server_ciphers`
   (off), `ssl_session_cache` (none), `ssl_session_timeout` (5m), `ssl_session_tickets`
-  (on), `ssl_dhparam`, `ssl_ecdh_curve` (auto), `ssl_reject_handshake` (off), and the
-  deprecated `ssl on` (every listen of the server becomes `ssl`, with nginx's warning);
+  (on), `ssl_dhparam`, `ssl_ecdh_curve` (auto), `ssl_reject_handshake` (off),
+  `ssl_verify_client` (off) with `ssl_client_certificate` / `ssl_trusted_certificate` and
+  `ssl_verify_depth` (1), and the deprecated `ssl on` (every listen of the server becomes
+  `ssl`, with nginx's warning);
 * upstream side, in `http`, `server` or `location`: `proxy_ssl_server_name` (off),
   `proxy_ssl_name` (the proxy_pass host), `proxy_ssl_verify` (off),
   `proxy_ssl_verify_depth` (1), `proxy_ssl_trusted_certificate`, `proxy_ssl_protocols`,
@@ -66,6 +68,10 @@ class SslSettings:
     dhparam: str = ""
     ecdh_curve: str = "auto"
     reject_handshake: bool = False
+    verify_client: str = "off"  # on | off | optional | optional_no_ca
+    client_certificate: str = ""  # CAs whose names are sent, and trusted
+    trusted_certificate: str = ""  # CAs only trusted
+    verify_depth: int = 1
     enabled: bool = False  # the deprecated `ssl on;`
     # where each directive was set (name -> location), for errors about its value/files
     where: tuple[tuple[str, Location], ...] = ()
@@ -123,6 +129,9 @@ SSL_DIRECTIVES: dict[str, tuple[tuple[str, ...], int, int]] = {
     "ssl_stapling": (("http", "server"), 1, 1),
     "ssl_stapling_verify": (("http", "server"), 1, 1),
     "ssl_trusted_certificate": (("http", "server"), 1, 1),
+    "ssl_client_certificate": (("http", "server"), 1, 1),
+    "ssl_verify_client": (("http", "server"), 1, 1),
+    "ssl_verify_depth": (("http", "server"), 1, 1),
     "proxy_ssl_server_name": (("http", "server", "location"), 1, 1),
     "proxy_ssl_name": (("http", "server", "location"), 1, 1),
     "proxy_ssl_verify": (("http", "server", "location"), 1, 1),
@@ -136,7 +145,7 @@ SSL_DIRECTIVES: dict[str, tuple[tuple[str, ...], int, int]] = {
 }
 PROXY_SSL_DIRECTIVES = frozenset(n for n in SSL_DIRECTIVES if n.startswith("proxy_ssl_"))
 # accepted for compatibility, not applied (reported by the proxy when it builds contexts)
-IGNORED = frozenset({"ssl_buffer_size", "ssl_stapling", "ssl_stapling_verify"})
+IGNORED = frozenset({"ssl_buffer_size", "ssl_stapling", "ssl_stapling_verify", "ssl_verify_depth"})
 
 
 def _flag(node: Node, diags: Diagnostics) -> bool | None:
@@ -195,6 +204,22 @@ def read_ssl(nodes: Sequence[Node], inherited: SslSettings, diags: Diagnostics) 
             s = replace(s, ciphers=args[0])
         elif name == "ssl_dhparam":
             s = replace(s, dhparam=args[0])
+        elif name in ("ssl_client_certificate", "ssl_trusted_certificate"):
+            path = _file(node, diags)
+            if path is not None and name == "ssl_client_certificate":
+                s = replace(s, client_certificate=path)
+            elif path is not None:
+                s = replace(s, trusted_certificate=path)
+        elif name == "ssl_verify_client":
+            if args[0] not in ("on", "off", "optional", "optional_no_ca"):
+                diags.error(node.loc, f'invalid value "{args[0]}"')
+            else:
+                s = replace(s, verify_client=args[0])
+        elif name == "ssl_verify_depth":
+            if not args[0].isdigit():
+                diags.error(node.loc, '"ssl_verify_depth" directive invalid number')
+            else:
+                s = replace(s, verify_depth=int(args[0]))
         elif name == "ssl_ecdh_curve":
             s = replace(s, ecdh_curve=args[0])
         elif name == "ssl_session_cache":
@@ -282,10 +307,14 @@ def read_proxy_ssl(node: Node, s: ProxySsl, diags: Diagnostics) -> ProxySsl:
 
 
 def check_certificates(settings: SslSettings, where: Location | None, diags: Diagnostics) -> None:
-    """nginx's merge-time check: every `ssl_certificate` needs a `ssl_certificate_key`."""
+    """nginx's merge-time checks: every `ssl_certificate` needs a `ssl_certificate_key`,
+    `ssl_verify_client on|optional` needs CAs to verify against."""
     if len(settings.keys) < len(settings.certificates):
         cert = settings.certificates[len(settings.keys)]
         diags.error(where, f'no "ssl_certificate_key" is defined for certificate "{cert}"')
+    cas = settings.client_certificate or settings.trusted_certificate
+    if settings.verify_client in ("on", "optional") and not cas:
+        diags.error(where, "no ssl_client_certificate for ssl_verify_client")
 
 
 def check_proxy_ssl(s: ProxySsl, where: Location | None, diags: Diagnostics) -> None:

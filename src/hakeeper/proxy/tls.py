@@ -11,7 +11,9 @@ Python's `ssl` (OpenSSL 3 here, like Debian's nginx):
   connection to the context of the server its name selects, in nginx's server_name order
   (`routes.ServerNames`: exact, leading wildcard, trailing wildcard, regex, else the
   default server), like `ngx_http_ssl_servername`; `ssl_reject_handshake on` in the
-  selected server refuses the handshake (alert `unrecognized_name`);
+  selected server refuses the handshake (alert `unrecognized_name`); `ssl_verify_client
+  on|optional` verifies client certificates against `ssl_client_certificate` /
+  `ssl_trusted_certificate` in the handshake (one setting per address);
 * an upstream context per distinct `proxy_ssl_*` set for `proxy_pass https://`:
   `proxy_ssl_verify` (off: no verification, like nginx) with
   `proxy_ssl_trusted_certificate`, `proxy_ssl_server_name` / `proxy_ssl_name` (the SNI),
@@ -20,7 +22,7 @@ Python's `ssl` (OpenSSL 3 here, like Debian's nginx):
 TLSv1 and TLSv1.1 are never enabled: OpenSSL 3's default security level refuses them,
 so Debian's nginx fails those handshakes too (and Python deprecates them). What Python's
 `ssl` cannot express (`ssl_session_cache shared:`, `ssl_session_timeout`, stapling,
-verify depth) is accepted with a warning. File problems are reported with the file:line
+`ssl_verify_depth`) is accepted with a warning. File problems are reported with the file:line
 of the directive, in nginx's words. Contexts are built before workers fork, so every
 worker shares the session-ticket keys.
 """
@@ -38,7 +40,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
-from hakeeper.conf.nginx_tls import ProxySsl, SslSettings
+from hakeeper.conf.nginx_tls import IGNORED, ProxySsl, SslSettings
 from hakeeper.proxy.routes import ServerNames, Template, normalize_host
 
 if TYPE_CHECKING:
@@ -165,8 +167,37 @@ def server_context(s: SslSettings, diags: Diagnostics, where: Location | None) -
                     s.loc("ssl_ecdh_curve"),
                     f'SSL_CTX_set1_curves_list("{s.ecdh_curve}") failed',
                 )
+    _client_verification(ctx, s, diags, where)
     _session_warnings(s, diags)
     return ctx
+
+
+def _client_verification(
+    ctx: ssl.SSLContext, s: SslSettings, diags: Diagnostics, where: Location | None
+) -> None:
+    """`ssl_verify_client`: client certificates checked against `ssl_client_certificate` /
+    `ssl_trusted_certificate`. nginx completes the handshake and answers 400 to a client
+    without a valid certificate; OpenSSL's verification here refuses the handshake."""
+    if s.verify_client == "optional_no_ca":
+        diags.warning(
+            s.loc("ssl_verify_client") or where,
+            "ssl_verify_client optional_no_ca: client certificates are not requested "
+            "(no $ssl_client_* variable reads them here)",
+        )
+        return
+    if s.verify_client == "off":
+        return
+    for path, name in (
+        (s.client_certificate, "ssl_client_certificate"),
+        (s.trusted_certificate, "ssl_trusted_certificate"),
+    ):
+        loc = s.loc(name) or where
+        if path and _readable(path, "certificate", loc, diags):
+            try:
+                ctx.load_verify_locations(cafile=path)
+            except ssl.SSLError as exc:
+                diags.error(loc, f'cannot load "{path}": {exc.reason or exc}')
+    ctx.verify_mode = ssl.CERT_REQUIRED if s.verify_client == "on" else ssl.CERT_OPTIONAL
 
 
 def _session_warnings(s: SslSettings, diags: Diagnostics) -> None:
@@ -188,7 +219,7 @@ def _session_warnings(s: SslSettings, diags: Diagnostics) -> None:
             "ssl_session_timeout is not applied (Python's ssl has no setting for it); "
             "sessions last OpenSSL's default 5m",
         )
-    for name in ("ssl_stapling", "ssl_stapling_verify", "ssl_buffer_size"):
+    for name in sorted(IGNORED):
         loc = s.loc(name)
         if loc is not None:
             diags.warning(loc, f'"{name}" is accepted and not applied')
@@ -251,6 +282,16 @@ class TlsBuilder:
         """The context for one `listen ... ssl` address served by `servers` (their
         settings, routed form and block location), `default` being the index of its
         default server; None if that one has no usable certificate (reported)."""
+        verify = servers[default][0].verify_client
+        for settings, _vs, where in servers:
+            if settings.verify_client != verify:
+                # the SNI switch lends certificates only: OpenSSL keeps the verify mode
+                self.diags.error(
+                    settings.loc("ssl_verify_client") or where,
+                    "every server on a TLS address needs the ssl_verify_client of its "
+                    f'default server ("{verify}") in hakeeper',
+                )
+                return None
         contexts: list[ssl.SSLContext | None] = []
         for i, (settings, _vs, where) in enumerate(servers):
             if i == default and settings.certificates:  # its own: it carries the callback

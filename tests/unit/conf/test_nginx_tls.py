@@ -85,6 +85,12 @@ def test_listen_flags_and_deprecated_ssl_on() -> None:
             'no "ssl_certificate_key" is defined for certificate "/c"',
         ),
         ("http { ssl_session_tickets maybe; }", 'it must be "on" or "off"'),
+        (
+            "http { server { ssl_certificate /c; ssl_certificate_key /k; ssl_verify_client on; } }",
+            "no ssl_client_certificate for ssl_verify_client",
+        ),
+        ("http { ssl_verify_client maybe; }", 'invalid value "maybe"'),
+        ("http { ssl_verify_depth x; }", '"ssl_verify_depth" directive invalid number'),
         ("http { ssl_protocols TLSv1.2 TLSv9; }", 'invalid value "TLSv9"'),
         ("http { ssl_session_cache shared:x; }", 'invalid session cache "shared:x"'),
         ("http { ssl_session_timeout soon; }", 'invalid time "soon"'),
@@ -201,3 +207,22 @@ def test_relative_files_are_relative_to_the_nginx_conf_directory(tmp_path: Path)
     outer, inner = server.locations
     assert outer.settings.ssl.trusted_certificate == str(tmp_path / "ca.pem")
     assert outer.nested == (inner,) and outer.nested[0] is inner
+
+
+def test_client_verification_must_be_the_same_on_one_address(tmp_path: Path) -> None:
+    """The SNI switch lends certificates only (OpenSSL keeps the verify mode of the first
+    context), so servers on one TLS address that differ in ssl_verify_client are refused
+    rather than served without the client check one of them asked for."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")  # never loaded: the address is refused before
+    config, diags = _read(
+        f"""
+        http {{ ssl_certificate /nonexistent.crt; ssl_certificate_key /nonexistent.key;
+            server {{ listen 127.0.0.1:9443 ssl; server_name a; return 200; }}
+            server {{ listen 127.0.0.1:9443 ssl; server_name b; ssl_verify_client on;
+                     ssl_client_certificate {ca}; return 200; }} }}
+        """
+    )
+    assert not diags.has_errors
+    assert listeners(config, diags) == []
+    assert any("ssl_verify_client" in d.message for d in diags.errors), diags.errors
