@@ -44,16 +44,6 @@ B_UPGRADE = 4  # an Upgrade request waits for 101
 B_ERROR = 8  # a bad request is pending behind earlier ones
 B_QUEUE = 16  # pipelined requests are queued
 
-H_HOST, H_XFF, H_UPGRADE, H_CONNECTION, H_EXPECT, H_CL, H_TE = range(7)
-_SPECIAL = {
-    b"host": H_HOST,
-    b"x-forwarded-for": H_XFF,
-    b"upgrade": H_UPGRADE,
-    b"connection": H_CONNECTION,
-    b"expect": H_EXPECT,
-    b"content-length": H_CL,
-    b"transfer-encoding": H_TE,
-}
 _TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
 ALL_HEADERS: frozenset[bytes] = frozenset({b"*"})  # `keep`: every (name, value) pair
 DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection survives a drain
