@@ -10,6 +10,7 @@ plain port seeing `http`), SNI choosing between the certificates of two server_n
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import ssl
@@ -344,5 +345,43 @@ def test_verify_client_certificates(pki: Pki) -> None:
             assert got.response.body == b"optional"
             with pytest.raises((ssl.SSLError, ConnectionError)):
                 await tls_request(optional, raw, cert=stranger)
+
+    run(main())
+
+
+def test_large_bodies_both_ways_over_tls_on_both_sides(pki: Pki) -> None:
+    """Flow control across SSL transports: a 3 MB upload through a TLS listener and a TLS
+    upstream, and a 6 MB download back, byte-exact."""
+    crt, key = pki.leaf("a.test")
+    big = bytes(range(256)) * (6 * 1024 * 1024 // 256)
+
+    def handler(conn: BackendConn, seen: Seen) -> None:
+        digest = hashlib.sha256(seen.body).hexdigest().encode()
+        conn.send(simple_response(body=big, extra=b"X-Got: " + digest + b"\r\n"))
+
+    async def main() -> None:
+        backend = await TlsBackend(pki.leaf("backend.test"), handler).start()
+        port = free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            client_max_body_size 8m;
+            server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {crt};
+                     ssl_certificate_key {key};
+                     location / {{ proxy_pass https://127.0.0.1:{backend.port}; }} }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        upload = big[: 3 * 1024 * 1024]
+        head = b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: %d\r\n\r\n" % len(upload)
+        try:
+            async with serving(routes):
+                got = await tls_request(port, head + upload)
+                assert got.response.status == 200
+                assert got.response.header(b"x-got") == hashlib.sha256(upload).hexdigest().encode()
+                assert got.response.body == big
+        finally:
+            await backend.stop()
 
     run(main())
