@@ -19,7 +19,15 @@ from collections.abc import Iterator
 
 import pytest
 from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
-from tls_support import Pki, TlsBackend, make_pki, read_routes, serving, tls_request
+from tls_support import (
+    Pki,
+    TlsBackend,
+    client_context,
+    make_pki,
+    read_routes,
+    serving,
+    tls_request,
+)
 from uvloop_support import free_port, wait_for
 
 from hakeeper.proxy.tls import drain
@@ -381,6 +389,60 @@ def test_large_bodies_both_ways_over_tls_on_both_sides(pki: Pki) -> None:
                 assert got.response.status == 200
                 assert got.response.header(b"x-got") == hashlib.sha256(upload).hexdigest().encode()
                 assert got.response.body == big
+        finally:
+            await backend.stop()
+
+    run(main())
+
+
+def test_websocket_tunnel_over_tls_on_both_sides(pki: Pki) -> None:
+    """wss:// through a TLS listener to a TLS upstream: after 101 both transports carry
+    the raw tunnel."""
+    crt, key = pki.leaf("a.test")
+
+    def upgrade(conn: BackendConn, seen: Seen) -> None:
+        assert seen.header(b"Upgrade") == b"websocket"
+        conn.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\nhello-from-backend"
+        )
+
+    async def main() -> None:
+        backend = await TlsBackend(pki.leaf("backend.test"), upgrade).start()
+        port = free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {crt};
+                     ssl_certificate_key {key};
+                     location / {{ proxy_pass https://127.0.0.1:{backend.port};
+                                  proxy_http_version 1.1;
+                                  proxy_set_header Upgrade $http_upgrade;
+                                  proxy_set_header Connection "upgrade"; }} }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        try:
+            async with serving(routes) as engines:
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=client_context(), server_hostname=""
+                )
+                writer.write(
+                    b"GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: k\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\nearly"
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 101 ")
+                want = b"hello-from-backendearly"
+                assert await reader.readexactly(len(want)) == want
+                for i in range(3):
+                    msg = b"frame-%d" % i
+                    writer.write(msg)
+                    assert await reader.readexactly(len(msg)) == msg
+                assert engines[port].stats.tunnels == 1
+                writer.close()
         finally:
             await backend.stop()
 
