@@ -174,6 +174,36 @@ def test_port_80_redirects_to_https(pki: Pki) -> None:
     run(main())
 
 
+def test_redirects_built_while_routing_say_https_on_a_tls_listener(pki: Pki) -> None:
+    """The `/p` -> `/p/` auto-redirect and a `rewrite ... redirect` are made absolute with
+    the listener's scheme (nginx: `$scheme` of the connection), not always http."""
+    crt, key = pki.leaf("a.test")
+
+    async def main() -> None:
+        tls = free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            server {{ listen 127.0.0.1:{tls} ssl; server_name a.test;
+                     ssl_certificate {crt}; ssl_certificate_key {key};
+                     rewrite ^/old$ /new redirect;
+                     location /p/ {{ proxy_pass http://127.0.0.1:9; }}
+                     location / {{ return 200 "ok"; }} }}
+        }}
+        """
+        routes, diags = read_routes(conf)
+        assert not diags.has_errors, [d.format() for d in diags.sorted()]
+        async with serving(routes):
+            got = await tls_request(tls, b"GET /p?a=1 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            assert got.response.status == 301
+            assert got.response.header(b"location") == f"https://a.test:{tls}/p/?a=1".encode()
+            got = await tls_request(tls, b"GET /old HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            assert got.response.status == 302
+            assert got.response.header(b"location") == f"https://a.test:{tls}/new".encode()
+
+    run(main())
+
+
 def test_proxy_pass_https_with_sni_verification_and_pool(pki: Pki) -> None:
     backend_cert = pki.leaf("backend.test")
 

@@ -179,6 +179,7 @@ class RoutedClientProtocol(ClientProtocol):
                 server_name=server.primary_name.encode("latin-1"),
                 server_port=self.local_port,
                 server_addr=self.local_addr,
+                scheme=home.config.scheme.encode("ascii"),
             )
         uri_part = action.uri if isinstance(action, Proxied) and not self.table.scripted else None
         if static is not None:
@@ -263,6 +264,7 @@ class RoutedClientProtocol(ClientProtocol):
             server_name=server.primary_name.encode("latin-1"),
             server_port=self.local_port,
             server_addr=self.local_addr,
+            scheme=self.home.config.scheme.encode("ascii"),
         )
         names = self.table.names
         match = names.select_match(host)[1] if names.regexes else None
