@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.lexer import parse_nginx_file
@@ -63,8 +64,15 @@ def read_file(path: str, diags: Diagnostics) -> NginxConfig:
     return config
 
 
-def run_nginx(path: str) -> int:
-    """Serve `path` until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+def run_nginx(
+    path: str, *, control: str | None = None, metrics: tuple[str, int] | None = None
+) -> int:
+    """Serve `path` until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
+
+    `control`: the control socket's path (`status`, `metrics`; not opening it is logged,
+    serving goes on); `metrics`: host, port of the Prometheus endpoint (must open)."""
+    from hakeeper.runtime.nginx_control import ControlThread, NginxRuntime  # noqa: PLC0415
+
     diags = Diagnostics()
     config, routes = load(path, diags)
     streams = stream_services(config.stream, diags) if not diags.has_errors else []
@@ -88,6 +96,10 @@ def run_nginx(path: str) -> int:
     ]
     started: list[Master] = []
     stream = StreamProcess(path, _read_stream) if streams else None
+    runtime = NginxRuntime(path, checks.snapshot)
+    ctl = ControlThread(
+        runtime.handlers(), control_path=control, metrics_addr=metrics, render=runtime.metrics
+    )
     # block before the first worker serves, or an early SIGHUP would kill the master
     # (workers unblock for themselves after the fork)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
@@ -102,6 +114,11 @@ def run_nginx(path: str) -> int:
         for m in masters:
             m.start()
             started.append(m)
+        runtime.masters, runtime.stream = list(started), stream
+        for error in ctl.start():  # after the signals are blocked: its thread keeps them so
+            log.error("control: %s", error)
+        if metrics is not None and ctl.metrics is None:
+            return 1
         shown = [f"{m.host}:{m.port}" for m in masters]
         shown += [f"{s.spec.host}:{s.spec.port}/{s.spec.protocol.lower()}" for s in streams]
         log.info("serving %s on %s", path, ", ".join(shown))
@@ -109,13 +126,15 @@ def run_nginx(path: str) -> int:
             sig = signal.sigwait({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
             if sig != signal.SIGHUP:
                 return 0
-            started = _reload(path, started, checks)
+            started = _reload(path, started, checks, runtime)
             if stream is not None:
                 stream.reload()  # it re-reads the file and keeps its config on errors
             else:
                 stream = _late_stream(path, started)
+            runtime.stream = stream
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        ctl.stop()
         for m in started:
             m.stop()
         if stream is not None:
@@ -142,7 +161,9 @@ def _late_stream(path: str, masters: list[Master]) -> StreamProcess | None:
     return stream
 
 
-def _reload(path: str, masters: list[Master], checks: health.MasterChecks) -> list[Master]:
+def _reload(
+    path: str, masters: list[Master], checks: health.MasterChecks, runtime: Any = None
+) -> list[Master]:
     diags = Diagnostics()
     _, routes = load(path, diags)
     by_addr = {(r.listen.host, r.listen.port): r for r in routes}
@@ -152,6 +173,9 @@ def _reload(path: str, masters: list[Master], checks: health.MasterChecks) -> li
         log.error(
             "reload of %s refused (errors, or listen addresses changed); old config kept", path
         )
+        if runtime is not None:  # runtime.nginx_control.NginxRuntime
+            errors = [d.format() for d in diags.sorted() if d.severity == "error"]
+            runtime.reloaded(False, "; ".join(errors[:5]) or "listen addresses changed")
         return masters
     checks.update(routes)  # unchanged checks keep their state; before the new workers fork
     for m in masters:
@@ -160,6 +184,8 @@ def _reload(path: str, masters: list[Master], checks: health.MasterChecks) -> li
         m.balancer_factory = _fixed(route)
         m.reload(route.config)
     log.info("reloaded %s", path)
+    if runtime is not None:
+        runtime.reloaded(True)
     return masters
 
 

@@ -2,11 +2,14 @@
 
 `hakeeper run -f FILE [-n|--dont-fork|--foreground] [-l|--log-console] [-D|--debug]
 [-p|--pid FILE] [--control PATH] [--status-file PATH] [-i|--config-id ID] [--no-uvloop]
-[--nginx NGINX_CONF]` loads FILE (refusing to start on config errors, exit 1), forks to the
-background unless told not to, writes the pid file, and runs until SIGTERM/SIGINT (exit 0).
+[--nginx NGINX_CONF] [--metrics HOST:PORT]` loads FILE (refusing to start on config errors,
+exit 1), forks to the background unless told not to, writes the pid file, and runs until
+SIGTERM/SIGINT (exit 0). `--metrics` serves Prometheus text at GET /metrics
+(runtime.metrics_http); the control socket answers `metrics` with the same text.
 With `-f FILE --nginx NGINX_CONF` one daemon also serves the nginx.conf (runtime.l7);
 `--nginx NGINX_CONF` without `-f` runs the L7 proxy alone in the foreground (proxy.run).
-`hakeeper status [--control PATH] [--json]` asks a running daemon over its control socket.
+`hakeeper status [--control PATH] [--json | --metrics]` asks a running daemon (or `run
+--nginx` alone) over its control socket; `--metrics` prints the Prometheus text instead.
 """
 
 from __future__ import annotations
@@ -73,20 +76,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="serve this nginx.conf with the L7 proxy: beside VRRP in the same daemon with "
         "-f FILE, alone (in the foreground) without -f",
     )
+    run.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9109)",
+    )
     run.set_defaults(handler=cmd_run)
 
     status = sub.add_parser("status", help="show the state of a running daemon's instances")
     status.add_argument("--control", default=DEFAULT_CONTROL_PATH, metavar="PATH")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.add_argument(
+        "--metrics", action="store_true", help="print the metrics (Prometheus text format)"
+    )
     status.set_defaults(handler=cmd_status)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     nginx = getattr(args, "nginx", None)
+    control = None if args.control in ("", "none") else args.control
+    metrics = None
+    if getattr(args, "metrics", None):
+        from hakeeper.runtime.metrics_http import parse_addr  # noqa: PLC0415
+
+        try:
+            metrics = parse_addr(args.metrics)
+        except ValueError as exc:
+            print(f"hakeeper run: --metrics: {exc}", file=sys.stderr)
+            return 2
     if nginx and args.config is None:
         from hakeeper.proxy.run import run_nginx  # noqa: PLC0415
 
-        return run_nginx(nginx)
+        return run_nginx(nginx, control=control, metrics=metrics)
     from hakeeper.runtime.daemon import Daemon, DaemonOptions  # noqa: PLC0415
     from hakeeper.runtime.process import (  # noqa: PLC0415
         PidFileError,
@@ -97,7 +119,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_pid_file,
     )
 
-    control = None if args.control in ("", "none") else args.control
     options = DaemonOptions(
         config_file=args.config or DEFAULT_CONFIG,
         config_id=args.config_id,
@@ -106,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dataplane=args.dataplane,
         nginx_file=nginx or None,
         settle_gc=True,
+        metrics_addr=metrics,
     )
     if not args.foreground:
         daemonize()
@@ -127,6 +149,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _format_status(data: dict[str, Any]) -> str:
+    if data.get("mode") == "nginx":  # `hakeeper run --nginx` alone
+        head = f"hakeeper pid {data.get('pid')}  uptime {data.get('uptime')}s"
+        return "\n".join([head, *_format_l7(data.get("l7") or {})])
     lines = [
         f"hakeeper pid {data.get('pid')}  config {data.get('config_file')}"
         f"  uptime {data.get('uptime')}s"
@@ -176,15 +201,31 @@ def _format_l7(l7: dict[str, Any]) -> list[str]:
             lines.append(f"    upstream {', '.join(peers)}")
     if l7.get("stream_pid"):
         lines.append(f"  stream pid {l7['stream_pid']}")
+    health = l7.get("health")
+    if isinstance(health, dict) and health.get("error"):
+        lines.append(f"  health checks: {health['error']}")
+    elif health:
+        lines.append(f"  {'UPSTREAM':<16} {'SERVER':<22} {'STATE':<9} {'CHECKS':>7} {'FAILED':>7}")
+        for row in health:
+            since = row.get("since")
+            lines.append(
+                f"  {row.get('upstream', '?'):<16} {row.get('server', '?'):<22}"
+                f" {row.get('state', '?'):<9} {row.get('checks', 0):>7} {row.get('failures', 0):>7}"
+                + ("" if since is None else f"  since {since}s")
+                + f"  {row.get('last', '')}"
+            )
     return lines
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        data = query(args.control, "status")
+        data = query(args.control, "metrics" if getattr(args, "metrics", False) else "status")
     except ControlError as exc:
         print(f"hakeeper status: {exc}", file=sys.stderr)
         return 1
+    if isinstance(data, str):  # the metrics text
+        print(data, end="")
+        return 0
     if args.json or not isinstance(data, dict):
         print(json.dumps(data, indent=2, sort_keys=True))
     else:

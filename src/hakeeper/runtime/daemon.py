@@ -37,6 +37,7 @@ from hakeeper.runtime.daemon_base import (
 )
 from hakeeper.runtime.host import Announcers, NetlinkHost, NetlinkThread
 from hakeeper.runtime.instances import InstancesMixin
+from hakeeper.runtime.metrics_http import MetricsHttpServer
 from hakeeper.runtime.notify import Exec, NotifyRunner, exec_with_timeout
 from hakeeper.runtime.process import LoopWatchdog, settle_gc
 from hakeeper.runtime.reload import ReloadMixin
@@ -89,6 +90,7 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
         self.smtp = None
         self.fifos = []
         self.control = None
+        self.metrics_http = None
         self.watchdog = None
         self.lvs = None
         self.l7 = None
@@ -124,6 +126,7 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
                 self.options.control_path,
                 {
                     "status": self.status,
+                    "metrics": self.metrics_text,
                     "ping": lambda: {"pong": os.getpid()},
                     "reload": self._ctl_reload,
                 },
@@ -132,6 +135,16 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
                 await self.control.start()
             except (ControlError, OSError) as exc:
                 log.error("control socket: %s", exc)
+                await self._close_resources()
+                return 1
+        if self.options.metrics_addr is not None:
+            host, port = self.options.metrics_addr
+            self.metrics_http = MetricsHttpServer(host, port, self.metrics_text)
+            try:
+                await self.metrics_http.start()
+            except OSError as exc:
+                log.error("metrics endpoint %s:%d: %s", host, port, exc)
+                self.metrics_http = None
                 await self._close_resources()
                 return 1
         for sig, event in (
@@ -255,6 +268,8 @@ class Daemon(InstancesMixin, VrrpEventsMixin, ReloadMixin, StatusMixin, Services
             await self.smtp.close()
         if self.control is not None:
             await self.control.close()
+        if self.metrics_http is not None:
+            await self.metrics_http.close()
         if getattr(self, "netlink", None) is not None:
             self.netlink.close()
         for fifo in self.fifos:

@@ -38,6 +38,7 @@ class DaemonOptions:
     dataplane: str = "auto"  # L4 data plane for virtual_server blocks (hakeeper.dataplane.lvs)
     nginx_file: str | None = None  # nginx.conf served by the embedded L7 proxy (runtime.l7)
     settle_gc: bool = False  # freeze start-up objects for the collector (the CLI daemon)
+    metrics_addr: tuple[str, int] | None = None  # Prometheus GET /metrics (runtime.metrics_http)
 
 
 @dataclass(slots=True)
@@ -80,6 +81,7 @@ class DaemonBase:
     smtp: SmtpAlerter | None
     fifos: list[FifoNotifier]
     control: ControlServer | None
+    metrics_http: Any  # runtime.metrics_http.MetricsHttpServer with --metrics
     watchdog: LoopWatchdog | None
     lvs: Any  # hakeeper.dataplane.lvs.LvsService while virtual servers exist
     l7: Any  # hakeeper.runtime.l7.L7Service while an nginx.conf is served

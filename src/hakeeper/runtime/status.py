@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from hakeeper.runtime.daemon_base import DaemonBase
+from hakeeper.runtime.metrics import render_status
 from hakeeper.runtime.process import write_json_atomic
 
 log = logging.getLogger("hakeeper.daemon")
@@ -60,6 +61,10 @@ class StatusMixin(DaemonBase):
             "l7": self.l7.status() if self.l7 is not None else None,
             "ha_suspend": {" ".join(k[1:]): v for k, v in sorted(self.suspended.items())},
         }
+
+    def metrics_text(self) -> str:
+        """The control socket's `metrics` and GET /metrics: Prometheus text format 0.0.4."""
+        return render_status(self.status(), now=time.time())
 
     def _dump_status(self) -> None:
         path = self.options.status_file
