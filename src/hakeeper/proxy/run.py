@@ -32,6 +32,7 @@ from hakeeper.proxy.from_nginx import Route, listeners
 from hakeeper.proxy.server import BalancerFactory, Master, worker_count
 from hakeeper.proxy.stream import StreamProcess, stream_services
 from hakeeper.proxy.tls import absolute_paths, check_files
+from hakeeper.runtime.control import DEFAULT_CONTROL_PATH
 
 log = logging.getLogger("hakeeper.proxy")
 
@@ -65,12 +66,16 @@ def read_file(path: str, diags: Diagnostics) -> NginxConfig:
 
 
 def run_nginx(
-    path: str, *, control: str | None = None, metrics: tuple[str, int] | None = None
+    path: str,
+    *,
+    control: str | None = DEFAULT_CONTROL_PATH,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Serve `path` until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
 
     `control`: the control socket's path (`status`, `metrics`; not opening it is logged,
-    serving goes on); `metrics`: host, port of the Prometheus endpoint (must open)."""
+    serving goes on; None: no socket); `metrics`: host, port of the Prometheus endpoint (must
+    open)."""
     from hakeeper.runtime.nginx_control import ControlThread, NginxRuntime  # noqa: PLC0415
 
     diags = Diagnostics()

@@ -108,7 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if nginx and args.config is None:
         from hakeeper.proxy.run import run_nginx  # noqa: PLC0415
 
-        return run_nginx(nginx, control=control, metrics=metrics)
+        given: dict[str, Any] = {"control": control} if control != DEFAULT_CONTROL_PATH else {}
+        if metrics is not None:
+            given["metrics"] = metrics
+        return run_nginx(nginx, **given)  # its defaults are the daemon's
     from hakeeper.runtime.daemon import Daemon, DaemonOptions  # noqa: PLC0415
     from hakeeper.runtime.process import (  # noqa: PLC0415
         PidFileError,
