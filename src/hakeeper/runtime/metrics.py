@@ -133,6 +133,7 @@ def status_families(status: Mapping[str, Any], *, now: float) -> list[Family]:
     _process(b, status, now)
     _vrrp(b, status)
     _lvs(b, status.get("virtual_servers"), now)
+    _l4_traffic(b, status.get("l4_traffic"))
     l7 = status.get("l7")
     if isinstance(l7, Mapping):
         _l7(b, l7)
@@ -445,6 +446,38 @@ def _lvs(b: Builder, lvs: Any, now: float) -> None:
                 None if changed is None else max(0.0, round(now - changed, 3)),
                 rlab,
             )
+
+
+def _l4_traffic(b: Builder, services: Any) -> None:
+    """The userspace data plane's per real server counters (absent on nftables / IPVS)."""
+    for svc in services or ():
+        name = str(svc.get("service", "?"))
+        b.add(
+            "l4_no_backend_total",
+            "counter",
+            "Connections or flows refused because no real server was usable.",
+            _num(svc.get("no_backend")),
+            {"service": name},
+        )
+        for be in svc.get("backends") or ():
+            lab = {"service": name, "real_server": str(be.get("server", "?"))}
+            for key, metric, kind, text in _L4_BACKEND:
+                b.add(metric, kind, text, _num(be.get(key)), lab)
+
+
+_L4_BACKEND = (
+    ("active", "l4_active_connections", "gauge", "Established connections (IPVS ActiveConn)."),
+    (
+        "inactive",
+        "l4_inactive_connections",
+        "gauge",
+        "Connecting or half-closed connections and UDP flows (IPVS InActConn).",
+    ),
+    ("connections", "l4_connections_total", "counter", "Connections or flows scheduled."),
+    ("failed", "l4_connect_failures_total", "counter", "Connects that failed."),
+    ("bytes_in", "l4_client_bytes_total", "counter", "Bytes from clients to the real server."),
+    ("bytes_out", "l4_server_bytes_total", "counter", "Bytes from the real server to clients."),
+)
 
 
 def _l7(b: Builder, l7: Mapping[str, Any]) -> None:

@@ -58,9 +58,42 @@ class StatusMixin(DaemonBase):
             "smtp": ({"sent": self.smtp.sent, "failed": self.smtp.failed} if self.smtp else None),
             "host_ops": self.host.status(),
             "virtual_servers": self.lvs.status() if self.lvs is not None else None,
+            "l4_traffic": self._l4_traffic(),
             "l7": self.l7.status() if self.l7 is not None else None,
             "ha_suspend": {" ".join(k[1:]): v for k, v in sorted(self.suspended.items())},
         }
+
+    def _l4_traffic(self) -> list[dict[str, Any]] | None:
+        """The userspace L4 data plane's live counters (kept for its schedulers anyway);
+        None with a kernel data plane (nftables / IPVS keep theirs in the kernel)."""
+        proxy = getattr(getattr(self.lvs, "dp", None), "proxy", None)
+        stats = getattr(proxy, "stats", None)
+        if stats is None:
+            return None
+        out = []
+        for svc in stats():
+            protocol, host, port = svc.key
+            shown = f"[{host}]" if ":" in host else host
+            out.append(
+                {
+                    "service": f"{protocol.lower()} {shown}:{port}",
+                    "no_backend": svc.no_backend,
+                    "backends": [
+                        {
+                            "server": b.key,
+                            "active": b.active,
+                            "inactive": b.inactive,
+                            "connections": b.connections,
+                            "failed": b.failed,
+                            "bytes_in": b.bytes_in,
+                            "bytes_out": b.bytes_out,
+                        }
+                        for b in svc.backends
+                        if not b.removed
+                    ],
+                }
+            )
+        return out
 
     def metrics_text(self) -> str:
         """The control socket's `metrics` and GET /metrics: Prometheus text format 0.0.4."""

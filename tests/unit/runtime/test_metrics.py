@@ -103,8 +103,18 @@ def daemon_status() -> dict[str, Any]:
                 }
             ],
         },
+        "l4_traffic": [
+            {
+                "service": "tcp 127.0.0.1:8080",
+                "no_backend": 2,
+                "backends": [
+                    {"server": "127.0.0.1:9001", "active": 3, "inactive": 1, "connections": 40,
+                     "failed": 1, "bytes_in": 100, "bytes_out": 2000},
+                ],
+            }
+        ],
         "l7": nginx_part(),
-    }
+    }  # fmt: skip
 
 
 def nginx_part() -> dict[str, Any]:
@@ -180,6 +190,12 @@ def test_lvs_and_l7_series() -> None:
     assert value(fams, "hakeeper_lvs_virtual_server_backends", **vs) == 1
     assert value(fams, "hakeeper_lvs_virtual_server_installed", **vs, protocol="TCP") == 1
     assert value(fams, "hakeeper_lvs_reconciles_total") == 3
+    l4 = {"service": "tcp 127.0.0.1:8080", "real_server": "127.0.0.1:9001"}
+    assert value(fams, "hakeeper_l4_active_connections", **l4) == 3
+    assert value(fams, "hakeeper_l4_inactive_connections", **l4) == 1
+    assert value(fams, "hakeeper_l4_connections_total", **l4) == 40
+    assert value(fams, "hakeeper_l4_server_bytes_total", **l4) == 2000
+    assert value(fams, "hakeeper_l4_no_backend_total", service="tcp 127.0.0.1:8080") == 2
     # L7
     assert value(fams, "hakeeper_l7_serving") == 1
     assert value(fams, "hakeeper_l7_listener_workers", listen="127.0.0.1:8081") == 2

@@ -109,6 +109,12 @@ def test_daemon_metrics_over_control_and_http(tmp_path: Path) -> None:
             assert value(fams, "hakeeper_lvs_real_server_up", **rs) == 1
             assert value(fams, "hakeeper_info", mode="daemon") == 1
 
+            # one client through the userspace data plane: counted per real server
+            _r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", vport), 3)
+            w.close()
+            l4 = {"service": f"tcp 127.0.0.1:{vport}", "real_server": rs["real_server"]}
+            await wait_async(lambda: http_says("hakeeper_l4_connections_total", 1, **l4))
+
             backend.close()  # refused from now on: TCP_CHECK fails, the server goes down
             await backend.wait_closed()
             await wait_async(lambda: http_says("hakeeper_lvs_real_server_up", 0, **rs))
