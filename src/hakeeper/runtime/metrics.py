@@ -36,7 +36,7 @@ Labels = tuple[tuple[str, str], ...]
 @dataclass(frozen=True, slots=True)
 class Sample:
     labels: Labels
-    value: float
+    value: float  # an int when the status had one
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,8 @@ class Family:
 
 
 def escape_label_value(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value  # the common case, checked in C
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -56,6 +58,8 @@ def escape_help(text: str) -> str:
 
 
 def format_value(value: float) -> str:
+    if type(value) is int:
+        return str(value)
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -71,6 +75,7 @@ class Builder:
 
     def __init__(self) -> None:
         self._families: dict[str, tuple[str, str, dict[Labels, float]]] = {}
+        self._label_names: set[str] = set()  # already checked
 
     def add(
         self,
@@ -82,24 +87,27 @@ class Builder:
     ) -> None:
         """One sample; a None value (not known) is left out."""
         full = PREFIX + name
-        if not _NAME.match(full) or kind not in _KINDS:
-            raise ValueError(f"bad metric {full!r} ({kind})")
-        if kind == "counter" and not full.endswith("_total"):
-            raise ValueError(f"counter {full!r} must end in _total")
         family = self._families.get(full)
         if family is None:
+            if not _NAME.match(full) or kind not in _KINDS:
+                raise ValueError(f"bad metric {full!r} ({kind})")
+            if kind == "counter" and not full.endswith("_total"):
+                raise ValueError(f"counter {full!r} must end in _total")
             family = self._families[full] = (kind, help_text, {})
-        elif family[:2] != (kind, help_text):
+        elif family[0] != kind or family[1] != help_text:
             raise ValueError(f"metric {full!r} declared twice differently")
         if value is None:
             return
-        key: Labels = tuple((k, str(v)) for k, v in (labels or {}).items())
+        key: Labels = tuple((k, str(v)) for k, v in labels.items()) if labels else ()
         for label, _ in key:
-            if not _LABEL.match(label) or label.startswith("__"):
-                raise ValueError(f"bad label name {label!r} on {full}")
-        if key in family[2]:
+            if label not in self._label_names:
+                if not _LABEL.match(label) or label.startswith("__"):
+                    raise ValueError(f"bad label name {label!r} on {full}")
+                self._label_names.add(label)
+        samples = family[2]
+        if key in samples:
             raise ValueError(f"duplicate sample {full}{dict(key)}")
-        family[2][key] = float(value)
+        samples[key] = int(value) if type(value) is bool else value
 
     def families(self) -> list[Family]:
         return [
@@ -114,12 +122,13 @@ def render(families: Iterable[Family]) -> str:
     for fam in families:
         lines.append(f"# HELP {fam.name} {escape_help(fam.help)}")
         lines.append(f"# TYPE {fam.name} {fam.kind}")
+        name = fam.name
         for s in fam.samples:
             if s.labels:
-                inner = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.labels)
-                lines.append(f"{fam.name}{{{inner}}} {format_value(s.value)}")
+                inner = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in s.labels])
+                lines.append(f"{name}{{{inner}}} {format_value(s.value)}")
             else:
-                lines.append(f"{fam.name} {format_value(s.value)}")
+                lines.append(f"{name} {format_value(s.value)}")
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -143,9 +152,9 @@ def status_families(status: Mapping[str, Any], *, now: float) -> list[Family]:
 def _num(value: Any) -> float | None:
     """A number from the status (bools as 0/1); anything else is 'not known'."""
     if isinstance(value, bool):
-        return 1.0 if value else 0.0
+        return 1 if value else 0
     if isinstance(value, int | float):
-        return float(value)
+        return value
     return None
 
 
