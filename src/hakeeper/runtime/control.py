@@ -1,8 +1,9 @@
 """The local control socket: a UNIX stream socket answering one-line commands with JSON.
 
 Protocol (ours; keepalived has no equivalent, it dumps to /tmp files on SIGUSR1/SIGJSON):
-the client connects, sends one command line (`status`, `ping`), and reads one JSON document
-terminated by a newline; the server then closes the connection. Unknown commands and
+the client connects, sends one command line (`status`, `ping`, `metrics`, `reload`), and
+reads one JSON document terminated by a newline; the server then closes the connection
+(`metrics` answers a JSON string: the Prometheus text of `runtime.metrics`). Unknown commands and
 malformed requests get `{"error": "..."}`; nothing a client sends can stop the daemon.
 The socket is created mode 0600 (the daemon runs as root; status reveals topology), a stale
 socket file left by a crashed daemon is replaced, and the file is unlinked on close.
