@@ -141,3 +141,62 @@ async def wait_async(check: object, timeout: float = 15.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("timed out waiting for the metrics to say so")
         await asyncio.sleep(0.05)
+
+
+NGINX = """
+worker_processes 2;
+events {{ }}
+http {{
+    upstream app {{ server 127.0.0.1:{backend}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://app; health_check interval=200ms uri=/hc; }}
+    }}
+}}
+"""
+
+
+def test_embedded_l7_status_renders(tmp_path: Path) -> None:
+    """`run -f K --nginx N`: the L7 part of the daemon's status, from a real `L7Service`
+    (two forked workers, the health hub on this loop), goes through the renderer."""
+    from hakeeper.runtime.l7 import L7Service
+    from hakeeper.runtime.metrics import render_status
+
+    async def go() -> None:
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+                w.write(answer)
+                await w.drain()
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                pass
+            finally:
+                w.close()
+
+        backend = await asyncio.start_server(handle, "127.0.0.1", 0)
+        bport = backend.sockets[0].getsockname()[1]
+        port = free_port()
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(NGINX.format(backend=bport, port=port))
+        svc = L7Service(str(conf))
+        try:
+            assert await svc.start()
+            server = {"upstream": "app", "server": f"127.0.0.1:{bport}"}
+
+            def checked() -> bool:
+                rows = svc.status()["health"]
+                return bool(rows) and rows[0]["checks"] > 0
+
+            await until(checked, timeout=15, what="a health check")
+            fams = parse(render_status({"uptime": 1.0, "l7": svc.status()}, now=0.0))
+            assert value(fams, "hakeeper_l7_upstream_server_up", **server) == 1
+            assert value(fams, "hakeeper_l7_listener_workers", listen=f"127.0.0.1:{port}") == 2
+            assert value(fams, "hakeeper_l7_serving") == 1
+            assert value(fams, "hakeeper_reloads_total", config="nginx", result="ok") == 0
+        finally:
+            await svc.stop()
+            backend.close()
+
+    run_scenario(tmp_path, lambda _h: go())
