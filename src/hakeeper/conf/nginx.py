@@ -26,6 +26,7 @@ from hakeeper.conf.nginx_headers import HEADER_DIRECTIVES, HeadersOut, read_head
 from hakeeper.conf.nginx_health import HealthCheck, Match, read_health_check, read_matches
 from hakeeper.conf.nginx_rewrite import SCRIPT, RewriteStep, access_rule, python_regex, read_step
 from hakeeper.conf.nginx_static import StaticConf, read_static
+from hakeeper.conf.nginx_status import ignored_warning
 from hakeeper.conf.nginx_tls import (
     PROXY_SSL_DIRECTIVES,
     SSL_DIRECTIVES,
@@ -382,6 +383,9 @@ class _Reader:
                 sep = '"{"' if wants_block else '";"'
                 self.diags.error(node.loc, f'directive "{node.name}" {what} {sep}')
                 continue
+            ignored = ignored_warning(node, context)
+            if ignored is not None:  # accepted, no effect (conf/nginx_status.py)
+                self.diags.warning(node.loc, ignored)
             if node.name == "include":
                 if self.include is None:
                     self.diags.error(node.loc, "include is not supported here")

@@ -25,6 +25,7 @@ from typing import Any
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.lexer import parse_nginx_file
 from hakeeper.conf.nginx import NginxConfig, read_nginx
+from hakeeper.conf.nginx_status import is_ignored_warning
 from hakeeper.conf.nginx_stream import StreamConfig
 from hakeeper.conf.tree import Node
 from hakeeper.proxy import health
@@ -148,7 +149,12 @@ def run_nginx(
 
 
 def _read_stream(path: str, diags: Diagnostics) -> StreamConfig:
-    return read_file(path, diags).stream
+    """The stream process's loader: the master already printed the warnings about
+    accepted-but-ignored directives of this file, so they are not logged twice."""
+    own = Diagnostics()
+    stream = read_file(path, own).stream
+    diags.items.extend(d for d in own if not is_ignored_warning(d))
+    return stream
 
 
 def _late_stream(path: str, masters: list[Master]) -> StreamProcess | None:
