@@ -255,7 +255,9 @@ STATUS: dict[str, Entry] = {
     "proxy_ssl_protocols": _s("as `ssl_protocols`", UP_TLS),
     "proxy_ssl_ciphers": _s("default `DEFAULT`", UP_TLS),
     "proxy_ssl_session_reuse": _i(
-        "sessions are not resumed on new connections (kept-alive ones are reused)", doc=UP_TLS
+        "no session is resumed on a new connection, as `off` (kept-alive ones are reused)",
+        "off",
+        doc=UP_TLS,
     ),
     "proxy_ssl_certificate": _s("client certificate for the upstream", UP_TLS),
     "proxy_ssl_certificate_key": _s("its key", UP_TLS),

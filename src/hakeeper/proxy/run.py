@@ -101,7 +101,7 @@ def run_nginx(
         for r in routes
     ]
     started: list[Master] = []
-    stream = StreamProcess(path, _read_stream) if streams else None
+    stream = StreamProcess(path, read_stream_file) if streams else None
     runtime = NginxRuntime(path, checks.snapshot)
     ctl = ControlThread(
         runtime.handlers(), control_path=control, metrics_addr=metrics, render=runtime.metrics
@@ -148,7 +148,7 @@ def run_nginx(
         checks.stop()
 
 
-def _read_stream(path: str, diags: Diagnostics) -> StreamConfig:
+def read_stream_file(path: str, diags: Diagnostics) -> StreamConfig:
     """The stream process's loader: the master already printed the warnings about
     accepted-but-ignored directives of this file, so they are not logged twice."""
     own = Diagnostics()
@@ -160,10 +160,10 @@ def _read_stream(path: str, diags: Diagnostics) -> StreamConfig:
 def _late_stream(path: str, masters: list[Master]) -> StreamProcess | None:
     """A `stream { }` block that a reload added: start its process (None if none/invalid)."""
     diags = Diagnostics()
-    found = stream_services(_read_stream(path, diags), diags)
+    found = stream_services(read_stream_file(path, diags), diags)
     if diags.has_errors or not found:
         return None
-    stream = StreamProcess(path, _read_stream)
+    stream = StreamProcess(path, read_stream_file)
     try:
         stream.start(inherited=[s for m in masters for s in m.socks])
     except RuntimeError as e:

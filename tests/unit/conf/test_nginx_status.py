@@ -210,5 +210,5 @@ def test_the_stream_process_loader_leaves_the_warnings_to_the_master(tmp_path: P
     assert not master.has_errors, [d.format() for d in master]
     assert [n for _, n in ignored_lines(master)] == ["gzip", "zone"]
     child = Diagnostics()
-    stream = run._read_stream(str(conf), child)
+    stream = run.read_stream_file(str(conf), child)
     assert len(stream.servers) == 1 and not child.items
