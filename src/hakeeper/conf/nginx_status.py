@@ -1,16 +1,17 @@
 """What hakeeper does with every nginx.conf directive it reads: the status table and its doc.
 
 One entry per key of the directive tables (`conf.nginx.DIRECTIVES`, which includes
-`conf.nginx_tls.SSL_DIRECTIVES`, and `conf.nginx_stream.STREAM_DIRECTIVES` plus the stream
-names it refuses, `nginx_stream.UNSUPPORTED`): **supported** (behaves as nginx 1.22, or
-nginx Plus for its features), **partial** (some arguments or forms are refused, not
-applied or behave differently: the note says which), **ignored** (accepted so that
-operators' files load, no effect; each occurrence gets the warning `"NAME" is accepted
-but has no effect in hakeeper` at its file:line, like nginx's own `[warn]` lines, unless
-its argument is what hakeeper does anyway, e.g. `gzip off`) and **refused** (nginx knows
-it, hakeeper reports an error). The readers call `ignored_warning` from their table check
-(`conf.nginx._Reader.expand`), so `hakeeper check --nginx` and `run --nginx` print the
-same lines and keep nginx -t's exit codes (warnings never fail).
+`conf.nginx_tls.SSL_DIRECTIVES`, and `conf.nginx_stream.STREAM_DIRECTIVES` plus the
+stream names it refuses, `nginx_stream.UNSUPPORTED`): **supported** (behaves as nginx
+1.22, or nginx Plus for its features; forms it cannot serve so are errors), **partial**
+(some accepted arguments or forms are not applied or behave differently: the note says
+which), **ignored** (accepted so that operators' files load, no effect; each occurrence
+gets the warning `"NAME" is accepted but has no effect in hakeeper` at its file:line,
+like nginx's own `[warn]` lines, unless its argument is what hakeeper does anyway, e.g.
+`gzip off`) and **refused** (nginx knows it, hakeeper reports an error). The readers
+call `ignored_warning` from their table check (`conf.nginx._Reader.expand`), so
+`hakeeper check --nginx` and `run --nginx` print the same lines and keep nginx -t's exit
+codes (warnings never fail).
 
 `python -m hakeeper.conf.nginx_status > docs/nginx-directives.md` writes the reference;
 a unit test fails when a table key has no entry, an entry names no directive, or the
@@ -116,7 +117,7 @@ STATUS: dict[str, Entry] = {
     "tcp_nopush": _i("TCP_CORK is never set, as `tcp_nopush off`", "off"),
     "tcp_nodelay": _i("uvloop sets TCP_NODELAY on every connection, as `on`", "on"),
     "types_hash_max_size": _i(_HASH),
-    "server_tokens": _i("hakeeper's own answers always say `Server: hakeeper`"),
+    "server_tokens": _i("`Server: hakeeper` is always sent (no version in it)"),
     "upstream": _s(
         "`server` with weight=, max_fails=, fail_timeout=, backup, down, max_conns= and "
         "nginx Plus's slow_start=",
@@ -160,8 +161,10 @@ STATUS: dict[str, Entry] = {
     "location": _s("`=`, `^~`, `~`, `~*`, prefix, nested, `@name`", ROUTING),
     "root": _p("variables in the path are not rendered", STATIC),
     "index": _s("internal redirect to the first index file that exists", STATIC),
-    "alias": _s("captures of a regex location are rendered", STATIC),
-    "try_files": _p("beside `proxy_pass` or `return` it is refused", STATIC),
+    "alias": _p("captures of a regex location are rendered, other variables are not", STATIC),
+    "try_files": _s(
+        "`=code`, `@name` or a URI last; beside `proxy_pass` or `return`: an error", STATIC
+    ),
     "types": _s("`types { }` blocks and `include mime.types`", STATIC),
     "error_page": _p(
         "for errors raised in the location (files, `return`, try_files `=code`, "
@@ -181,11 +184,11 @@ STATUS: dict[str, Entry] = {
     "server_names_hash_bucket_size": _i(_HASH),
     "server_names_hash_max_size": _i(_HASH),
     "types_hash_bucket_size": _i(_HASH),
-    "server_name_in_redirect": _p("`off` (nginx's default) only; `on` is an error", STATIC),
+    "server_name_in_redirect": _s("`off` (nginx's default); `on` is an error", STATIC),
     "return": _s("`return code [text]`, `return URL`, variables, 444", ROUTING),
     "rewrite": _s("every flag, captures, the cycle limit, args handling", ROUTING),
     "set": _s("in order with `rewrite` and `return`; `$args` may be set", ROUTING),
-    "if": _p(
+    "if": _s(
         "`=`, `!=`, `~`, `~*`, `!~`, `!~*` and plain variables; only rewrite-module "
         "directives inside; file tests (`-f`, `-d`, `-e`, `-x`) are refused",
         GAPS,
@@ -200,7 +203,12 @@ STATUS: dict[str, Entry] = {
         "`upstream` name (an address gets 502, nginx would connect)",
         GAPS,
     ),
-    "proxy_set_header": _s("variables rendered per request; inner list replaces outer", ROUTING),
+    "proxy_set_header": _p(
+        "variables rendered per request, inner list replaces outer; an unknown variable is a "
+        "warning (nginx: an error); request variables render empty for a chunked body to an "
+        "HTTP/1.0 upstream",
+        GAPS,
+    ),
     "proxy_http_version": _s("`1.0` or `1.1`"),
     "proxy_connect_timeout": _s("covers the TLS handshake of `https://` upstreams"),
     "proxy_read_timeout": _s("between two reads from the upstream"),
@@ -371,12 +379,14 @@ Generated from `hakeeper.conf.nginx_status` (and the directive tables of `conf/n
 (a test fails when this file is stale).
 
 Status: **supported** = behaves as nginx 1.22 (nginx Plus for `health_check`, `match`,
-`slow_start=`); **partial** = some arguments or forms are refused, not applied or behave
-differently (the note says which); **ignored** = accepted so that existing files load, no
-effect: `hakeeper check --nginx` and `run --nginx` warn once per occurrence
-(`FILE:LINE:COL: warning: "gzip" is accepted but has no effect in hakeeper`), except when
-the value is what hakeeper does anyway (listed as "no warning for"); warnings never fail
-the check, as with `nginx -t`; **refused** = nginx knows it, hakeeper reports an error.
+`slow_start=`); a form hakeeper cannot serve that way is an error at its file:line,
+never served differently (the note names such forms); **partial** = some accepted
+arguments or forms are not applied or behave differently (the note says which);
+**ignored** = accepted so that existing files load, no effect: `hakeeper check --nginx`
+and `run --nginx` warn once per occurrence (`FILE:LINE:COL: warning: "gzip" is accepted
+but has no effect in hakeeper`), except when the value is what hakeeper does anyway
+(listed as "no warning for"); warnings never fail the check, as with `nginx -t`;
+**refused** = nginx knows it, hakeeper reports an error.
 A directive in no table is nginx's `unknown directive` error (with a did-you-mean).
 """
 
