@@ -113,7 +113,9 @@ STATUS: dict[str, Entry] = {
     "access_log": _i(_NO_LOG, "off"),
     "log_format": _i(_NO_LOG),
     "default_type": _s("type of files whose extension `types` does not list", STATIC),
-    "sendfile": _i("files over 64 KiB always go out with sendfile(2), as `sendfile on`", "on"),
+    "sendfile": _i(
+        "files over 64 KiB go out with sendfile(2) (not over TLS), as `sendfile on`", "on"
+    ),
     "tcp_nopush": _i("TCP_CORK is never set, as `tcp_nopush off`", "off"),
     "tcp_nodelay": _i("uvloop sets TCP_NODELAY on every connection, as `on`", "on"),
     "types_hash_max_size": _i(_HASH),
@@ -308,7 +310,7 @@ STREAM_STATUS: dict[str, Entry] = {
     "proxy_requests": _i("a UDP flow lives until `proxy_timeout` of silence"),
     "proxy_socket_keepalive": _i("SO_KEEPALIVE is not set, as `off`", "off"),
     "proxy_half_close": _s("`on` passes a FIN on and waits for both directions"),
-    "tcp_nodelay": _i(_RELAY),
+    "tcp_nodelay": _i("the relay sets TCP_NODELAY on both sockets, as `on`", "on"),
     "error_log": _i("messages go to hakeeper's own log"),
     "access_log": _i(_NO_LOG, "off"),
     "log_format": _i(_NO_LOG),
