@@ -30,6 +30,7 @@ from tls_support import (
 )
 from uvloop_support import free_port, wait_for
 
+from hakeeper.proxy import health
 from hakeeper.proxy.tls import drain
 
 
@@ -255,6 +256,58 @@ def test_proxy_pass_https_with_sni_verification_and_pool(pki: Pki) -> None:
                 resp = await request(port, b"GET /bad/ HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert resp.status == 502
                 assert stats.internal_errors == 0
+        finally:
+            await tls_backend.stop()
+
+    run(main())
+
+
+def test_health_checks_reach_an_https_upstream_over_tls(pki: Pki) -> None:
+    """`health_check` on a `proxy_pass https://` location probes with the location's TLS
+    settings (SNI name, verification): a `mandatory` check passes and the server serves;
+    probes in plain HTTP would fail on the TLS port and leave it unusable (502)."""
+    backend_cert = pki.leaf("backend.test")
+    probes: list[bytes] = []
+
+    def handler(conn: BackendConn, seen: Seen) -> None:
+        if seen.header(b"user-agent") == b"hakeeper-health-check":
+            probes.append(seen.target)
+        conn.send(simple_response(body=b"T " + seen.target))
+
+    async def main() -> None:
+        tls_backend = await TlsBackend(backend_cert, handler).start()
+        port = free_port()
+        conf = f"""
+        events {{}}
+        http {{
+            upstream secure {{ server 127.0.0.1:{tls_backend.port}; }}
+            server {{
+                listen 127.0.0.1:{port};
+                location / {{
+                    proxy_pass https://secure;
+                    proxy_ssl_server_name on;
+                    proxy_ssl_name backend.test;
+                    proxy_ssl_verify on;
+                    proxy_ssl_trusted_certificate {pki.ca};
+                    health_check interval=100ms uri=/hc mandatory;
+                }}
+            }}
+        }}
+        """
+        try:
+            routes, diags = read_routes(conf)
+            assert not diags.has_errors, [d.format() for d in diags.sorted()]
+            async with serving(routes) as engines:
+                checks = health.attach(engines[port])
+                assert checks is not None
+                try:
+                    await wait_for(lambda: bool(probes), limit=10)
+                    assert probes[0] == b"/hc"
+                    assert "backend.test" in tls_backend.sni
+                    resp = await request(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+                    assert (resp.status, resp.body) == (200, b"T /x")
+                finally:
+                    health.detach(checks)
         finally:
             await tls_backend.stop()
 

@@ -44,6 +44,8 @@ class UpstreamGroup(Generic[T]):
         self.method = method
         self.name = ""  # the upstream block's name (Host of health-check requests)
         self.health_check: HealthCheck | None = None
+        #: how checks reach `proxy_pass https://` servers (a proxy.tls.UpstreamTls; None: plain)
+        self.health_tls: object = None
         self.balancer = make_balancer(method, [s for _, s in entries], rng=rng)
         # only the hash methods read the client key (the proxy may skip computing it)
         self.uses_key = method in ("ip_hash", "hash", "hash_consistent")
@@ -61,11 +63,13 @@ class UpstreamGroup(Generic[T]):
         """The proxy peers of this group, in `server` order (for status pages)."""
         return list(self._to_peer)
 
-    def use_health_check(self, name: str, check: HealthCheck) -> None:
-        """Probe this group's servers as `check` says (a second health_check is ignored)."""
+    def use_health_check(self, name: str, check: HealthCheck, tls: object = None) -> None:
+        """Probe this group's servers as `check` says, over `tls` when the location proxies
+        to https:// (a second health_check is ignored)."""
         if self.health_check is None:
             self.name = name
             self.health_check = check
+            self.health_tls = tls
 
     def count(self) -> int:
         """How many tries a request may make (nginx: non-down primaries + backups)."""

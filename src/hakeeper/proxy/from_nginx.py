@@ -207,6 +207,12 @@ def proxied_for(
     up_timeout = 60.0
     up_requests = 1000
     key: Template | None = None
+    up_tls = None
+    if upstream_https:
+        builder = tls if tls is not None else TlsBuilder(diags)
+        up_tls = builder.upstream_tls(s.ssl, hostport, location.loc)
+        if up_tls is None:
+            return None
     if upstream is not None:
         peers = tuple(
             Peer(srv.host, srv.port, f"{srv.host}:{srv.port}") for srv in upstream.servers
@@ -228,7 +234,7 @@ def proxied_for(
             ]
             cached = cache[hostport] = UpstreamGroup(upstream.method, entries)
         if location.health_check is not None and isinstance(cached, UpstreamGroup):
-            cached.use_health_check(hostport, location.health_check)  # proxy/health.py
+            cached.use_health_check(hostport, location.health_check, up_tls)  # proxy/health.py
         balancer = cached
         keepalive = upstream.keepalive
         up_timeout = upstream.keepalive_timeout
@@ -242,12 +248,6 @@ def proxied_for(
             return None
         peers = (Peer(host.strip("[]"), int(port_text)),)
         balancer = cache.setdefault(hostport, RoundRobin(peers))
-    up_tls = None
-    if upstream_https:
-        builder = tls if tls is not None else TlsBuilder(diags)
-        up_tls = builder.upstream_tls(s.ssl, hostport, location.loc)
-        if up_tls is None:
-            return None
     try:
         response = response_rules(s.headers_out)  # proxy_redirect, add_header, hide/pass
     except RulesError as exc:

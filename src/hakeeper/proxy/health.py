@@ -35,7 +35,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from hakeeper.balance.upstream import UpstreamGroup
 from hakeeper.conf.nginx_health import HealthCheck, StreamHealthCheck
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from hakeeper.proxy.config import ProxyConfig
     from hakeeper.proxy.engine import Engine
     from hakeeper.proxy.from_nginx import Route
+    from hakeeper.proxy.tls import UpstreamTls
 
 log = logging.getLogger("hakeeper.proxy.health")
 
@@ -153,13 +154,15 @@ def initial_health(check: AnyCheck, previous_up: bool | None) -> PeerHealth:
 @dataclass(frozen=True, slots=True)
 class CheckTarget:
     """One server under one check: `server` is its configured "host:port" (the identity
-    kept across reloads), `host`/`port` where the probe goes."""
+    kept across reloads), `host`/`port` where the probe goes, `tls` how (`proxy_pass
+    https://`: the location's context and SNI name; None = plain)."""
 
     upstream: str
     server: str
     host: str
     port: int
     check: AnyCheck  # its `.spec` (no file position)
+    tls: UpstreamTls | None = field(default=None, compare=False)
 
     @property
     def key(self) -> Key:
@@ -181,7 +184,9 @@ def http_targets(
             host = str(getattr(item, "host", ""))
             port = hc.port or int(getattr(item, "port", 0))
             if host and port:
-                out.append((g, peer.name, CheckTarget(g.name, peer.server, host, port, spec)))
+                tls = cast("UpstreamTls | None", g.health_tls)
+                target = CheckTarget(g.name, peer.server, host, port, spec, tls)
+                out.append((g, peer.name, target))
     return out
 
 
@@ -258,7 +263,7 @@ class HealthHub:
         t = c.target
         self.probes += 1
         if isinstance(t.check, HealthCheck):
-            return await http_probe(t.check, t.host, t.port, c.request)
+            return await http_probe(t.check, t.host, t.port, c.request, t.tls)
         if t.check.udp:
             return await udp_probe(t.check, t.host, t.port, t.check.interval)
         return await tcp_probe(t.check, t.host, t.port)

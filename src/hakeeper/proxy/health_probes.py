@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import re
 import socket
+from typing import TYPE_CHECKING
 
 from hakeeper.check.probe_stream import parse_response
 from hakeeper.conf.nginx_health import (
@@ -27,6 +28,9 @@ from hakeeper.conf.nginx_health import (
     StreamHealthCheck,
     StreamMatch,
 )
+
+if TYPE_CHECKING:
+    from hakeeper.proxy.tls import UpstreamTls
 
 #: At most this much of an HTTP response is read (headers + the start of the body).
 MAX_RESPONSE = 256 * 1024
@@ -67,11 +71,19 @@ def build_request(uri: str, host: str) -> bytes:
     ).encode("latin-1")
 
 
-async def http_get(host: str, port: int, request: bytes, timeout: float) -> bytes:
-    """One request on a fresh connection; the response bytes (to EOF, Content-Length or
-    MAX_RESPONSE). Raises OSError / TimeoutError."""
+async def http_get(
+    host: str, port: int, request: bytes, timeout: float, tls: UpstreamTls | None = None
+) -> bytes:
+    """One request on a fresh connection (TLS as `proxy_pass https://` connects when `tls`
+    is given); the response bytes (to EOF, Content-Length or MAX_RESPONSE). Raises
+    OSError (ssl.SSLError included) / TimeoutError."""
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
+        if tls is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=tls.context, server_hostname=tls.server_hostname
+            )
         try:
             writer.write(request)
             data = bytearray()
@@ -95,9 +107,11 @@ async def http_get(host: str, port: int, request: bytes, timeout: float) -> byte
                 await writer.wait_closed()
 
 
-async def http_probe(check: HealthCheck, host: str, port: int, request: bytes) -> Result:
+async def http_probe(
+    check: HealthCheck, host: str, port: int, request: bytes, tls: UpstreamTls | None = None
+) -> Result:
     try:
-        raw = await http_get(host, port, request, check.probe_timeout)
+        raw = await http_get(host, port, request, check.probe_timeout, tls)
     except TimeoutError:
         return False, "timed out"
     except OSError as exc:
