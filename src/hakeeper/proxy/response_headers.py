@@ -114,6 +114,35 @@ def add_header(name: str, value: str, always: bool = False) -> AddHeader:
     return AddHeader(name.encode("latin-1"), compile_parts(value), always)
 
 
+def _alternation(names: Sequence[bytes]) -> bytes:
+    """A regex alternation of `names` (distinct, non-empty) factored by common prefixes,
+    so sre tries one branch per first letter instead of every name."""
+    if len(names) == 1:
+        return re.escape(names[0])
+    groups: dict[bytes, list[bytes]] = {}
+    for name in names:
+        groups.setdefault(name[:1], []).append(name[1:])
+    parts = [re.escape(k) + _alternation(v) for k, v in sorted(groups.items()) if k]
+    if b"" in groups:
+        parts.append(b"")
+    return parts[0] if len(parts) == 1 else b"(?:" + b"|".join(parts) + b")"
+
+
+def _lead(hidden: Sequence[bytes]) -> re.Pattern[bytes]:
+    """A final (not 1xx) status line, then the hidden field lines right after it."""
+    lines = rb"(?:(?:" + _alternation(sorted(set(hidden))) + rb"):[^\r]*\r\n)*" if hidden else b""
+    return re.compile(rb"([^\r]{9}[02-9][^\r]*)\r\n" + lines, re.IGNORECASE)
+
+
+def _scan(hidden: Sequence[bytes], special: Sequence[bytes]) -> re.Pattern[bytes]:
+    """From a CRLF on: the empty line (no group), a hidden line (group 1: its name; the
+    match ends with its value) or a field the field-by-field route handles (group 2)."""
+    never = rb"(?!)"
+    one = _alternation(sorted(set(hidden))) if hidden else never
+    two = _alternation(sorted(set(special))) if special else never
+    return re.compile(rb"\r\n(?:\r\n|(" + one + rb"):[^\r]*|(" + two + rb"):)", re.IGNORECASE)
+
+
 def _lines(names: Sequence[bytes]) -> re.Pattern[bytes] | None:
     """The field lines named `names`, each with the CRLF before it (caseless)."""
     if not names:
@@ -123,23 +152,52 @@ def _lines(names: Sequence[bytes]) -> re.Pattern[bytes] | None:
 
 
 class _Memo:
-    """Heads already filtered this second: the same upstream head (a backend's answers
-    repeat byte for byte within its Date second) gets the same result while our Date
-    line is the same, unless a request variable was read. Bounded; only an optimization
-    (the result is what `filter_head` computes). When a second brings more distinct heads
-    than it holds, the heads vary (request ids, cookies...): it stops being asked until
-    the next second."""
+    """Heads already filtered this second, for the two head routes.
 
-    __slots__ = ("closing", "date", "off", "table")
+    `filter_head`: the same upstream head (a backend's answers repeat byte for byte
+    within its Date second) gets the same result while our Date line is the same, unless
+    a request variable was read. Bounded; only an optimization (the result is what
+    `filter_head` computes). When a second brings more distinct heads than it holds, the
+    heads vary (request ids, cookies...): it stops being asked until the next second.
+
+    `keepalive_head`: the last head's lead (its status line and the hidden lines right
+    after it, as most servers send Server/Date first) with what replaces it, so a head
+    that starts the same is only scanned for the rest; and the last head whose lead was
+    new or that came after WHOLE_EVERY others, whole, with its result (a repeated head
+    costs one prefix compare). All reset when our Date line changes."""
+
+    __slots__ = (
+        "closing",
+        "date",
+        "lead",
+        "lead_add",
+        "lead_out",
+        "misses",
+        "off",
+        "table",
+        "whole",
+        "whole_out",
+    )
 
     def __init__(self) -> None:
         self.date = b""
         self.off = False
         self.table: dict[bytes, bytes] = {}  # keep-alive client: by final head
         self.closing: dict[bytes, bytes] = {}  # closing client: by all the head bytes
+        self.reset_lead()
+
+    def reset_lead(self) -> None:
+        # b"\0" starts no response: the first head of a second finds its lead itself
+        self.lead = b"\0"  # status line + CRLF + hidden lines, each with its CRLF
+        self.lead_out = b""  # status line + our Server/Date, without the last CRLF
+        self.lead_add = b""  # CRLF + the add_header lines for the lead's status, or b""
+        self.whole = b"\0"  # a whole head up to its empty line included
+        self.whole_out = b""
+        self.misses = 0  # heads since `whole` was last replaced
 
 
 MEMO_SIZE = 64
+WHOLE_EVERY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +219,9 @@ class ResponseRules:
     # the fields that need the field-by-field route (a rewrite, a passed Server/Date)
     drop: re.Pattern[bytes] | None = field(default=None, compare=False)
     drop_closing: re.Pattern[bytes] | None = field(default=None, compare=False)
+    # keepalive_head: the lead of a head (`_lead`) and the scan of the rest (`_scan`)
+    lead: re.Pattern[bytes] = field(default=re.compile(b""), compare=False)
+    scan: re.Pattern[bytes] = field(default=re.compile(b""), compare=False)
 
     def __post_init__(self) -> None:
         actions = {name: A_HOP for name in RESPONSE_HOP_BY_HOP}
@@ -180,6 +241,8 @@ class ResponseRules:
         dropped = [n for n, a in actions.items() if a == A_DROP]
         set_(self, "drop", _lines(dropped))
         set_(self, "drop_closing", _lines([*dropped, *_CLOSING_DROP]))
+        set_(self, "lead", _lead(dropped))
+        set_(self, "scan", _scan(dropped, special))
         dynamic = any(not all(isinstance(p, bytes) for p in a.value) for a in self.add)
         set_(self, "add_dynamic", dynamic)
         if not dynamic:
@@ -264,46 +327,70 @@ NO_RULES_ACTIONS: dict[bytes, int] = {name: A_HOP for name in RESPONSE_HOP_BY_HO
 
 
 def keepalive_head(buf: bytes, rules: ResponseRules, date_line: bytes) -> bytes | None:
-    """The raw keep-alive path's common case in one pass: `buf` (a response from its
-    start) with its head filtered, or None when `filter_head` must do it (an interim
-    head first, no complete head, a field to rewrite or a Server/Date that may pass, a
-    variable in `add_header`, a new second). Same result as `filter_head`; a head
-    already filtered this second comes from the memo."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0 or buf[9:10] == b"1":
-        return None
+    """The raw keep-alive path's common case: `buf` (a response from its start) with its
+    head filtered, or None when `filter_head` must do it (an interim head first, no
+    complete head, a field to rewrite or a Server/Date that may pass, a variable in
+    `add_header`, a new second). Same result as `filter_head`.
+
+    C-implemented steps only, no per-field Python: a head equal to the memo's whole head
+    is one prefix compare; else the lead (status line and the hidden lines right after
+    it) is the memo's when the head starts with it (one compare) or found by one regex
+    match, and one regex search per hidden line further down finds the head's end
+    (usually the only search). The result is then a couple of slices joined."""
     memo = rules.memo
-    if memo.date is not date_line or rules.add_dynamic:
-        return None
-    head = buf[:end]
-    table = memo.table
-    if not memo.off:
-        hit = table.get(head)
-        if hit is not None:
-            return hit + buf[end + 4 :]
-    if rules.probes:
-        low = head.lower()
-        for probe, _ in rules.probes:
-            if probe in low:
-                return None
-    drop = rules.drop
-    cut = drop.sub(b"", head) if drop is not None else head
-    first = cut.find(b"\r\n")
-    add = b""
-    if rules.add:
-        add = rules.add_static if int(head[9:12]) in ADD_STATUSES else rules.add_static_always
-    if first < 0:
-        out = b"".join((cut, b"\r\n", SERVER_CRLF, date_line, add, b"\r\n"))
+    if memo.date is not date_line:
+        return None  # a new second: filter_head resets the memo
+    whole = memo.whole
+    if buf.startswith(whole):
+        return memo.whole_out + buf[len(whole) :]
+    lead = memo.lead
+    fresh = not buf.startswith(lead)
+    if fresh:  # (lead and whole stay unset with variables in add_header)
+        m = None if rules.add_dynamic else rules.lead.match(buf)
+        if m is None:
+            return None  # an interim head (or not a head llhttp would pass as final)
+        memo.lead = lead = buf[: m.end()]
+        memo.lead_out = b"".join((buf[: m.end(1)], b"\r\n", SERVER_CRLF, date_line[:-2]))
+        add = b""
+        if rules.add:
+            add = rules.add_static if int(buf[9:12]) in ADD_STATUSES else rules.add_static_always
+        memo.lead_add = b"\r\n" + add if add else b""
+    # buf[at:] is the rest as "\r\nName: value" segments, then "\r\n\r\n" and the body
+    at = len(lead) - 2
+    scan = rules.scan
+    hit = scan.search(buf, at)
+    if hit is None:
+        return None  # no complete head
+    kind = hit.lastindex
+    if kind is None and not memo.lead_add:  # the common case: the empty line is next
+        out = memo.lead_out + buf[at:]
     else:
-        out = b"".join(
-            (cut[: first + 2], SERVER_CRLF, date_line, cut[first + 2 :], b"\r\n", add, b"\r\n")
-        )
-    if not memo.off:
-        if len(table) < MEMO_SIZE:
-            table[head] = out
+        pieces = [memo.lead_out]
+        while kind == 1:  # a hidden line further down: cut its "\r\nName: value"
+            start, stop = hit.span()
+            pieces.append(buf[at:start])
+            at = stop
+            hit = scan.search(buf, at)
+            if hit is None:
+                return None
+            kind = hit.lastindex
+        if kind is not None:
+            return None  # a field for the field-by-field route
+        add = memo.lead_add
+        if add:
+            end = hit.start()
+            pieces += (buf[at:end], add, buf[end + 2 :])
         else:
-            memo.off = True
-    return out + buf[end + 4 :]
+            pieces.append(buf[at:])
+        out = b"".join(pieces)
+    misses = memo.misses + 1
+    if fresh or misses >= WHOLE_EVERY:  # the next heads may be this same one
+        misses = 0
+        end = hit.end()
+        memo.whole = buf[:end]
+        memo.whole_out = out[: len(out) - (len(buf) - end)]
+    memo.misses = misses
+    return out
 
 
 def filter_head(
@@ -339,6 +426,7 @@ def filter_head(
         memo.off = False
         memo.table.clear()
         memo.closing.clear()
+        memo.reset_lead()
     if closing:
         key, table = buf[:end], memo.closing
     else:

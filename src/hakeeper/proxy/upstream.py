@@ -34,6 +34,7 @@ from hakeeper.proxy.response_headers import (
     A_SERVER,
     NO_RULES_ACTIONS,
     ResponseContext,
+    ResponseRules,
     filter_head,
     keepalive_head,
 )
@@ -57,22 +58,34 @@ MAX_HELD_HEAD = 256 * 1024
 
 
 class _Clock:
-    """The `Date: ...\\r\\n` line of the current second (nginx's cached http time)."""
+    """The `Date: ...\\r\\n` line of the current second (nginx's cached http time).
+    `line` is current while the monotonic clock is below `until` (the next wall-clock
+    second), so the hot path reads one clock and compares; a step of the wall clock
+    shows within a second."""
 
-    __slots__ = ("line", "second")
+    __slots__ = ("line", "second", "until")
 
     def __init__(self) -> None:
         self.second = -1
         self.line = b""
+        self.until = 0.0  # time.monotonic() at which the wall-clock second ends
 
     def date_line(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            self.line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        if _monotonic() < self.until:
+            return self.line
+        return self.tick()
+
+    def tick(self) -> bytes:
+        now = time.time()
+        second = int(now)
+        self.until = _monotonic() + (second + 1 - now)
+        if second != self.second:
+            self.second = second
+            self.line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
         return self.line
 
 
+_monotonic = time.monotonic
 CLOCK = _Clock()
 
 
@@ -228,35 +241,28 @@ class UpstreamProtocol(asyncio.Protocol):
                         self.pending = data
                     return
                 self.rewrite = False
-                if self.closing and self.framing != "length":
-                    # EOF-delimited or from a closing upstream: the parsed path re-frames
-                    # it in chunks like nginx (the raw parser is mid-message: dropped)
-                    self.raw = False
-                    self.raw_parser = None
-                    self.got_head = False
-                    self.status = 0
-                    self.framing = "none"
-                    self._parse(client, data)
-                    return
-                rules = self.rules
-                if rules is None:
-                    split = closing_head(data)
-                else:
-                    date_line = CLOCK.date_line()
-                    out = None if self.closing else keepalive_head(data, rules, date_line)
-                    if out is not None:  # the common case, in one pass
-                        split = (out, b"")
-                    else:
-                        try:
-                            split = filter_head(data, rules, self.closing, date_line, self._context)
-                        except Exception:  # our bug: this response is lost, not the loop
-                            log.exception("proxy: internal error while filtering a head")
-                            engine.stats.internal_errors += 1
-                            split = None
-                if split is None:  # not expected once llhttp accepted the head
-                    self._garbage(client)
-                    return
-                data = split[0] + split[1] if split[1] else split[0]
+                if self.closing:
+                    filtered = self._closing_head(client, data)
+                    if filtered is None:
+                        return
+                    data = filtered
+                else:  # a keep-alive client and the location's rules: usually one pass
+                    rules = self.rules
+                    assert rules is not None
+                    clock = CLOCK
+                    date_line = clock.line if _monotonic() < clock.until else clock.tick()
+                    try:
+                        out = keepalive_head(data, rules, date_line)
+                    except Exception:  # our bug: this response is lost, not the loop
+                        log.exception("proxy: internal error while filtering a head")
+                        engine.stats.internal_errors += 1
+                        self._garbage(client)
+                        return
+                    if out is None:
+                        out = self._filtered(client, data, rules, date_line)
+                        if out is None:
+                            return
+                    data = out
             transport = client.transport
             if transport is not None:
                 transport.write(data)
@@ -271,6 +277,44 @@ class UpstreamProtocol(asyncio.Protocol):
                 client.resp_done(self, self.reusable)
             return
         self._parse(client, data)
+
+    def _closing_head(self, client: ClientProtocol, data: bytes) -> bytes | None:
+        """The held final head for a client that asked to close (`data`: the response
+        from its start), rewritten; None when the response went elsewhere or failed."""
+        if self.framing != "length":
+            # EOF-delimited or from a closing upstream: the parsed path re-frames it in
+            # chunks like nginx (the raw parser is mid-message: dropped)
+            self.raw = False
+            self.raw_parser = None
+            self.got_head = False
+            self.status = 0
+            self.framing = "none"
+            self._parse(client, data)
+            return None
+        rules = self.rules
+        if rules is None:
+            split = closing_head(data)
+            if split is None:  # not expected once llhttp accepted the head
+                self._garbage(client)
+                return None
+            return split[0] + split[1] if split[1] else split[0]
+        return self._filtered(client, data, rules, CLOCK.date_line())
+
+    def _filtered(
+        self, client: ClientProtocol, data: bytes, rules: ResponseRules, date_line: bytes
+    ) -> bytes | None:
+        """`data` (the response from its start) with `response_headers.filter_head` applied
+        to its final head; None (the response ended as invalid) if that failed."""
+        try:
+            split = filter_head(data, rules, self.closing, date_line, self._context)
+        except Exception:  # our bug: this response is lost, not the loop
+            log.exception("proxy: internal error while filtering a head")
+            self.engine.stats.internal_errors += 1
+            split = None
+        if split is None:  # not expected once llhttp accepted the head
+            self._garbage(client)
+            return None
+        return split[0] + split[1] if split[1] else split[0]
 
     def _parse(self, client: ClientProtocol, data: bytes) -> None:
         """The parsed path: head rebuilt by the client, body re-framed when needed."""

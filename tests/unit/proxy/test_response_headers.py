@@ -246,6 +246,108 @@ def test_filter_memo_gives_the_same_bytes_and_follows_the_date() -> None:
     assert not redirecting.memo.table
 
 
+def _reference(buf: bytes, rules: ResponseRules) -> bytes:
+    """What filter_head makes of `buf` with a fresh copy of `rules` (no memo shared)."""
+    split = filter_head(buf, dataclasses.replace(rules), False, DATE, context)
+    assert split is not None
+    return split[0] + split[1]
+
+
+def _current(rules: ResponseRules) -> ResponseRules:
+    rules.memo.date = DATE  # as filter_head leaves it for the rest of the second
+    return rules
+
+
+def test_keepalive_head_cuts_hidden_lines_anywhere_and_adds_by_status() -> None:
+    rules = _current(ResponseRules(add=(add_header("X-A", "a"), add_header("X-B", "b", True))))
+    node_like = (
+        b"HTTP/1.1 200 OK\r\nX-Powered-By: x\r\nContent-Length: 2\r\nDate: Thu, 01 Jan 1970"
+        b" 00:00:00 GMT\r\nConnection: keep-alive\r\nx-accel-expires: 1\r\n\r\nok"
+    )
+    out = keepalive_head(node_like, rules, DATE)
+    assert out == _reference(node_like, rules)
+    assert out == (
+        b"HTTP/1.1 200 OK\r\nServer: hakeeper\r\n" + DATE + b"X-Powered-By: x\r\n"
+        b"Content-Length: 2\r\nConnection: keep-alive\r\nX-A: a\r\nX-B: b\r\n\r\nok"
+    )
+    missing = b"HTTP/1.1 404 Not Found\r\nServer: s\r\n\r\n"
+    assert keepalive_head(missing, rules, DATE) == (
+        b"HTTP/1.1 404 Not Found\r\nServer: hakeeper\r\n" + DATE + b"X-B: b\r\n\r\n"
+    )
+    bare = b"HTTP/1.1 204 No Content\r\n\r\n"
+    assert keepalive_head(bare, rules, DATE) == _reference(bare, rules)
+
+
+def test_keepalive_head_memo_follows_the_lead_and_the_whole_head() -> None:
+    rules = _current(ResponseRules())
+    first = NGINX_LIKE.replace(b"ok", b"no")
+    assert keepalive_head(first, rules, DATE) == _reference(first, rules)
+    assert rules.memo.lead.endswith(b"GMT\r\n")  # status line, Server, Date
+    # the same head, another body: the whole-head memo; other heads: the lead's
+    heads = [
+        NGINX_LIKE,
+        NGINX_LIKE.replace(b"Content-Length: 2", b"Content-Length: 02"),
+        NGINX_LIKE.replace(b"GMT\r\n", b"GMT\r\nServer: again\r\nLocation: /x\r\n"),
+        NGINX_LIKE.replace(b"Server: nginx/1.22.1", b"Server: nginx/1.22.2"),
+        NGINX_LIKE.replace(b"200 OK", b"200 Fine"),
+        NGINX_LIKE[:40],  # no complete head: filter_head's answer (None) too
+    ]
+    for buf in heads * 3:
+        got = keepalive_head(buf, rules, DATE)
+        if buf == NGINX_LIKE[:40]:
+            assert got is None
+        else:
+            assert got == _reference(buf, rules), buf
+    # with the lead of a head that had Server only, a head with Server and Date
+    rules = _current(ResponseRules())
+    short = b"HTTP/1.1 200 OK\r\nServer: a\r\nContent-Type: t\r\n\r\n"
+    longer = b"HTTP/1.1 200 OK\r\nServer: a\r\nDATE: d\r\nContent-Type: t\r\n\r\n"
+    for buf in (short, longer, short, longer):
+        assert keepalive_head(buf, rules, DATE) == _reference(buf, rules)
+
+
+def test_keepalive_head_leaves_the_rest_to_filter_head() -> None:
+    redirecting = _current(response_rules(HeadersOut(redirects=(RedirectConf("http://up/", "/"),))))
+    assert (
+        keepalive_head(b"HTTP/1.1 301 M\r\nlocation: http://up/a\r\n\r\n", redirecting, DATE)
+        is None
+    )
+    assert keepalive_head(b"HTTP/1.1 200 OK\r\nRefresh: 1\r\n\r\n", redirecting, DATE) is None
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
+    assert keepalive_head(interim, redirecting, DATE) is None
+    passing = _current(response_rules(HeadersOut(pass_=("Date",))))
+    assert keepalive_head(NGINX_LIKE, passing, DATE) is None  # the upstream's Date passes
+    dynamic = _current(ResponseRules(add=(add_header("X-S", "$status"),)))
+    assert keepalive_head(NGINX_LIKE, dynamic, DATE) is None
+    assert keepalive_head(NGINX_LIKE, dynamic, DATE) is None
+
+
+def test_keepalive_head_equals_filter_head_over_a_stream_of_heads() -> None:
+    """The memo carries over from head to head (one second): random heads, many of
+    them repeated or sharing their first lines, each compared with filter_head."""
+    rng = random.Random(11)
+    rules = _current(response_rules(HeadersOut(add=(AddHeaderConf("X-A", "a"),), hide=("ETag",))))
+    pool: list[bytes] = []
+    answered = 0
+    for _ in range(600):
+        if pool and rng.random() < 0.4:
+            buf = rng.choice(pool)
+        else:
+            status = rng.choice([200, 200, 204, 302, 404])
+            lead = [(b"Server", b"nginx"), (b"date", b"d")][: rng.randrange(3)]
+            rest = [(rng.choice(_NAMES), rng.choice(_VALUES)) for _ in range(rng.randrange(0, 5))]
+            fields = lead + rest
+            head = b"HTTP/1.1 %d R\r\n" % status
+            head += b"".join(n + b": " + v + b"\r\n" for n, v in fields)
+            buf = head + b"\r\n" + rng.choice([b"", b"body", b"\r\nLocation: x\r\n\r\n"])
+            pool.append(buf)
+        got = keepalive_head(buf, rules, DATE)
+        if got is not None:
+            answered += 1
+            assert got == _reference(buf, rules), buf
+    assert answered > 300
+
+
 # -- reading the directives --------------------------------------------------------------
 def _read(text: str) -> tuple[HeadersOut, ...] | Diagnostics:
     diags = Diagnostics()
