@@ -157,6 +157,8 @@ def test_run_nginx_status_and_metrics(tmp_path: Path) -> None:
             out = await loop.run_in_executor(None, _status_cli, sock)
             assert f"listen 127.0.0.1:{port}: 2 worker(s)" in out
             assert any("app" in line and "down" in line for line in out.splitlines()), out
+            out = await loop.run_in_executor(None, _status_cli, sock, "--metrics")
+            assert value(parse(out), "hakeeper_l7_upstream_server_up", **server) == 0
 
             proc.send_signal(signal.SIGHUP)
 
@@ -181,9 +183,9 @@ def test_run_nginx_status_and_metrics(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(go(), 90))
 
 
-def _status_cli(sock: str) -> str:
+def _status_cli(sock: str, *extra: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "hakeeper", "status", "--control", sock],
+        [sys.executable, "-m", "hakeeper", "status", "--control", sock, *extra],
         capture_output=True,
         text=True,
         timeout=20,
