@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from hakeeper.proxy.http1 import ClientProtocol
     from hakeeper.proxy.routes import Proxied
 
+# loop turns between an accept and its `connection_made`: 1 on uvloop, 2 on the stdlib
+# loop (accept, then a task that makes the transport, then the call)
+ACCEPT_TURNS = 2
+
 
 @dataclass(slots=True)
 class Stats:
@@ -215,11 +219,21 @@ class Engine:
         """
         for server in self.servers:
             server.close()
+        # A connection accepted in the loop turn that handled the stop signal is made
+        # (`connection_made`, then in `clients`) on a later turn than this step: uvloop
+        # queues it behind us, the stdlib loop makes its transport in a task first. Let
+        # those turns run, or it is neither drained nor waited for and the worker exits
+        # under it (the client: "closed without response"; issue #5).
+        for _ in range(ACCEPT_TURNS):
+            await asyncio.sleep(0)
         for client in list(self.clients):
             client.drain()
         deadline = self.loop.time() + timeout
         while self.clients and self.loop.time() < deadline:
             await asyncio.sleep(min(0.05, self.config.timer_resolution))
+            for client in self.clients:  # made late (e.g. a TLS handshake that finished)
+                if not client.draining:
+                    client.drain()
         return not self.clients
 
     def close(self) -> None:
