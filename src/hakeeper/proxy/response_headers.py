@@ -326,6 +326,23 @@ NO_RULES_ACTIONS: dict[bytes, int] = {name: A_HOP for name in RESPONSE_HOP_BY_HO
 }
 
 
+def _new_lead(buf: bytes, rules: ResponseRules, date_line: bytes) -> bytes | None:
+    """Find the lead of `buf` (status line + the hidden lines right after it) and make it
+    the memo's, with what replaces it; None for an interim head (or with variables in
+    `add_header`: those heads go to filter_head)."""
+    m = None if rules.add_dynamic else rules.lead.match(buf)
+    if m is None:
+        return None
+    memo = rules.memo
+    memo.lead = lead = buf[: m.end()]
+    memo.lead_out = b"".join((buf[: m.end(1)], b"\r\n", SERVER_CRLF, date_line[:-2]))
+    add = b""
+    if rules.add:
+        add = rules.add_static if int(buf[9:12]) in ADD_STATUSES else rules.add_static_always
+    memo.lead_add = b"\r\n" + add if add else b""
+    return lead
+
+
 def keepalive_head(buf: bytes, rules: ResponseRules, date_line: bytes) -> bytes | None:
     """The raw keep-alive path's common case: `buf` (a response from its start) with its
     head filtered, or None when `filter_head` must do it (an interim head first, no
@@ -345,16 +362,11 @@ def keepalive_head(buf: bytes, rules: ResponseRules, date_line: bytes) -> bytes 
         return memo.whole_out + buf[len(whole) :]
     lead = memo.lead
     fresh = not buf.startswith(lead)
-    if fresh:  # (lead and whole stay unset with variables in add_header)
-        m = None if rules.add_dynamic else rules.lead.match(buf)
-        if m is None:
+    if fresh:
+        found = _new_lead(buf, rules, date_line)
+        if found is None:
             return None  # an interim head (or not a head llhttp would pass as final)
-        memo.lead = lead = buf[: m.end()]
-        memo.lead_out = b"".join((buf[: m.end(1)], b"\r\n", SERVER_CRLF, date_line[:-2]))
-        add = b""
-        if rules.add:
-            add = rules.add_static if int(buf[9:12]) in ADD_STATUSES else rules.add_static_always
-        memo.lead_add = b"\r\n" + add if add else b""
+        lead = found
     # buf[at:] is the rest as "\r\nName: value" segments, then "\r\n\r\n" and the body
     at = len(lead) - 2
     scan = rules.scan
@@ -362,6 +374,19 @@ def keepalive_head(buf: bytes, rules: ResponseRules, date_line: bytes) -> bytes 
     if hit is None:
         return None  # no complete head
     kind = hit.lastindex
+    if kind == 1 and not fresh and hit.start() == at:
+        # a hidden line right after the memo's lead: this head's lead is longer (a
+        # backend that sends Server/Date after one that does not): learn it
+        fresh = True
+        found = _new_lead(buf, rules, date_line)
+        if found is None:
+            return None
+        lead = found
+        at = len(lead) - 2
+        hit = scan.search(buf, at)
+        if hit is None:
+            return None
+        kind = hit.lastindex
     if kind is None and not memo.lead_add:  # the common case: the empty line is next
         out = memo.lead_out + buf[at:]
     else:

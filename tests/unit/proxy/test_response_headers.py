@@ -304,6 +304,14 @@ def test_keepalive_head_memo_follows_the_lead_and_the_whole_head() -> None:
     longer = b"HTTP/1.1 200 OK\r\nServer: a\r\nDATE: d\r\nContent-Type: t\r\n\r\n"
     for buf in (short, longer, short, longer):
         assert keepalive_head(buf, rules, DATE) == _reference(buf, rules)
+    # a lead without hidden lines (Date further down) gives way to a longer one
+    rules = _current(ResponseRules())
+    late = b"HTTP/1.1 200 OK\r\nA: 1\r\nDate: x\r\n\r\n"
+    assert keepalive_head(late, rules, DATE) == _reference(late, rules)
+    assert rules.memo.lead == b"HTTP/1.1 200 OK\r\n"
+    assert keepalive_head(NGINX_LIKE, rules, DATE) == _reference(NGINX_LIKE, rules)
+    assert rules.memo.lead.endswith(b"GMT\r\n")
+    assert keepalive_head(late, rules, DATE) == _reference(late, rules)
 
 
 def test_keepalive_head_leaves_the_rest_to_filter_head() -> None:
