@@ -19,12 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from test_proxy_support import Backend, make_config, run
+from test_proxy_support import Backend, make_config, run, wait_for
 from test_proxy_workers import LOAD_BOUND, BackendThread, _keepalive_client, _wait
 
+from hakeeper.proxy.client_state import DRAIN_GRACE
 from hakeeper.proxy.config import Peer, ProxyConfig
 from hakeeper.proxy.engine import Engine
 from hakeeper.proxy.server import Master
@@ -88,6 +89,40 @@ def test_drain_waits_for_a_connection_accepted_in_the_same_turn_asyncio() -> Non
     asyncio.run(asyncio.wait_for(_accepted_then_drained(), 20))
 
 
+async def _silent_then_request() -> None:
+    """A client that connected before the drain but sends its request only after the
+    drain grace of idle keep-alive connections has passed (a slow client on a loaded box)."""
+    backend = await Backend().start()
+    engine = Engine(make_config([backend.peer]))
+    await engine.start_listening("127.0.0.1", 0)
+    writer: asyncio.StreamWriter | None = None
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.ports()[0])
+        await wait_for(lambda: engine.stats.accepted == 1)
+        drained = asyncio.create_task(engine.drain(10.0))
+        start = engine.loop.time()
+        # sweeps ran past the grace (engine.now is the sweep's clock)
+        late = start + DRAIN_GRACE + 3 * engine.config.timer_resolution
+        await wait_for(lambda: engine.now > late, limit=5.0)
+        assert not drained.done()  # it waits for this connection...
+        writer.write(REQUEST)  # ...which is still open and served
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in head.lower()
+        assert await asyncio.wait_for(drained, 5) is True
+        assert engine.stats.client_timeouts == 0
+    finally:
+        if writer is not None:
+            writer.close()
+        engine.close()
+        await backend.stop()
+        await asyncio.sleep(0)
+
+
+def test_drain_keeps_a_connection_without_its_first_request() -> None:
+    run(_silent_then_request())
+
+
 # -- Master, two workers, reloads under CPU contention ----------------------------------
 RELOADS = 6
 HOG_SECONDS = 40.0  # each busy loop ends by itself after this (and is killed at the end)
@@ -129,8 +164,12 @@ def _new_connections(
         done.append(1)
 
 
-@pytest.mark.slow
-def test_reloads_under_cpu_contention_lose_no_request() -> None:
+Client = Callable[[int, threading.Event, list[str], list[int]], object]
+
+
+def _reload_under_load(clients: list[Client], reloads: int = RELOADS) -> tuple[int, list[str]]:
+    """`reloads` daemon-style reloads of a 2-worker Master while `clients` (threads) load
+    it and 2 busy loops load the CPUs; returns (requests answered, failures)."""
     backend = BackendThread()
     # the daemon's timer_resolution (0.5 s): the drain grace is swept that coarsely
     config = make_config([Peer("127.0.0.1", backend.port)], timer_resolution=0.5)
@@ -139,24 +178,23 @@ def test_reloads_under_cpu_contention_lose_no_request() -> None:
     backend.start()  # threads only after the fork
     stop = threading.Event()
     failures: list[str] = []
-    fresh: list[int] = []
-    kept: list[int] = []
+    counts: list[list[int]] = [[] for _ in clients]
     threads = [
-        threading.Thread(target=_new_connections, args=(master.port, stop, failures, fresh)),
-        threading.Thread(target=_keepalive_client, args=(master.port, stop, failures, kept)),
+        threading.Thread(target=client, args=(master.port, stop, failures, done))
+        for client, done in zip(clients, counts, strict=True)
     ]
     retired: list[int] = []
     try:
         with _cpu_hogs(2):
             for t in threads:
                 t.start()
-            _wait(lambda: len(fresh) >= 5 and len(kept) >= 5, "requests before the reloads")
-            for i in range(RELOADS):
-                seen = len(fresh), len(kept)
+            _wait(lambda: all(len(c) >= 5 for c in counts), "requests before the reloads")
+            for i in range(reloads):
+                seen = [len(c) for c in counts]
                 # as the daemon does: new workers serve, the old ones drain on their own
                 retired += master.replace_workers()
                 _wait(
-                    lambda s=seen: len(fresh) > s[0] + 3 and len(kept) > s[1] + 3,  # type: ignore[misc]
+                    lambda s=seen: all(len(c) > n + 3 for c, n in zip(counts, s, strict=True)),  # type: ignore[misc]
                     f"requests after reload {i + 1}",
                     detail=lambda: f"failures {failures[:3]}",
                 )
@@ -164,12 +202,26 @@ def test_reloads_under_cpu_contention_lose_no_request() -> None:
             for t in threads:
                 t.join(30)
         Master._reap(retired, 30.0)
-        assert failures == [], (
-            f"{len(failures)} of {len(fresh) + len(kept)} requests failed over {RELOADS} "
-            f"reloads: {failures[:5]}"
-        )
+        return sum(len(c) for c in counts), failures
     finally:
         stop.set()
         master.stop()
         Master._reap(retired, 10.0)
         backend.stop()
+
+
+@pytest.mark.slow
+def test_reloads_under_cpu_contention_lose_no_new_connection() -> None:
+    """The netns test's load (a new connection per request), three clients at once."""
+    answered, failures = _reload_under_load([_new_connections] * 3)
+    assert failures == [], (
+        f"{len(failures)} of {answered} failed over {RELOADS} reloads: {failures[:5]}"
+    )
+
+
+@pytest.mark.slow
+def test_reloads_under_cpu_contention_lose_no_keepalive_request() -> None:
+    answered, failures = _reload_under_load([_keepalive_client, _new_connections])
+    assert failures == [], (
+        f"{len(failures)} of {answered} failed over {RELOADS} reloads: {failures[:5]}"
+    )

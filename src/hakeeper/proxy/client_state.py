@@ -232,9 +232,12 @@ class ClientBase(asyncio.Protocol):
         """Graceful stop: every connection ends after its next response (sent with
         `Connection: close`); one idle for `grace` seconds is closed. Closing idle
         keep-alive connections at once (nginx's way) races with clients that are just
-        sending their next request: those requests would be lost."""
+        sending their next request: those requests would be lost. A connection that has
+        not begun its first request keeps its header timeout, as in nginx (only keep-alive
+        connections count as idle there): its client connected to send one, and on a
+        loaded box that can take longer than `grace` (issue #5)."""
         self.draining = True
-        if self.active is None and self.cur is None and not self.tunnel:
+        if self.active is None and self.cur is None and not self.tunnel and self.served:
             engine = self.engine
             self.kind = C_IDLE
             self.deadline = min(self.deadline or engine.now + grace, engine.now + grace)
