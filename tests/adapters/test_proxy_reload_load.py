@@ -1,13 +1,15 @@
-"""Issue #5: a hitless L7 reload under load loses no request (the drain/accept race).
+"""Issue #5: a hitless L7 reload under load loses no request (two drain paths that did).
 
-A draining worker closes its listeners and waits for its connections. A connection the
-loop accepted in the same turn as the SIGTERM is made (`connection_made`) on a later
+A draining worker closes its listeners and waits for its connections. (1) A connection
+the loop accepted in the same turn as the SIGTERM is made (`connection_made`) on a later
 turn than the drain's first step: the drain must wait for it, or the worker exits under
 it and the client sees `Remote end closed connection without response` (what a CI run
-of tests/netns/test_daemon_nginx.py hit once on a loaded box). The first tests build
-that order deterministically on one engine (uvloop and the stdlib loop); the last runs
-`Master` with two workers under its own bounded CPU contention, several reloads, a
-new-connection client and a keep-alive client, and counts failures.
+of tests/netns/test_daemon_nginx.py hit once on a loaded box). (2) A connection whose
+client has not sent its first request yet must not be closed by the 1 s grace given to
+idle keep-alive connections (nginx keeps it until client_header_timeout). Both orders
+are built deterministically on one engine (uvloop and the stdlib loop for the first);
+the last tests run `Master` with two workers under their own bounded CPU contention,
+several daemon-style reloads, new-connection and keep-alive clients, and count failures.
 """
 
 from __future__ import annotations
