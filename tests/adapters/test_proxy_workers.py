@@ -262,3 +262,44 @@ def test_reload_loses_no_keepalive_request() -> None:
     finally:
         master.stop()
         backend.stop()
+
+
+def _children() -> set[int]:
+    """The live child pids of this process (every thread's)."""
+    out: set[int] = set()
+    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
+            out.update(int(p) for p in f.read().split())
+    return out
+
+
+def test_a_reload_whose_workers_cannot_start_keeps_the_running_ones() -> None:
+    """New workers that die before they are ready: the reload raises, every one of them
+    is reaped (none left untracked), and the old workers go on serving."""
+    backend = BackendThread()
+    good = make_config([Peer("127.0.0.1", backend.port)])
+    bad = make_config([Peer("127.0.0.1", backend.port)], server_name="bad")
+
+    def factory(config: object) -> None:
+        if config is bad:  # runs in the new worker, before it reports ready
+            raise RuntimeError("cannot build the balancer")
+
+    master = Master(good, workers=2, balancer_factory=factory)
+    master.start()
+    backend.start()  # threads only after the fork
+    try:
+        running = list(master.pids)
+        assert _children() == set(running)
+        try:
+            master.reload(bad)
+        except RuntimeError as exc:
+            assert "did not become ready" in str(exc)
+        else:
+            raise AssertionError("the reload should have failed")
+        assert master.pids == running
+        assert master.config is good
+        assert _children() == set(running)  # the failed batch is reaped
+        assert b" 200 " in _get(master.port, b"/after")
+    finally:
+        master.stop()
+        backend.stop()

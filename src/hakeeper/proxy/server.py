@@ -226,6 +226,24 @@ def _worker_main(
     return 0
 
 
+def _await_ready(pipes: Sequence[int], timeout: float) -> None:
+    """Wait for each new worker's "1" on its pipe (closing every pipe); RuntimeError when
+    one dies or stays silent past `timeout`."""
+    import select  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    try:
+        for r in pipes:
+            os.set_blocking(r, True)
+            remaining = max(0.0, deadline - time.monotonic())
+            ok, _, _ = select.select([r], [], [], remaining)
+            if not ok or os.read(r, 1) != b"1":
+                raise RuntimeError("a proxy worker did not become ready")
+    finally:
+        for r in pipes:
+            os.close(r)
+
+
 @dataclass
 class Master:
     """Forks and supervises proxy workers over listening sockets it keeps open."""
@@ -270,18 +288,16 @@ class Master:
             os.close(w)
             pids.append(pid)
             pipes.append(r)
-        deadline = time.monotonic() + ready_timeout
-        for r in pipes:
-            try:
-                os.set_blocking(r, True)
-                remaining = max(0.0, deadline - time.monotonic())
-                import select  # noqa: PLC0415
-
-                ok, _, _ = select.select([r], [], [], remaining)
-                if not ok or os.read(r, 1) != b"1":
-                    raise RuntimeError("a proxy worker did not become ready")
-            finally:
-                os.close(r)
+        try:
+            _await_ready(pipes, ready_timeout)
+        except BaseException:
+            # none of this batch serves: stop and reap all of it (the running workers of
+            # a reload stay), rather than leave forked workers nobody tracks
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self._reap(pids, 5.0)
+            raise
         return pids
 
     def reload(self, config: ProxyConfig | None = None) -> None:
@@ -292,10 +308,9 @@ class Master:
     def replace_workers(self, config: ProxyConfig | None = None) -> list[int]:
         """`reload` without the wait: new workers serve, the old ones are told to drain
         (SIGTERM); returns their pids for the caller to reap (the daemon polls them)."""
-        if config is not None:
-            self.config = config
-        old = self.pids
-        self.pids = self._spawn(self.config)
+        config = config if config is not None else self.config
+        new = self._spawn(config)  # raises (nothing changed) when they cannot start
+        self.config, old, self.pids = config, self.pids, new
         for pid in old:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
