@@ -105,8 +105,8 @@ class Engine:
         self.drop = self.rules.drop
         self.http_vars = self.rules.http_vars
         self.static_rules = self.rules.static if not self.rules.dynamic else b""
-        # a cached clock like nginx's: refreshed by every sweep and by loop callbacks
-        # that need precision; deadlines may fire up to one timer_resolution early
+        # a cached clock like nginx's, refreshed only by the sweep (every timer_resolution):
+        # deadlines set from it expire up to one resolution late, never early (`_sweep`)
         self.now = self.loop.time()
         # the client address is only needed by dynamic header rules or a keyed balancer
         self.needs_addr = (
