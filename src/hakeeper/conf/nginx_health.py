@@ -33,8 +33,9 @@ file:line of the offending statement; `Match.test` evaluates one response.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
 from hakeeper.conf.tree import Node
@@ -251,13 +252,23 @@ def read_match(block: Node, diags: Diagnostics) -> Match | None:
     return m if ok else None
 
 
-def read_matches(nodes: Sequence[Node], diags: Diagnostics) -> dict[str, Match]:
-    """Every `match` block among an http block's statements, by name."""
-    out: dict[str, Match] = {}
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_M = TypeVar("_M", bound=_Named)
+
+
+def _read_all(
+    nodes: Sequence[Node], diags: Diagnostics, read: Callable[[Node, Diagnostics], _M | None]
+) -> dict[str, _M]:
+    """Every `match` block among a block's statements, by name (a duplicate is an error)."""
+    out: dict[str, _M] = {}
     for node in nodes:
         if node.name != "match":
             continue
-        m = read_match(node, diags)
+        m = read(node, diags)
         if m is None:
             continue
         if m.name in out:
@@ -265,6 +276,11 @@ def read_matches(nodes: Sequence[Node], diags: Diagnostics) -> dict[str, Match]:
             continue
         out[m.name] = m
     return out
+
+
+def read_matches(nodes: Sequence[Node], diags: Diagnostics) -> dict[str, Match]:
+    """Every `match` block among an http block's statements, by name."""
+    return _read_all(nodes, diags, read_match)
 
 
 def _positive(node: Node, key: str, value: str, diags: Diagnostics) -> int | None:
@@ -439,18 +455,7 @@ def read_stream_match(block: Node, diags: Diagnostics) -> StreamMatch | None:
 
 def read_stream_matches(nodes: Sequence[Node], diags: Diagnostics) -> dict[str, StreamMatch]:
     """Every `match` block among a stream block's statements, by name."""
-    out: dict[str, StreamMatch] = {}
-    for node in nodes:
-        if node.name != "match":
-            continue
-        m = read_stream_match(node, diags)
-        if m is None:
-            continue
-        if m.name in out:
-            diags.error(node.loc, f'duplicate match "{m.name}"')
-            continue
-        out[m.name] = m
-    return out
+    return _read_all(nodes, diags, read_stream_match)
 
 
 def read_stream_health_check(
