@@ -167,20 +167,7 @@ class RoutedClientProtocol(ClientProtocol):
             or action.key is not None
             or home.children[action].routed_headers
         ):
-            req.view = RequestView(
-                method=method,
-                target=req.target,
-                path=uri,
-                args=args,
-                host=host,
-                headers=req.extra or (),
-                remote_addr=self.remote_addr,
-                remote_port=self.remote_port,
-                server_name=server.primary_name.encode("latin-1"),
-                server_port=self.local_port,
-                server_addr=self.local_addr,
-                scheme=home.config.scheme.encode("ascii"),
-            )
+            req.view = self._view(req, server, host, uri, args)
         uri_part = action.uri if isinstance(action, Proxied) and not self.table.scripted else None
         if static is not None:
             assert req.view is not None
@@ -239,20 +226,12 @@ class RoutedClientProtocol(ClientProtocol):
             req.head = self._build_head(req, b"", child)
         self._begin(req)
 
-    def _phases(
-        self,
-        req: Request,
-        server: VirtualServer,
-        host: bytes,
-        *,
-        uri: bytes,
-        quoted: bool,
-        args: bytes,
-    ) -> tuple[Return | Proxied, Location | None]:
-        """The rewrite and access phases (`routes.RouteTable.scripted`): the action, or
-        the location whose static files answer. The request's view keeps the captures
-        and variables; a rewritten request-target replaces the client's."""
-        req.view = view = RequestView(
+    def _view(
+        self, req: Request, server: VirtualServer, host: bytes, uri: bytes, args: bytes
+    ) -> RequestView:
+        """What variables, `return`s, static answers and keyed balancers read of the
+        request (the listener's scheme: https on `listen ... ssl`)."""
+        return RequestView(
             method=req.method,
             target=req.target,
             path=uri,
@@ -266,6 +245,21 @@ class RoutedClientProtocol(ClientProtocol):
             server_addr=self.local_addr,
             scheme=self.home.config.scheme.encode("ascii"),
         )
+
+    def _phases(
+        self,
+        req: Request,
+        server: VirtualServer,
+        host: bytes,
+        *,
+        uri: bytes,
+        quoted: bool,
+        args: bytes,
+    ) -> tuple[Return | Proxied, Location | None]:
+        """The rewrite and access phases (`routes.RouteTable.scripted`): the action, or
+        the location whose static files answer. The request's view keeps the captures
+        and variables; a rewritten request-target replaces the client's."""
+        req.view = view = self._view(req, server, host, uri, args)
         names = self.table.names
         match = names.select_match(host)[1] if names.regexes else None
         outcome = run_phases(server, view, quoted, match)
