@@ -276,6 +276,29 @@ STATUS: dict[str, Entry] = {
 _STREAM_REFUSED = "not supported by hakeeper (stream): an error"
 _RELAY = "no effect on how bytes are relayed here"
 
+#: Directives nginx's stream modules accept that hakeeper refuses (also
+#: `nginx_stream.UNSUPPORTED`, which the stream reader reports as errors).
+REFUSED_STREAM_NAMES: tuple[str, ...] = (
+    "ssl_certificate",
+    "ssl_certificate_key",
+    "proxy_ssl",
+    "proxy_protocol",
+    "proxy_bind",
+    "proxy_upload_rate",
+    "proxy_download_rate",
+    "return",
+    "set",
+    "map",
+    "geo",
+    "split_clients",
+    "ssl_preread",
+    "limit_conn",
+    "limit_conn_zone",
+    "allow",
+    "deny",
+    "pass",
+)
+
 # -- stream: one entry per key of STREAM_DIRECTIVES and of nginx_stream.UNSUPPORTED -----
 STREAM_STATUS: dict[str, Entry] = {
     "include": _s("relative to nginx.conf's directory"),
@@ -322,29 +345,7 @@ STREAM_STATUS: dict[str, Entry] = {
     "health_check": _s("nginx Plus syntax, `udp`, every check of a server must pass", STREAM_HC),
     "health_check_timeout": _s("nginx Plus; inherited from `stream`", STREAM_HC),
     "match": _s("nginx Plus: `send` and `expect` (literal, `~`, `~*`)", STREAM_HC),
-    **{
-        name: Entry(REFUSED, _STREAM_REFUSED, STREAM)
-        for name in (
-            "ssl_certificate",
-            "ssl_certificate_key",
-            "proxy_ssl",
-            "proxy_protocol",
-            "proxy_bind",
-            "proxy_upload_rate",
-            "proxy_download_rate",
-            "return",
-            "set",
-            "map",
-            "geo",
-            "split_clients",
-            "ssl_preread",
-            "limit_conn",
-            "limit_conn_zone",
-            "allow",
-            "deny",
-            "pass",
-        )
-    },
+    **{name: Entry(REFUSED, _STREAM_REFUSED, STREAM) for name in REFUSED_STREAM_NAMES},
 }
 
 

@@ -35,6 +35,7 @@ from hakeeper.conf.nginx_health import (
     read_stream_health_check,
     read_stream_matches,
 )
+from hakeeper.conf.nginx_status import REFUSED_STREAM_NAMES
 from hakeeper.conf.tree import Node
 
 __all__ = [
@@ -49,28 +50,7 @@ STREAM, S_UPSTREAM, S_SERVER = "stream", "stream upstream", "stream server"
 _SS = frozenset({STREAM, S_SERVER})
 
 #: Directives nginx's stream modules accept that hakeeper does not implement (yet).
-UNSUPPORTED = frozenset(
-    {
-        "ssl_certificate",
-        "ssl_certificate_key",
-        "proxy_ssl",
-        "proxy_protocol",
-        "proxy_bind",
-        "proxy_upload_rate",
-        "proxy_download_rate",
-        "return",
-        "set",
-        "map",
-        "geo",
-        "split_clients",
-        "ssl_preread",
-        "limit_conn",
-        "limit_conn_zone",
-        "allow",
-        "deny",
-        "pass",
-    }
-)
+UNSUPPORTED = frozenset(REFUSED_STREAM_NAMES)
 
 STREAM_DIRECTIVES: dict[str, _Spec] = {
     "include": _spec({STREAM, S_UPSTREAM, S_SERVER}, 1, 1),

@@ -342,10 +342,11 @@ class L7Service:
         self._retire(old, signal_them=False)  # replace_workers signalled them
 
     async def _start_stream(self) -> None:
-        from hakeeper.proxy.run import read_file  # noqa: PLC0415
+        from hakeeper.proxy.run import read_stream_file  # noqa: PLC0415
         from hakeeper.proxy.stream import StreamProcess  # noqa: PLC0415
 
-        stream = StreamProcess(self.path, lambda p, d: read_file(p, d).stream)
+        # its loader drops the ignored-directive warnings the daemon already logged
+        stream = StreamProcess(self.path, read_stream_file)
         try:
             await self._call(stream.start)
         except RuntimeError as exc:
