@@ -38,38 +38,13 @@ from hakeeper.conf.nginx_tls import (
     read_proxy_ssl,
     read_ssl,
 )
+from hakeeper.conf.nginx_values import parse_size, parse_time
 from hakeeper.conf.tree import Node, Word
 
 if TYPE_CHECKING:
     from hakeeper.conf.nginx_stream import StreamConfig
 
 IncludeFn = Callable[[str, Location, Diagnostics], Sequence[Node]]
-
-_TIME = re.compile(r"(\d+)(ms|s|m|h|d)?")
-_SIZE = re.compile(r"(\d+)([kKmMgG])?")
-_TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, None: 1}
-
-
-def parse_time(text: str) -> float | None:
-    """nginx time: `500ms`, `30s`, `1m`, `2h`, plain seconds; None if malformed."""
-    total = 0.0
-    pos = 0
-    for m in _TIME.finditer(text):
-        if m.start() != pos:
-            return None
-        total += int(m.group(1)) * _TIME_UNITS[m.group(2)]
-        pos = m.end()
-    return total if pos == len(text) and text else None
-
-
-def parse_size(text: str) -> int | None:
-    """nginx size: `1m`, `8k`, plain bytes; None if malformed."""
-    m = _SIZE.fullmatch(text)
-    if not m:
-        return None
-    unit = m.group(2).lower() if m.group(2) else None
-    return int(m.group(1)) * _SIZE_UNITS[unit]
 
 
 @dataclass(frozen=True, slots=True)

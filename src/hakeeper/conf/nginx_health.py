@@ -38,21 +38,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.nginx_values import parse_time
 from hakeeper.conf.tree import Node
-
-_TIME = re.compile(r"(\d+)(ms|s|m|h|d)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def _time(text: str) -> float | None:
-    """nginx time (`500ms`, `5s`, `1m`, plain seconds); None if malformed."""
-    total, pos = 0.0, 0
-    for m in _TIME.finditer(text):
-        if m.start() != pos:
-            return None
-        total += int(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    return total if text and pos == len(text) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +285,7 @@ def _param(hc: HealthCheck, node: Node, word: str, diags: Diagnostics) -> Health
         if word == "persistent":
             return replace(hc, persistent=True)
     elif key in ("interval", "jitter", "timeout", "keepalive_time"):
-        t = _time(value)
+        t = parse_time(value)
         if t is None or (key == "interval" and t <= 0):
             diags.error(node.loc, f'invalid time "{value}" in "health_check"')
             return None

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from hakeeper.conf.diagnostics import Diagnostics, Location
+from hakeeper.conf.nginx_values import parse_time
 from hakeeper.conf.tree import Node
 
 # nginx 1.22 ngx_http_ssl_protocols / ngx_http_proxy_ssl_protocols bitmask words
@@ -38,19 +39,7 @@ PROTOCOL_WORDS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 NGINX_122_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2")  # TLSv1.3 joined the default in 1.23.4
 DEFAULT_CIPHERS = "HIGH:!aNULL:!MD5"
 
-_TIME = re.compile(r"(\d+)(ms|s|m|h|d)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _CACHE = re.compile(r"off|none|builtin(?::\d+)?|shared:[A-Za-z0-9_]+:\d+[kKmM]?")
-
-
-def _time(text: str) -> float | None:
-    total, pos = 0.0, 0
-    for m in _TIME.finditer(text):
-        if m.start() != pos:
-            return None
-        total += int(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    return total if text and pos == len(text) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +218,7 @@ def read_ssl(nodes: Sequence[Node], inherited: SslSettings, diags: Diagnostics) 
             else:
                 s = replace(s, session_cache=tuple(args))
         elif name == "ssl_session_timeout":
-            t = _time(args[0])
+            t = parse_time(args[0])
             if t is None:
                 diags.error(node.loc, f'invalid time "{args[0]}" in "{name}" directive')
             else:
