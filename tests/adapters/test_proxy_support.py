@@ -225,6 +225,22 @@ def one_route(text: str, path: str = "nginx.conf") -> Route:
     return route
 
 
+async def wait_nginx(proc: subprocess.Popen[bytes], port: int, limit: float = 10.0) -> None:
+    """Until the nginx child `proc` accepts on 127.0.0.1:`port` (its stderr in the failure
+    when it exits first)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while True:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+            assert loop.time() < end, "nginx did not start"
+            await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def nginx_and_hakeeper(
     conf: str, prefix: str, **values: int
@@ -247,17 +263,7 @@ async def nginx_and_hakeeper(
         route = one_route(text.replace(str(nport), str(hport)), path)
         engine = Engine(route.config, route.balancer)
         await engine.start_listening(route.listen.host, route.listen.port)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 10
-        while True:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", nport)
-                w.close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert loop.time() < end, "nginx did not start"
-                await asyncio.sleep(0.05)
+        await wait_nginx(proc, nport)
         yield nport, hport
     finally:
         if engine is not None:

@@ -13,7 +13,6 @@ headers. `hakeeper check --nginx` must fail like `nginx -t` on a certificate-les
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import re
@@ -23,7 +22,15 @@ import sys
 import tempfile
 
 import pytest
-from test_proxy_support import Backend, BackendConn, Seen, request, run, simple_response
+from test_proxy_support import (
+    Backend,
+    BackendConn,
+    Seen,
+    request,
+    run,
+    simple_response,
+    wait_nginx,
+)
 from tls_support import TlsBackend, make_pki, read_routes, serving, tls_request
 from uvloop_support import free_port
 
@@ -137,20 +144,6 @@ def _start_nginx(text: str, work: str) -> subprocess.Popen[bytes]:
     )
 
 
-async def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 10
-    while True:
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            assert loop.time() < end, "nginx did not start"
-            await asyncio.sleep(0.05)
-
-
 def test_tls_termination_and_https_upstream_as_nginx() -> None:
     work = tempfile.mkdtemp(prefix="hk-tls-vs-nginx-")
 
@@ -168,7 +161,7 @@ def test_tls_termination_and_https_upstream_as_nginx() -> None:
         routes, diags = read_routes(CONF.format(plain=h_plain, tls=h_tls, **values))
         assert not diags.has_errors, [d.format() for d in diags.sorted()]
         try:
-            await _wait_listening(proc, n_tls)
+            await wait_nginx(proc, n_tls)
             async with serving(routes):
                 want = await _observe(n_plain, n_tls)
                 nginx_sni = list(secure.sni)
